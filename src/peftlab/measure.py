@@ -1,0 +1,91 @@
+"""Measurements: parameter counts, memory, adapter size, environment."""
+
+from __future__ import annotations
+
+import os
+import platform
+import resource
+import sys
+from pathlib import Path
+
+import torch
+from torch import nn
+
+# PEFT keeps a trainable copy of each modules_to_save module beside the frozen original; its own
+# "all params" counts both. The copy's parameters live under this name part.
+PEFT_COPY = ".modules_to_save."
+
+
+def count_params(model: nn.Module, base_total: int) -> dict:
+    """Trainable and total counts. total = base model + added adapter parameters, each module once;
+    peft_all_params is PEFT's own figure (modules_to_save counted twice), kept for comparison."""
+    named = dict(model.named_parameters())  # unique tensors
+    trainable = sum(p.numel() for p in named.values() if p.requires_grad)
+    total = sum(p.numel() for n, p in named.items() if PEFT_COPY not in n)
+    peft_all = sum(p.numel() for p in named.values())
+    return {
+        "trainable": trainable,
+        "total": total,
+        "base": base_total,
+        "added": total - base_total,
+        "trainable_pct": 100.0 * trainable / base_total,
+        "peft_all_params": peft_all,
+    }
+
+
+def reset_peak_memory(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    else:
+        try:  # Linux: writing 5 resets the process's peak RSS (VmHWM) so each run gets its own peak
+            Path("/proc/self/clear_refs").write_text("5")
+        except OSError:
+            pass
+
+
+def peak_memory(device: torch.device) -> dict:
+    if device.type == "cuda":
+        return {"peak_bytes": int(torch.cuda.max_memory_allocated(device)), "kind": "cuda_max_allocated"}
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return {"peak_bytes": int(line.split()[1]) * 1024, "kind": "process_peak_rss"}
+    except OSError:
+        pass
+    scale = 1 if sys.platform == "darwin" else 1024  # ru_maxrss: bytes on macOS, KiB on Linux
+    return {"peak_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale, "kind": "process_peak_rss"}
+
+
+def save_trained_part(model: nn.Module, folder: Path) -> int:
+    """Save what the run trained and return its size in bytes: a PEFT adapter folder (with the new
+    head) for PEFT models, else the trainable tensors as safetensors."""
+    from safetensors.torch import save_file
+
+    folder.mkdir(parents=True, exist_ok=True)
+    if hasattr(model, "peft_config"):
+        model.save_pretrained(folder)
+    else:
+        tensors = {n: p.detach().contiguous().cpu() for n, p in model.named_parameters() if p.requires_grad}
+        save_file(tensors, str(folder / "trainable.safetensors"))
+    return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file() and f.suffix == ".safetensors")
+
+
+def environment(device: torch.device | None = None) -> dict:
+    import importlib.metadata as md
+
+    versions = {}
+    for pkg in ("torch", "transformers", "peft", "accelerate", "datasets", "safetensors", "peftlab"):
+        try:
+            versions[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            versions[pkg] = None
+    dev = device or torch.device("cpu")
+    return {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "packages": versions,
+        "device": dev.type,
+        "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else platform.processor() or platform.machine(),
+        "torch_threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
+    }

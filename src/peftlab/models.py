@@ -1,0 +1,209 @@
+"""Load an image classifier, fit its head to a label set, and find its parts by role.
+
+Architectures name their modules differently (transformers 5: ``vit.layers.N.attention.q_proj``;
+older releases: ``vit.encoder.layer.N.attention.attention.query``), so nothing here hard-codes one
+naming: blocks are the model's largest ModuleList, and each role (query, key, value, output, fc1,
+fc2) is the one Linear inside a block whose relative name matches that role's pattern.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .errors import UserError
+
+BUNDLED_NAME = "peftlab-vit-tiny"
+BUNDLED_DIR = Path(__file__).parent / "bundled"
+
+# role -> pattern on a Linear's name relative to its block; first spelling is transformers 5's.
+ROLE_PATTERNS: dict[str, str] = {
+    "query": r"(^|\.)(q_proj|query|q)$",
+    "key": r"(^|\.)(k_proj|key|k)$",
+    "value": r"(^|\.)(v_proj|value|v)$",
+    "output": r"(^|\.)(attention|attn|self_attn)\.(o_proj|out_proj|proj|output\.dense)$",
+    "fc1": r"(^|\.)(mlp\.fc1|intermediate\.dense|mlp\.lin1)$",
+    "fc2": r"(^|\.)(mlp\.fc2|mlp\.lin2)$|^output\.dense$",
+}
+ROLE_ALIASES = {
+    "q": "query", "k": "key", "v": "value", "o": "output", "out": "output", "proj": "output",
+    "dense": "output", "mlp_in": "fc1", "intermediate": "fc1", "mlp_out": "fc2",
+}
+ROLE_GROUPS = {"all-linear": list(ROLE_PATTERNS), "attention": ["query", "key", "value", "output"],
+               "mlp": ["fc1", "fc2"]}
+
+
+@dataclass(frozen=True)
+class ImageSpec:
+    """What the model's image processor asks of an input image."""
+
+    height: int
+    width: int
+    channels: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    rescale: float = 1 / 255  # uint8 -> [0, 1]
+
+    def normalize(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 [N, C, H, W] on any device -> normalized float32."""
+        mean = torch.tensor(self.mean, device=images.device).view(1, -1, 1, 1)
+        std = torch.tensor(self.std, device=images.device).view(1, -1, 1, 1)
+        return (images.float() * self.rescale - mean) / std
+
+
+@dataclass(frozen=True)
+class Arch:
+    """Where a model keeps its blocks, head and final norm, and which Linear plays each role."""
+
+    blocks_path: str  # e.g. "vit.layers"
+    num_blocks: int
+    classifier: str  # attribute path of the classification head, e.g. "classifier"
+    final_norm: str | None  # norm between the last block and the head, e.g. "vit.layernorm"
+    roles: dict[str, str]  # role -> module path relative to a block, e.g. "query" -> "attention.q_proj"
+
+    def block_names(self) -> list[str]:
+        return [f"{self.blocks_path}.{i}" for i in range(self.num_blocks)]
+
+    def resolve_roles(self, spec: str | list[str]) -> list[str]:
+        """'query,value' / 'q,v' / 'all-linear' -> canonical roles present in this model."""
+        names = spec.split(",") if isinstance(spec, str) else list(spec)
+        roles: list[str] = []
+        for raw in (n.strip().lower() for n in names if n.strip()):
+            for role in ROLE_GROUPS.get(raw, [ROLE_ALIASES.get(raw, raw)]):
+                if role not in ROLE_PATTERNS:  # offer what this model has, not every role there is
+                    usable = list(self.roles) + [g for g, rs in ROLE_GROUPS.items() if set(rs) <= set(self.roles)]
+                    raise UserError(f"unknown target role '{raw}'; this model has: {', '.join(usable) or 'none'}")
+                if role not in self.roles:
+                    raise UserError(f"this model has no '{role}' module in its blocks; "
+                                    f"it has: {', '.join(self.roles) or 'none'}")
+                if role not in roles:
+                    roles.append(role)
+        if not roles:
+            raise UserError("no target roles given; use e.g. query,value")
+        return roles
+
+    def target_regex(self, roles: list[str]) -> str:
+        """A PEFT target_modules regex matching exactly these roles' Linears in every block."""
+        rels = "|".join(re.escape(self.roles[r]) for r in roles)
+        return rf"(.*\.)?{re.escape(self.blocks_path)}\.\d+\.({rels})"
+
+
+def get_module(model: nn.Module, path: str) -> nn.Module:
+    return model.get_submodule(path)
+
+
+def describe(model: nn.Module) -> Arch:
+    """Find blocks, head, final norm and role modules of a classifier, whatever its naming."""
+    lists = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.ModuleList) and len(m) > 0]
+    if not lists:
+        raise UserError(f"{type(model).__name__}: found no stack of blocks; peftlab needs a "
+                        "transformer-style model (e.g. ViT, DeiT)")
+    blocks_path, blocks = max(lists, key=lambda nm: len(nm[1]))
+    classifier = next((n for n in ("classifier", "head", "fc")
+                       if isinstance(getattr(model, n, None), nn.Linear)), None)
+    if classifier is None:
+        raise UserError(f"{type(model).__name__}: found no Linear classification head "
+                        "(looked for .classifier, .head, .fc)")
+    linears = {n: m for n, m in blocks[0].named_modules() if isinstance(m, nn.Linear)}
+    roles = {}
+    for role, pattern in ROLE_PATTERNS.items():
+        hits = [n for n in linears if re.search(pattern, n)]
+        if len(hits) == 1:
+            roles[role] = hits[0]
+    # the final norm: a LayerNorm registered after the blocks, outside them (ViT: vit.layernorm)
+    order = [n for n, _ in model.named_modules()]
+    after = order[order.index(blocks_path) + 1:]
+    norms = [n for n in after if not n.startswith(blocks_path + ".")
+             and isinstance(model.get_submodule(n), nn.LayerNorm)]
+    final_norm = norms[0] if norms else None
+    return Arch(blocks_path, len(blocks), classifier, final_norm, roles)
+
+
+def resolve_model_path(name: str) -> str:
+    """The bundled model's name (or 'bundled') -> its folder; anything else is passed through."""
+    if name in (BUNDLED_NAME, "bundled"):
+        return str(BUNDLED_DIR)
+    return name
+
+
+def check_model_path(name: str) -> str:
+    """The folder (or hub id) to load for name; a local-looking path that does not exist is an error."""
+    path = resolve_model_path(name)
+    if not Path(path).exists() and (path.startswith((".", "/", "~")) or Path(path).suffix):
+        raise UserError(f"model folder '{name}' does not exist; pass a local model folder, a hub id "
+                        f"or '{BUNDLED_NAME}'")
+    return path
+
+
+def image_spec(name: str, config) -> ImageSpec:
+    """Read size, channels and mean/std from the model's image processor (or its config)."""
+    from transformers import AutoImageProcessor
+
+    try:
+        proc = AutoImageProcessor.from_pretrained(resolve_model_path(name))
+        size = proc.size if isinstance(proc.size, dict) else vars(proc.size)
+        height = size.get("height") or size.get("shortest_edge")
+        width = size.get("width") or height
+        mean = tuple(proc.image_mean) if getattr(proc, "do_normalize", True) else (0.0,)
+        std = tuple(proc.image_std) if getattr(proc, "do_normalize", True) else (1.0,)
+        rescale = proc.rescale_factor if getattr(proc, "do_rescale", True) else 1.0
+    except (OSError, ValueError, KeyError, AttributeError, TypeError):
+        height = width = None
+        mean, std, rescale = (0.5,), (0.5,), 1 / 255
+    height = int(height or config.image_size)
+    width = int(width or config.image_size)
+    channels = int(getattr(config, "num_channels", 3))
+    if len(mean) != channels:
+        mean, std = (mean[0],) * channels, (std[0],) * channels
+    return ImageSpec(height, width, channels, tuple(float(m) for m in mean),
+                     tuple(float(s) for s in std), float(rescale))
+
+
+def fit_head(model: nn.Module, label_names: list[str], seed: int) -> None:
+    """Replace the classification head with a fresh, seeded one for these labels."""
+    arch_head = describe(model).classifier
+    old: nn.Linear = getattr(model, arch_head)
+    gen = torch.Generator().manual_seed(seed)
+    head = nn.Linear(old.in_features, len(label_names))
+    std = getattr(model.config, "initializer_range", 0.02)
+    with torch.no_grad():
+        head.weight.copy_(torch.randn(head.weight.shape, generator=gen).mul_(std).clamp_(-2 * std, 2 * std))
+        head.bias.zero_()
+    setattr(model, arch_head, head.to(old.weight.device, old.weight.dtype))
+    model.num_labels = len(label_names)
+    model.config.num_labels = len(label_names)
+    model.config.id2label = dict(enumerate(label_names))
+    model.config.label2id = {n: i for i, n in enumerate(label_names)}
+    model.config.problem_type = "single_label_classification"
+
+
+def load_model(name: str, label_names: list[str], seed: int = 0) -> nn.Module:
+    """A hub id, a local folder or the bundled model -> classifier with a fresh head for label_names."""
+    from transformers import AutoModelForImageClassification
+    from transformers.utils import logging as hf_logging
+
+    path = check_model_path(name)
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # the head is re-initialised on purpose: silence the warning
+    hf_logging.disable_progress_bar()
+    try:
+        model = AutoModelForImageClassification.from_pretrained(
+            path, num_labels=len(label_names), ignore_mismatched_sizes=True)
+    except (OSError, ValueError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UserError(f"cannot load model '{name}': {first}") from e
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        hf_logging.enable_progress_bar()
+    fit_head(model, label_names, seed)
+    return model
+
+
+def bundled_record() -> dict:
+    path = BUNDLED_DIR / "pretrain.json"
+    return json.loads(path.read_text()) if path.exists() else {}
