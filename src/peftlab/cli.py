@@ -39,10 +39,43 @@ def _run_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--config", metavar="FILE", help="YAML or JSON file of options; the command line overrides it")
     for f in run_fields():
         _add_field(p, f, "--" + f.name.replace("_", "-"), f.name)
+    _add_method_options(p)
+    return p
+
+
+def _add_method_options(p: argparse.ArgumentParser) -> None:
+    """--<method>-<option> for every registered method; dest '<method>.<option>'."""
+    from .methods import REGISTRY
+
     for name, method in REGISTRY.items():
         g = p.add_argument_group(f"{name} options", method.description)
         for f in fields(method.config_cls):
             _add_field(g, f, f"--{name}-{f.name.replace('_', '-')}", f"{name}.{f.name}")
+
+
+def _method_sections(args) -> dict[str, dict]:
+    """The --<method>-<option> values given on the command line, as {method: {option: value}}."""
+    out: dict[str, dict] = {}
+    for key, v in vars(args).items():
+        if v is not None and "." in key:
+            method, opt = key.split(".", 1)
+            out.setdefault(method, {})[opt] = v
+    return out
+
+
+def _theory_parser(sub) -> argparse.ArgumentParser:
+    p = sub.add_parser("theory", help="derive parameter counts per component from the architecture",
+                       description="Print each method's parameter breakdown, formula by formula, from the "
+                                   "model's config alone (no weights are loaded).")
+    p.add_argument("--model", default="vit-base-patch16-224",
+                   help="a preset (see --list-presets), hub id, model folder, config.json or the bundled "
+                        "model (default: vit-base-patch16-224)")
+    p.add_argument("--method", default="head,last,lora,full", help="method(s), comma-separated, or 'all' "
+                   "(default: head,last,lora,full)")
+    p.add_argument("--num-labels", type=int, default=None, metavar="C",
+                   help="classes of the new head (default: the config's own label count)")
+    p.add_argument("--list-presets", action="store_true", help="list the built-in architecture presets")
+    _add_method_options(p)
     return p
 
 
@@ -63,6 +96,7 @@ def parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     _run_parser(sub)
     _pretrain_parser(sub)
+    _theory_parser(sub)
     r = sub.add_parser("report", help="rebuild the comparison table from the result files in DIR")
     r.add_argument("dir")
     sub.add_parser("methods", help="list the registered fine-tuning methods and their options")
@@ -73,15 +107,10 @@ def _cmd_run(args) -> int:
     from . import config, runner
 
     values = config.read_file(args.config) if args.config else {}
-    for key, v in vars(args).items():
-        if v is None or key in ("command", "config"):
-            continue
-        if "." in key:
-            method, opt = key.split(".", 1)
-            values.setdefault(method, {})
-            values[method] = dict(values[method] or {}) | {opt: v}
-        else:
-            values[key] = v
+    values |= {k: v for k, v in vars(args).items() if v is not None and "." not in k
+               and k not in ("command", "config")}
+    for method, opts in _method_sections(args).items():
+        values[method] = dict(values.get(method) or {}) | opts
     runner.run(config.build(values))
     return 0
 
@@ -110,6 +139,31 @@ def _cmd_report(args) -> int:
     return 0
 
 
+def _cmd_theory(args) -> int:
+    from . import theory
+    from .config import method_config
+    from .methods import parse_methods
+
+    if args.list_presets:
+        for name, p in theory.PRESETS.items():
+            print(f"{name:34} {p.about}")
+        return 0
+    if args.num_labels is not None and args.num_labels < 1:
+        raise UserError(f"--num-labels must be >= 1 (got {args.num_labels})")
+    cfg = theory.load_config(args.model)
+    num_labels = args.num_labels or cfg.num_labels
+    sections = _method_sections(args)
+    blocks = []
+    for name in parse_methods(args.method):
+        mcfg = method_config(name, sections.get(name))
+        if not theory.supported(cfg):
+            raise UserError(f"no formulas for model type '{getattr(cfg, 'model_type', '?')}'; "
+                            "'peftlab run' counts such models structurally")
+        blocks.append(theory.derive(cfg, name, mcfg, num_labels).format())
+    print("\n\n".join(blocks))
+    return 0
+
+
 def _cmd_methods(args) -> int:
     from .methods import REGISTRY
 
@@ -127,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         return {"run": _cmd_run, "pretrain": _cmd_pretrain, "report": _cmd_report,
-                "methods": _cmd_methods}[args.command](args)
+                "methods": _cmd_methods, "theory": _cmd_theory}[args.command](args)
     except UserError as e:
         print(f"peftlab: error: {e}", file=sys.stderr)
         return 2

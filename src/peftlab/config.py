@@ -104,7 +104,26 @@ def read_file(path: str) -> dict[str, Any]:
         raise UserError(f"cannot parse config file '{path}': {str(e).splitlines()[0]}") from e
     if not isinstance(data, dict):
         raise UserError(f"config file '{path}' must hold a mapping of options")
+    for k, v in data.items():  # a method's section must be a mapping, e.g. lora: {r: 4}
+        if str(k) in REGISTRY and v is not None and not isinstance(v, dict):
+            raise UserError(f"config file '{path}': '{k}' must be a mapping of {k} options (e.g. {k}: {{lr: 0.001}})")
     return data
+
+
+def method_config(name: str, opts: dict[str, Any] | None) -> MethodConfig:
+    """{option: value} for one method -> its checked config dataclass."""
+    cls = REGISTRY[name].config_cls
+    allowed = {f.name for f in fields(cls)}
+    if opts is not None and not isinstance(opts, dict):
+        raise UserError(f"{name} options must be a mapping of option: value (got {opts!r})")
+    opts = {k.replace("-", "_"): v for k, v in (opts or {}).items()}
+    bad = sorted(set(opts) - allowed)
+    if bad:
+        raise UserError(f"unknown {name} option(s): {', '.join(bad)}; {name} takes: {', '.join(sorted(allowed))}")
+    try:
+        return cls(**opts)
+    except TypeError as e:
+        raise UserError(f"bad {name} options: {e}") from e
 
 
 def build(values: dict[str, Any]) -> RunConfig:
@@ -117,18 +136,7 @@ def build(values: dict[str, Any]) -> RunConfig:
         raise UserError(f"unknown option(s): {', '.join(unknown)}; see 'peftlab run --help'")
     if isinstance(values.get("methods"), list):
         values["methods"] = ",".join(values["methods"])
-    options = {}
-    for name, opts in sections.items():
-        cls = REGISTRY[name].config_cls
-        allowed = {f.name for f in fields(cls)}
-        opts = {k.replace("-", "_"): v for k, v in (opts or {}).items()}
-        bad = sorted(set(opts) - allowed)
-        if bad:
-            raise UserError(f"unknown {name} option(s): {', '.join(bad)}; {name} takes: {', '.join(sorted(allowed))}")
-        try:
-            options[name] = cls(**opts)
-        except TypeError as e:
-            raise UserError(f"bad {name} options: {e}") from e
+    options = {name: method_config(name, opts) for name, opts in sections.items()}
     try:
         return RunConfig(**values, method_options=options)
     except TypeError as e:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-COLUMNS = ["method", "trainable", "% trainable", "accuracy (baseline → final)", "top-5", "macro-F1",
+COLUMNS = ["method", "trainable", "theory", "% trainable", "accuracy (baseline → final)", "top-5", "macro-F1",
            "train s", "img/s", "peak mem", "adapter"]
 
 
@@ -20,11 +20,22 @@ def _pct(x: float | None) -> str:
     return "-" if x is None else f"{x:.3f}"
 
 
+def theory_cell(p: dict) -> str:
+    """'✓' when measured counts equal the derived ones, 'MISMATCH' when not; 'structural' marks
+    counts derived from module shapes rather than from the architecture's formulas."""
+    kind = p.get("kind", "theory")
+    match = p.get(f"{kind}_match")
+    if match is None:
+        return "-"
+    return ("✓" if match else "MISMATCH") + (" (structural)" if kind == "structural" else "")
+
+
 def row(r: dict) -> list[str]:
     m, p = r["metrics"], r["params"]
     return [
         r["method"],
         f"{p['trainable']:,}",
+        theory_cell(p),
         f"{p['trainable_pct']:.2f}%",
         f"{m['baseline_accuracy']:.3f} → {m['accuracy']:.3f}",
         _pct(m.get("top5_accuracy")),

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from . import methods as M
+from . import theory
 from .config import RunConfig
 from .data import Task, load_task
 from .errors import UserError
@@ -49,8 +50,15 @@ def run_one(cfg: RunConfig, method: str, task: Task, spec, accelerator, log: Cal
     torch.manual_seed(cfg.seed)
     model = load_model(cfg.model, task.label_names, cfg.seed)
     base_total = sum(p.numel() for p in model.parameters())
+    # derived before the method touches the model: from the config, or from module shapes
+    derived = (theory.derive(model.config, method, mcfg, task.num_classes) if theory.supported(model.config)
+               else theory.structural(model, method, mcfg, task.num_classes))
     prepared = M.get(method).apply(model, describe(model), mcfg)
     params = count_params(prepared.model, base_total)
+    params |= theory.check(derived, params)
+    if params["mismatches"]:
+        log(f"WARNING {method}: measured parameter counts differ from the {derived.kind}: " + "; ".join(
+            f"{m['what']} {m[derived.kind]:,} vs measured {m['measured']:,}" for m in params["mismatches"]))
     reset_peak_memory(accelerator.device)
     out = fit(prepared, task, spec, cfg.train_config(), cfg.lr_for(method), cfg.seed, accelerator,
               progress=not cfg.quiet, desc=method)
