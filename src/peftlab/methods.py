@@ -83,7 +83,7 @@ def _freeze_all_but(model: nn.Module, prefixes: list[str]) -> None:
 # ---------------------------------------------------------------- head
 @dataclass
 class HeadConfig(MethodConfig):
-    lr: float = field(default=3e-3, metadata={"help": "peak learning rate (AdamW)"})
+    lr: float = field(default=1e-2, metadata={"help": "peak learning rate (AdamW)"})
 
 
 @register("head", HeadConfig, "train the classification head only (linear probe)")
@@ -95,7 +95,7 @@ def head(model: nn.Module, arch: Arch, cfg: HeadConfig) -> Prepared:
 # ---------------------------------------------------------------- last N blocks
 @dataclass
 class LastConfig(MethodConfig):
-    lr: float = field(default=1e-3, metadata={"help": "peak learning rate (AdamW)"})
+    lr: float = field(default=2e-3, metadata={"help": "peak learning rate (AdamW)"})
     blocks: int = field(default=1, metadata={"help": "number of final transformer blocks to train"})
     final_norm: bool = field(default=False, metadata={"help": "also train the norm after the last block"})
 
@@ -119,7 +119,7 @@ def last(model: nn.Module, arch: Arch, cfg: LastConfig) -> Prepared:
 # ---------------------------------------------------------------- LoRA
 @dataclass
 class LoraConfig(MethodConfig):
-    lr: float = field(default=3e-3, metadata={"help": "peak learning rate (AdamW)"})
+    lr: float = field(default=5e-3, metadata={"help": "peak learning rate (AdamW)"})
     r: int = field(default=8, metadata={"help": "rank of the update B·A"})
     alpha: float = field(default=16, metadata={"help": "scaling: the update is multiplied by alpha/r"})
     dropout: float = field(default=0.1, metadata={"help": "dropout on the LoRA branch's input"})

@@ -47,8 +47,17 @@ def row(r: dict) -> list[str]:
     ]
 
 
+def ordered(results: list[dict]) -> list[dict]:
+    """Registry order of methods (head, last, lora, full, ...), then seed: the same order whether the
+    results come from a run or from the files on disk."""
+    from .methods import REGISTRY
+
+    order = {name: i for i, name in enumerate(REGISTRY)}
+    return sorted(results, key=lambda r: (order.get(r["method"], len(order)), r["method"], r.get("seed", 0)))
+
+
 def table_rows(results: list[dict]) -> list[list[str]]:
-    return [row(r) for r in results if r.get("status", "ok") == "ok"]
+    return [row(r) for r in ordered(results) if r.get("status", "ok") == "ok"]
 
 
 def format_text(results: list[dict]) -> str:

@@ -17,7 +17,7 @@ from .config import RunConfig
 from .data import Task, load_task
 from .errors import UserError
 from .measure import count_params, environment, peak_memory, reset_peak_memory, save_trained_part
-from .models import check_model_path, describe, image_spec, load_model
+from .models import check_model_path, describe, fit_head, image_spec, load_model
 from .report import format_text, summary_markdown
 from .results import write_json_atomic
 from .train import fit, make_accelerator
@@ -41,6 +41,18 @@ def _model_config(name: str):
     except (OSError, ValueError) as e:
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
         raise UserError(f"cannot load model '{name}': {first}") from e
+
+
+def preflight(cfg: RunConfig, config, label_names: list[str]) -> None:
+    """Apply every method to a weightless (meta-device) copy of the model before any training, so a
+    bad method option (e.g. a LoRA target the model lacks) fails before any result is written."""
+    from transformers import AutoModelForImageClassification
+
+    for name in cfg.method_names:
+        with torch.device("meta"):
+            model = AutoModelForImageClassification.from_config(config)
+        fit_head(model, label_names, cfg.seed)
+        M.get(name).apply(model, describe(model), cfg.method_options[name])
 
 
 def run_one(cfg: RunConfig, method: str, task: Task, spec, accelerator, log: Callable[[str], None]) -> dict:
@@ -117,7 +129,9 @@ def run(cfg: RunConfig, log: Callable[[str], None] = print) -> list[dict]:
     out = Path(cfg.out)
     _check_writable(out)
     accelerator = make_accelerator(cfg.device, cfg.precision)
-    spec = image_spec(cfg.model, _model_config(cfg.model))
+    config = _model_config(cfg.model)
+    spec = image_spec(cfg.model, config)
+    preflight(cfg, config, ["a", "b"])  # the head size does not change whether a method applies
     task = load_task(cfg.dataset, spec, train_size=cfg.train_size, eval_size=cfg.eval_size, seed=cfg.seed,
                      image_column=cfg.image_column, label_column=cfg.label_column,
                      train_split=cfg.train_split, eval_split=cfg.eval_split,
