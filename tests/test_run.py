@@ -157,7 +157,9 @@ def test_summary_lists_every_method_and_report_rebuilds_it(folder_run, capsys):
     assert cli.main(["report", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "accuracy (baseline → final)" in printed and "3 classes" in printed
-    rows = [line.split()[0] for line in printed.splitlines()[-len(methods.REGISTRY):]]
+    lines = printed.splitlines()
+    first = next(i for i, line in enumerate(lines) if line.startswith("-----")) + 1
+    rows = [line.split()[0] for line in lines[first:first + len(methods.REGISTRY)]]
     assert rows == list(methods.REGISTRY)  # one row per result, in registry order (not path order)
     for method in methods.REGISTRY:
         r = read_json(out / f"{method}-seed0" / "result.json")
@@ -184,7 +186,7 @@ def test_same_seed_same_results(folder_run, tiny_vit, image_folder, tmp_path):
 
 def test_another_seed_gives_another_run(folder_run, tiny_vit, image_folder, tmp_path):
     _, first = folder_run
-    assert cli.main(tiny_args(tiny_vit, image_folder, tmp_path, "--methods", "head", "--seed", "1")) == 0
+    assert cli.main(tiny_args(tiny_vit, image_folder, tmp_path, "--methods", "head", "--seeds", "1")) == 0
     a = read_json(first / "head-seed0" / "result.json")
     b = read_json(tmp_path / "head-seed1" / "result.json")
     assert b["seed"] == 1 and a["metrics"]["eval_loss"] != b["metrics"]["eval_loss"]

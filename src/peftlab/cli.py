@@ -4,21 +4,15 @@ from __future__ import annotations
 
 import argparse
 import sys
-import types
-import typing
 from dataclasses import MISSING, fields
 
 from .errors import UserError
 
 
-def _field_type(f) -> type:
-    t = f.type if not isinstance(f.type, str) else eval(f.type, vars(typing) | {"types": types})  # noqa: S307
-    args = [a for a in typing.get_args(t) if a is not type(None)]
-    return args[0] if args else t
+def _add_field(parser, cls, f, flag: str, dest: str) -> None:
+    from .config import field_type
 
-
-def _add_field(parser, f, flag: str, dest: str) -> None:
-    typ = _field_type(f)
+    typ = field_type(cls, f)
     default = f.default if f.default is not MISSING else None
     help_ = f.metadata.get("help", "")
     if default not in (None, "") and typ is not bool:
@@ -30,7 +24,7 @@ def _add_field(parser, f, flag: str, dest: str) -> None:
 
 
 def _run_parser(sub) -> argparse.ArgumentParser:
-    from .config import run_fields
+    from .config import RunConfig, run_fields
     from .methods import REGISTRY
 
     p = sub.add_parser("run", help="fine-tune with several methods and compare them",
@@ -38,7 +32,7 @@ def _run_parser(sub) -> argparse.ArgumentParser:
                                    "result.json per method, summary.md, and print the comparison table.")
     p.add_argument("--config", metavar="FILE", help="YAML or JSON file of options; the command line overrides it")
     for f in run_fields():
-        _add_field(p, f, "--" + f.name.replace("_", "-"), f.name)
+        _add_field(p, RunConfig, f, "--" + f.name.replace("_", "-"), f.name)
     _add_method_options(p)
     return p
 
@@ -50,7 +44,7 @@ def _add_method_options(p: argparse.ArgumentParser) -> None:
     for name, method in REGISTRY.items():
         g = p.add_argument_group(f"{name} options", method.description)
         for f in fields(method.config_cls):
-            _add_field(g, f, f"--{name}-{f.name.replace('_', '-')}", f"{name}.{f.name}")
+            _add_field(g, method.config_cls, f, f"--{name}-{f.name.replace('_', '-')}", f"{name}.{f.name}")
 
 
 def _method_sections(args) -> dict[str, dict]:
@@ -97,6 +91,11 @@ def parser() -> argparse.ArgumentParser:
     _run_parser(sub)
     _pretrain_parser(sub)
     _theory_parser(sub)
+    sw = sub.add_parser("sweep", help="run a grid of methods x options x seeds from a YAML/JSON file; "
+                        "rerunning resumes it", description=_sweep_doc())
+    sw.add_argument("file")
+    sw.add_argument("--out", help="results folder (default: the file's 'out', else runs/<file name>)")
+    sw.add_argument("--quiet", action="store_true", help="no progress output")
     r = sub.add_parser("report", help="rebuild the comparison table from the result files in DIR")
     r.add_argument("dir")
     sub.add_parser("methods", help="list the registered fine-tuning methods and their options")
@@ -115,6 +114,22 @@ def _cmd_run(args) -> int:
     return 0
 
 
+def _sweep_doc() -> str:
+    from . import sweep
+
+    return sweep.__doc__
+
+
+def _cmd_sweep(args) -> int:
+    from . import runner, sweep
+
+    cfg, specs = sweep.load(args.file, args.out)
+    if args.quiet:
+        cfg.quiet = True
+    runner.execute(cfg, specs)
+    return 0
+
+
 def _cmd_pretrain(args) -> int:
     from .pretrain import PretrainConfig, pretrain
 
@@ -126,7 +141,7 @@ def _cmd_pretrain(args) -> int:
 def _cmd_report(args) -> int:
     from pathlib import Path
 
-    from .report import context_lines, format_text, summary_markdown
+    from .report import context_lines, format_text, noise_lines, summary_markdown
     from .results import load_results
 
     if not Path(args.dir).is_dir():
@@ -135,6 +150,8 @@ def _cmd_report(args) -> int:
     if not results:
         raise UserError(f"no result.json files under '{args.dir}'")
     print("\n".join(context_lines(results)) + "\n\n" + format_text(results))
+    for line in noise_lines(results):
+        print(line)
     (Path(args.dir) / "summary.md").write_text(summary_markdown(results))
     return 0
 
@@ -181,10 +198,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         return {"run": _cmd_run, "pretrain": _cmd_pretrain, "report": _cmd_report,
-                "methods": _cmd_methods, "theory": _cmd_theory}[args.command](args)
+                "methods": _cmd_methods, "theory": _cmd_theory,
+                "sweep": _cmd_sweep}[args.command](args)
     except UserError as e:
         print(f"peftlab: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("peftlab: interrupted; results already written are complete", file=sys.stderr)
+        print("peftlab: interrupted; every result.json written is complete — rerun the same command "
+              "to finish the rest", file=sys.stderr)
         return 130

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, field, fields
+import typing
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,42 @@ from .errors import UserError
 from .methods import DEFAULT_METHODS, REGISTRY, MethodConfig, parse_methods
 from .models import BUNDLED_NAME
 from .train import TrainConfig
+
+
+def field_type(cls, f) -> type:
+    """The plain type of a dataclass field ('int | None' -> int)."""
+    t = typing.get_type_hints(cls)[f.name]
+    args = [a for a in typing.get_args(t) if a is not type(None)]
+    return args[0] if args else t
+
+
+def coerce(cls, values: dict[str, Any], owner: str) -> dict[str, Any]:
+    """Values from YAML/JSON to the fields' types: YAML reads '1e-3' as a string, JSON 4.0 as a float."""
+    out = dict(values)
+    for f in fields(cls):
+        if f.name not in out:
+            continue
+        v, typ = out[f.name], field_type(cls, f)
+        if v is None or isinstance(v, typ) and not (typ is int and isinstance(v, bool)):
+            continue
+        try:
+            if typ is bool:
+                if str(v).lower() not in ("true", "false", "yes", "no", "1", "0"):
+                    raise ValueError
+                out[f.name] = str(v).lower() in ("true", "yes", "1")
+            elif typ is int:
+                num = float(v)
+                if not num.is_integer():
+                    raise ValueError
+                out[f.name] = int(num)
+            elif typ is float:
+                out[f.name] = float(v)
+            elif typ is str:
+                out[f.name] = str(v)
+        except (TypeError, ValueError):
+            raise UserError(f"{owner}{f.name.replace('_', '-')} must be {'an integer' if typ is int else 'a ' + typ.__name__}"
+                            f" (got {v!r})") from None
+    return out
 
 
 def _positive(owner: str, **values) -> None:
@@ -30,7 +67,8 @@ class RunConfig:
         "help": "fashion-mnist:5-9|0-4|all, a hub dataset id, an image folder or a save_to_disk folder"})
     methods: str = field(default=",".join(DEFAULT_METHODS), metadata={
         "help": "comma-separated methods, or 'all' (see 'peftlab methods')"})
-    seed: int = field(default=0, metadata={"help": "seed for sampling, head init and shuffling"})
+    seeds: str = field(default="0", metadata={
+        "help": "comma-separated seeds (sampling, head init, data order); each method runs once per seed"})
     out: str = field(default="", metadata={"help": "results folder (default: runs/<date-time>)"})
     train_size: int = field(default=3000, metadata={
         "help": "stratified, seeded sample of the training split; 0 = all"})
@@ -57,6 +95,13 @@ class RunConfig:
 
     def __post_init__(self):
         self.methods = ",".join(parse_methods(self.methods))
+        try:
+            seeds = [int(x) for x in str(self.seeds).split(",") if x.strip()]
+        except ValueError:
+            raise UserError(f"--seeds must be comma-separated integers, e.g. 0,1,2 (got '{self.seeds}')") from None
+        if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
+            raise UserError(f"--seeds must be distinct integers >= 0, e.g. 0,1,2 (got '{self.seeds}')")
+        self.seeds = ",".join(map(str, seeds))
         _positive("--", epochs=self.epochs, batch_size=self.batch_size, lr=self.lr)
         if self.train_size < 0 or self.eval_size < 0:
             raise UserError("--train-size and --eval-size must be >= 0 (0 = all)")
@@ -79,8 +124,40 @@ class RunConfig:
         return TrainConfig(epochs=self.epochs, batch_size=self.batch_size, weight_decay=self.weight_decay,
                            warmup_ratio=self.warmup_ratio, max_grad_norm=self.max_grad_norm)
 
-    def lr_for(self, method: str) -> float:
-        return self.lr if self.lr is not None else self.method_options[method].lr
+    @property
+    def seed_list(self) -> list[int]:
+        return [int(x) for x in self.seeds.split(",")]
+
+    def options_for(self, method: str) -> MethodConfig:
+        """The method's options, with the run-wide --lr applied when given."""
+        opts = self.method_options[method]
+        return opts if self.lr is None else replace(opts, lr=self.lr)
+
+    def plan(self) -> list["RunSpec"]:
+        """One run per seed and method, seed-major (a seed's data sample is drawn once)."""
+        return [RunSpec(m, self.options_for(m), seed, m) for seed in self.seed_list for m in self.method_names]
+
+    def fingerprint(self) -> dict:
+        """What, besides method options and seed, decides a run's result: a finished run is reused
+        only when this matches."""
+        skip = {"methods", "seeds", "out", "quiet", "method_options", "lr"}
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in skip}
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One training run: a method with its options, one seed. label names the configuration in tables."""
+
+    method: str
+    options: MethodConfig
+    seed: int
+    label: str
+
+    @property
+    def name(self) -> str:
+        """The run's folder name, e.g. 'lora-seed0' or 'lora-r4-lr0.001-seed0'."""
+        slug = self.label.replace(" ", "-").replace("=", "").replace("/", "_").replace(",", "+")
+        return f"{slug}-seed{self.seed}"
 
 
 def run_fields() -> list:
@@ -121,7 +198,7 @@ def method_config(name: str, opts: dict[str, Any] | None) -> MethodConfig:
     if bad:
         raise UserError(f"unknown {name} option(s): {', '.join(bad)}; {name} takes: {', '.join(sorted(allowed))}")
     try:
-        return cls(**opts)
+        return cls(**coerce(cls, opts, f"{name}."))
     except TypeError as e:
         raise UserError(f"bad {name} options: {e}") from e
 
@@ -134,10 +211,12 @@ def build(values: dict[str, Any]) -> RunConfig:
     unknown = sorted(set(values) - known)
     if unknown:
         raise UserError(f"unknown option(s): {', '.join(unknown)}; see 'peftlab run --help'")
-    if isinstance(values.get("methods"), list):
-        values["methods"] = ",".join(values["methods"])
+    for key in ("methods", "seeds"):
+        if isinstance(values.get(key), (list, tuple, int)):
+            v = values[key]
+            values[key] = ",".join(map(str, v)) if isinstance(v, (list, tuple)) else str(v)
     options = {name: method_config(name, opts) for name, opts in sections.items()}
     try:
-        return RunConfig(**values, method_options=options)
+        return RunConfig(**coerce(RunConfig, values, "--"), method_options=options)
     except TypeError as e:
         raise UserError(f"bad option value: {e}") from e

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-COLUMNS = ["method", "trainable", "theory", "% trainable", "accuracy (baseline → final)", "top-5", "macro-F1",
-           "train s", "img/s", "peak mem", "adapter"]
+from .stats import Summary, summarize
+
+COLUMNS = ["method", "seeds", "trainable", "theory", "% trainable", "accuracy (baseline → final)", "95% CI",
+           "top-5", "macro-F1", "train s", "img/s", "peak mem", "adapter"]
 
 
 def human_bytes(n: float | None) -> str:
@@ -16,10 +18,6 @@ def human_bytes(n: float | None) -> str:
     return f"{n:.1f} GB"
 
 
-def _pct(x: float | None) -> str:
-    return "-" if x is None else f"{x:.3f}"
-
-
 def theory_cell(p: dict) -> str:
     """'✓' when measured counts equal the derived ones, 'MISMATCH' when not; 'structural' marks
     counts derived from module shapes rather than from the architecture's formulas."""
@@ -30,34 +28,67 @@ def theory_cell(p: dict) -> str:
     return ("✓" if match else "MISMATCH") + (" (structural)" if kind == "structural" else "")
 
 
-def row(r: dict) -> list[str]:
-    m, p = r["metrics"], r["params"]
-    return [
-        r["method"],
-        f"{p['trainable']:,}",
-        theory_cell(p),
-        f"{p['trainable_pct']:.2f}%",
-        f"{m['baseline_accuracy']:.3f} → {m['accuracy']:.3f}",
-        _pct(m.get("top5_accuracy")),
-        _pct(m.get("macro_f1")),
-        f"{r['time']['train_s']:.1f}",
-        f"{r['throughput']['train_img_s']:.0f}",
-        human_bytes(r["memory"]["peak_bytes"]),
-        human_bytes(r["size"]["adapter_bytes"]),
-    ]
+def label(r: dict) -> str:
+    """What a row compares: the method, with the options a sweep varied (e.g. 'lora r=4 lr=0.001')."""
+    return r.get("label") or r["method"]
 
 
 def ordered(results: list[dict]) -> list[dict]:
-    """Registry order of methods (head, last, lora, full, ...), then seed: the same order whether the
-    results come from a run or from the files on disk."""
+    """Registry order of methods (head, last, lora, full, ...), then label and seed: the same order
+    whether the results come from a run or from the files on disk."""
     from .methods import REGISTRY
 
     order = {name: i for i, name in enumerate(REGISTRY)}
-    return sorted(results, key=lambda r: (order.get(r["method"], len(order)), r["method"], r.get("seed", 0)))
+    return sorted(results, key=lambda r: (order.get(r["method"], len(order)), label(r), r.get("seed", 0)))
+
+
+def groups(results: list[dict]) -> dict[str, list[dict]]:
+    """Successful results grouped by label (one group = one method configuration over its seeds)."""
+    out: dict[str, list[dict]] = {}
+    for r in ordered(results):
+        if r.get("status", "ok") == "ok":
+            out.setdefault(label(r), []).append(r)
+    return out
+
+
+def accuracy_summary(rs: list[dict]) -> Summary:
+    return summarize([r["metrics"]["accuracy"] for r in rs])
+
+
+def _mean(rs: list[dict], get) -> float | None:
+    vals = [get(r) for r in rs]
+    vals = [v for v in vals if v is not None]
+    return sum(vals) / len(vals) if vals else None
+
+
+def _num(x: float | None, fmt: str = ".3f") -> str:
+    return "-" if x is None else format(x, fmt)
+
+
+def row(name: str, rs: list[dict]) -> list[str]:
+    r0, acc = rs[0], accuracy_summary(rs)
+    p = r0["params"]
+    base = summarize([r["metrics"]["baseline_accuracy"] for r in rs]).mean
+    final = f"{acc.mean:.3f}" + (f" ± {acc.std:.3f}" if acc.n > 1 else "")
+    return [
+        name,
+        str(acc.n),
+        f"{p['trainable']:,}",
+        theory_cell(p),
+        f"{p['trainable_pct']:.2f}%",
+        f"{base:.3f} → {final}",
+        f"{acc.low:.3f}–{acc.high:.3f}" if acc.n > 1 else "-",
+        _num(_mean(rs, lambda r: r["metrics"].get("top5_accuracy"))),
+        _num(_mean(rs, lambda r: r["metrics"].get("macro_f1"))),
+        _num(_mean(rs, lambda r: r["time"]["train_s"]), ".1f"),
+        _num(_mean(rs, lambda r: r["throughput"]["train_img_s"]), ".0f"),
+        human_bytes(max(r["memory"]["peak_bytes"] for r in rs)),
+        human_bytes(r0["size"]["adapter_bytes"]),
+    ]
 
 
 def table_rows(results: list[dict]) -> list[list[str]]:
-    return [row(r) for r in ordered(results) if r.get("status", "ok") == "ok"]
+    return [row(name, rs) for name, rs in groups(results).items()]
 
 
 def format_text(results: list[dict]) -> str:
@@ -75,24 +106,49 @@ def format_markdown(results: list[dict]) -> str:
     return "\n".join(out)
 
 
+def noise_lines(results: list[dict]) -> list[str]:
+    """Is the best configuration's lead real? Compares 95% intervals of the mean accuracy over seeds."""
+    gs = {name: accuracy_summary(rs) for name, rs in groups(results).items()}
+    if len(gs) < 2:
+        return []
+    best = max(gs, key=lambda k: gs[k].mean)
+    if any(s.n < 2 for s in gs.values()):
+        return [f"best: {best} ({gs[best].mean:.3f}); one seed per method gives no noise estimate — "
+                "rerun with --seeds 0,1,2 to tell real differences from noise"]
+    out = [f"best: {best} ({gs[best].mean:.3f} ± {gs[best].std:.3f} over {gs[best].n} seeds)"]
+    for name, s in sorted(gs.items(), key=lambda kv: -kv[1].mean):
+        if name == best:
+            continue
+        gap = gs[best].mean - s.mean
+        verdict = ("within noise (95% intervals overlap)" if s.overlaps(gs[best])
+                   else "a real difference (95% intervals do not overlap)")
+        out.append(f"{best} vs {name}: {gap:+.3f} accuracy — {verdict}")
+    return out
+
+
 def context_lines(results: list[dict]) -> list[str]:
-    """What the table was measured on: model, data, chance level, coverage, device."""
+    """What the table was measured on: model, data, chance level, coverage, device, failures."""
     if not results:
         return []
-    r = results[0]
-    d, m = r["data"], r["metrics"]
-    lines = [
-        f"model: {r['model']} · dataset: {r['dataset']} ({len(d['label_names'])} classes) · seed {r['seed']}",
-        f"train: {d['train_examples']:,} images · eval: {d['eval_examples']:,} images of split "
-        f"'{d['eval_split']}' · chance accuracy {m['chance_accuracy']:.3f} · {r['train']['epochs']} epochs",
-        f"device: {r['env']['device']} ({r['env']['device_name']}) · peak memory: {r['memory']['kind']}",
-    ]
-    lines += [f"note: {n}" for n in d.get("notes", [])]
-    failed = [x for x in results if x.get("status", "ok") != "ok"]
-    lines += [f"{x['method']}: {x['status']} — {x.get('error', '')}" for x in failed]
+    ok = [r for r in results if r.get("status", "ok") == "ok"]
+    lines = []
+    if ok:
+        r = ok[0]
+        d, m = r["data"], r["metrics"]
+        seeds = sorted({x["seed"] for x in ok})
+        lines += [
+            f"model: {r['model']} · dataset: {r['dataset']} ({len(d['label_names'])} classes) · "
+            f"seeds {', '.join(map(str, seeds))}",
+            f"train: {d['train_examples']:,} images · eval: {d['eval_examples']:,} images of split "
+            f"'{d['eval_split']}' · chance accuracy {m['chance_accuracy']:.3f} · {r['train']['epochs']} epochs",
+            f"device: {r['env']['device']} ({r['env']['device_name']}) · peak memory: {r['memory']['kind']}",
+        ]
+        lines += [f"note: {n}" for n in dict.fromkeys(n for x in ok for n in x["data"].get("notes", []))]
+    lines += [f"{label(x)} seed {x.get('seed')}: {x['status']} — {x.get('error', '')}"
+              for x in ordered(results) if x.get("status", "ok") != "ok"]
     return lines
 
 
 def summary_markdown(results: list[dict]) -> str:
-    ctx = "\n".join(f"- {line}" for line in context_lines(results))
+    ctx = "\n".join(f"- {line}" for line in context_lines(results) + noise_lines(results))
     return f"# peftlab comparison\n\n{ctx}\n\n{format_markdown(results)}\n"

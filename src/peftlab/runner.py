@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import errno
+import json
 import os
+import shutil
 import time
+import traceback
 from dataclasses import asdict
 from pathlib import Path
 from typing import Callable
@@ -13,14 +17,14 @@ import torch
 
 from . import methods as M
 from . import theory
-from .config import RunConfig
+from .config import RunConfig, RunSpec
 from .data import Task, load_task
 from .errors import UserError
 from .measure import count_params, environment, peak_memory, reset_peak_memory, save_trained_part
 from .models import check_model_path, describe, fit_head, image_spec, load_model
-from .report import format_text, summary_markdown
-from .results import write_json_atomic
-from .train import fit, make_accelerator
+from .report import context_lines, format_text, noise_lines, summary_markdown
+from .results import write_json_atomic, write_text_atomic
+from .train import Diverged, fit, make_accelerator
 
 
 def _check_writable(out: Path) -> None:
@@ -43,50 +47,46 @@ def _model_config(name: str):
         raise UserError(f"cannot load model '{name}': {first}") from e
 
 
-def preflight(cfg: RunConfig, config, label_names: list[str]) -> None:
-    """Apply every method to a weightless (meta-device) copy of the model before any training, so a
-    bad method option (e.g. a LoRA target the model lacks) fails before any result is written."""
+def preflight(specs: list[RunSpec], config) -> None:
+    """Apply every method configuration to a weightless (meta-device) copy of the model before any
+    training, so a bad option (e.g. a LoRA target the model lacks) fails before any result is written."""
     from transformers import AutoModelForImageClassification
 
-    for name in cfg.method_names:
+    seen = set()
+    for s in specs:
+        if s.label in seen:
+            continue
+        seen.add(s.label)
         with torch.device("meta"):
             model = AutoModelForImageClassification.from_config(config)
-        fit_head(model, label_names, cfg.seed)
-        M.get(name).apply(model, describe(model), cfg.method_options[name])
+        fit_head(model, ["a", "b"], s.seed)  # the head size does not change whether a method applies
+        M.get(s.method).apply(model, describe(model), s.options)
 
 
-def run_one(cfg: RunConfig, method: str, task: Task, spec, accelerator, log: Callable[[str], None]) -> dict:
-    """Fine-tune one method and write <out>/<method>-seed<seed>/result.json."""
+def run_one(cfg: RunConfig, s: RunSpec, task: Task, spec, accelerator, log: Callable[[str], None]) -> dict:
+    """Fine-tune one method configuration with one seed; return its result dict."""
     t_start = time.perf_counter()
-    mcfg = cfg.method_options[method]
-    torch.manual_seed(cfg.seed)
-    model = load_model(cfg.model, task.label_names, cfg.seed)
+    torch.manual_seed(s.seed)
+    model = load_model(cfg.model, task.label_names, s.seed)
     base_total = sum(p.numel() for p in model.parameters())
     # derived before the method touches the model: from the config, or from module shapes
-    derived = (theory.derive(model.config, method, mcfg, task.num_classes) if theory.supported(model.config)
-               else theory.structural(model, method, mcfg, task.num_classes))
-    prepared = M.get(method).apply(model, describe(model), mcfg)
+    derived = (theory.derive(model.config, s.method, s.options, task.num_classes) if theory.supported(model.config)
+               else theory.structural(model, s.method, s.options, task.num_classes))
+    prepared = M.get(s.method).apply(model, describe(model), s.options)
     params = count_params(prepared.model, base_total)
     params |= theory.check(derived, params)
     if params["mismatches"]:
-        log(f"WARNING {method}: measured parameter counts differ from the {derived.kind}: " + "; ".join(
+        log(f"WARNING {s.label}: measured parameter counts differ from the {derived.kind}: " + "; ".join(
             f"{m['what']} {m[derived.kind]:,} vs measured {m['measured']:,}" for m in params["mismatches"]))
     reset_peak_memory(accelerator.device)
-    out = fit(prepared, task, spec, cfg.train_config(), cfg.lr_for(method), cfg.seed, accelerator,
-              progress=not cfg.quiet, desc=method)
+    out = fit(prepared, task, spec, cfg.train_config(), s.options.lr, s.seed, accelerator,
+              progress=not cfg.quiet, desc=s.label)
     memory = peak_memory(accelerator.device)
-    run_dir = Path(cfg.out) / f"{method}-seed{cfg.seed}"
-    adapter_bytes = save_trained_part(out["model"], run_dir / "adapter")
+    adapter_bytes = save_trained_part(out["model"], Path(cfg.out) / s.name / "adapter")
     base, final = out["baseline"], out["final"]
     eval_counts = np.bincount(task.eval.labels.numpy(), minlength=task.num_classes)
-    result = {
+    return _header(cfg, s) | {
         "status": "ok",
-        "method": method,
-        "method_config": mcfg.options() | {"lr": cfg.lr_for(method)},
-        "model": cfg.model,
-        "dataset": cfg.dataset,
-        "seed": cfg.seed,
-        "run_name": run_dir.name,
         "params": params,
         "metrics": {
             "baseline_accuracy": base["accuracy"],
@@ -114,16 +114,46 @@ def run_one(cfg: RunConfig, method: str, task: Task, spec, accelerator, log: Cal
                  "image_size": [spec.height, spec.width], "channels": spec.channels},
         "train": asdict(cfg.train_config()) | {"precision": accelerator.mixed_precision},
         "env": environment(accelerator.device),
+    }
+
+
+def _header(cfg: RunConfig, s: RunSpec) -> dict:
+    """What identifies a run; a finished run is reused only when its 'config' matches exactly."""
+    return {
+        "method": s.method,
+        "label": s.label,
+        "method_config": s.options.options(),
+        "model": cfg.model,
+        "dataset": cfg.dataset,
+        "seed": s.seed,
+        "run_name": s.name,
+        "config": cfg.fingerprint() | {"method": s.method, "method_config": s.options.options(), "seed": s.seed},
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
-    write_json_atomic(run_dir / "result.json", result)
-    log(f"{method}: accuracy {base['accuracy']:.3f} → {final['accuracy']:.3f} in {out['train_s']:.1f} s "
-        f"({params['trainable']:,} trainable) → {run_dir / 'result.json'}")
-    return result
 
 
-def run(cfg: RunConfig, log: Callable[[str], None] = print) -> list[dict]:
-    """Compare cfg's methods on one model and dataset; write results, summary.md, print the table."""
+# statuses a rerun keeps; 'failed' and 'oom' runs are tried again (they may be transient)
+FINAL = ("ok", "diverged")
+
+
+def _finished(run_dir: Path, header: dict) -> dict | None:
+    path = run_dir / "result.json"
+    if not path.exists():
+        return None
+    try:
+        old = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None  # unreadable: redo it
+    if old.get("config") != json.loads(json.dumps(header["config"])):
+        raise UserError(f"'{run_dir}' holds a run with a different configuration; pass another --out "
+                        "(results are never overwritten)")
+    return old if old.get("status") in FINAL else None
+
+
+def execute(cfg: RunConfig, specs: list[RunSpec], log: Callable[[str], None] = print) -> list[dict]:
+    """Run specs in order, one folder each. Finished runs are skipped, unfinished ones redone; a run that
+    fails (exception, NaN loss, out of memory) is recorded and the rest go on. Ctrl-C or kill leaves
+    only complete result.json files (each written atomically)."""
     t0 = time.perf_counter()
     say = (lambda s: None) if cfg.quiet else log
     out = Path(cfg.out)
@@ -131,17 +161,68 @@ def run(cfg: RunConfig, log: Callable[[str], None] = print) -> list[dict]:
     accelerator = make_accelerator(cfg.device, cfg.precision)
     config = _model_config(cfg.model)
     spec = image_spec(cfg.model, config)
-    preflight(cfg, config, ["a", "b"])  # the head size does not change whether a method applies
-    task = load_task(cfg.dataset, spec, train_size=cfg.train_size, eval_size=cfg.eval_size, seed=cfg.seed,
-                     image_column=cfg.image_column, label_column=cfg.label_column,
-                     train_split=cfg.train_split, eval_split=cfg.eval_split,
-                     min_per_class=cfg.min_per_class, strict_coverage=cfg.strict_coverage, warn=log)
-    say(f"data: {cfg.dataset}, {task.num_classes} classes, {len(task.train):,} train / {len(task.eval):,} eval "
-        f"images at {spec.channels}x{spec.height}x{spec.width}, decoded in {time.perf_counter() - t0:.1f} s")
-    results = [run_one(cfg, m, task, spec, accelerator, say) for m in cfg.method_names]
-    (out / "summary.md").write_text(summary_markdown(results))
+    preflight(specs, config)
+    results, task, task_seed, skipped = [], None, None, 0
+    for s in specs:
+        run_dir = out / s.name
+        header = _header(cfg, s)
+        done = _finished(run_dir, header)
+        if done:
+            results.append(done)
+            skipped += 1
+            continue
+        if run_dir.exists():
+            shutil.rmtree(run_dir)  # leftovers of an unfinished or failed run
+        if task_seed != s.seed:  # the data sample depends on the seed: drawn and decoded once per seed
+            t_data = time.perf_counter()
+            task, task_seed = load_task(
+                cfg.dataset, spec, train_size=cfg.train_size, eval_size=cfg.eval_size, seed=s.seed,
+                image_column=cfg.image_column, label_column=cfg.label_column, train_split=cfg.train_split,
+                eval_split=cfg.eval_split, min_per_class=cfg.min_per_class,
+                strict_coverage=cfg.strict_coverage, warn=log), s.seed
+            say(f"data (seed {s.seed}): {cfg.dataset}, {task.num_classes} classes, {len(task.train):,} train / "
+                f"{len(task.eval):,} eval images at {spec.channels}x{spec.height}x{spec.width}, "
+                f"ready in {time.perf_counter() - t_data:.1f} s")
+        try:
+            result = run_one(cfg, s, task, spec, accelerator, say)
+            say(f"{s.label} seed {s.seed}: accuracy {result['metrics']['baseline_accuracy']:.3f} → "
+                f"{result['metrics']['accuracy']:.3f} in {result['time']['train_s']:.1f} s")
+        except (UserError, KeyboardInterrupt):
+            raise
+        except Exception as e:  # noqa: BLE001 - any failure of one run is recorded; the sweep goes on
+            status = ("diverged" if isinstance(e, Diverged) else
+                      "oom" if isinstance(e, torch.cuda.OutOfMemoryError) else "failed")
+            message = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            result = header | {"status": status, "error": f"{type(e).__name__}: {message}"}
+            run_dir.mkdir(parents=True, exist_ok=True)
+            (run_dir / "error.log").write_text(traceback.format_exc())
+            log(f"{s.label} seed {s.seed}: {status} — {result['error']} (details in {run_dir / 'error.log'})")
+        _write(run_dir / "result.json", result)
+        results.append(result)
+    _write(out / "summary.md", summary_markdown(results))
+    if skipped:
+        say(f"reused {skipped} finished run(s) from {out}")
     if not cfg.quiet:
-        log("")
-        log(format_text(results))
+        log("\n" + "\n".join(context_lines(results)) + "\n\n" + format_text(results))
+        for line in noise_lines(results):
+            log(line)
         log(f"\nwall time {time.perf_counter() - t0:.1f} s · results in {out}{os.sep} (summary.md)")
     return results
+
+
+def _write(path: Path, obj) -> None:
+    """Atomic write; a full disk or a write error becomes one clear line, finished results stay intact."""
+    try:
+        if isinstance(obj, str):
+            write_text_atomic(path, obj)
+        else:
+            write_json_atomic(path, obj)
+    except OSError as e:
+        why = "the disk is full" if e.errno == errno.ENOSPC else (e.strerror or str(e))
+        raise UserError(f"cannot write {path}: {why}; free space or pass another --out, then rerun the "
+                        "same command: finished runs are kept and skipped") from e
+
+
+def run(cfg: RunConfig, log: Callable[[str], None] = print) -> list[dict]:
+    """Compare cfg's methods (once per seed) on one model and dataset."""
+    return execute(cfg, cfg.plan(), log)

@@ -1,0 +1,62 @@
+"""Sweeps: a YAML/JSON file = run options + a grid of method options; expanded into RunSpecs.
+
+    model: peftlab-vit-tiny
+    dataset: fashion-mnist:5-9
+    seeds: [0, 1, 2]
+    epochs: 3
+    grid:
+      head: {}
+      lora: {r: [4, 8, 16], lr: [0.001, 0.005]}
+      last: {blocks: [1, 2]}
+
+Each grid entry is the cartesian product of its option lists; every run is a folder under `out`
+(default: runs/<file name>), so rerunning the same file resumes it.
+"""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+from .config import RunConfig, RunSpec, build, method_config, read_file
+from .errors import UserError
+from .methods import REGISTRY
+
+
+def expand(grid: dict, seeds: list[int], lr: float | None = None) -> list[RunSpec]:
+    if not isinstance(grid, dict) or not grid:
+        raise UserError("the sweep's 'grid' must map method names to option lists, e.g. {lora: {r: [4, 8]}}")
+    configs: list[tuple[str, str, object]] = []
+    for method, options in grid.items():
+        if method not in REGISTRY:
+            raise UserError(f"unknown method '{method}' in the sweep grid; available: {', '.join(REGISTRY)}")
+        options = options or {}
+        if not isinstance(options, dict):
+            raise UserError(f"grid entry '{method}' must be a mapping of options (got {options!r})")
+        keys = list(options)
+        values = [v if isinstance(v, list) else [v] for v in options.values()]
+        for combo in itertools.product(*values):
+            opts = dict(zip(keys, combo))
+            if lr is not None and "lr" not in opts:
+                opts["lr"] = lr
+            label = " ".join([method] + [f"{k}={v}" for k, v in zip(keys, combo)])
+            configs.append((method, label, method_config(method, opts)))
+    labels = [c[1] for c in configs]
+    if len(set(labels)) != len(labels):
+        raise UserError("the sweep grid names the same configuration twice")
+    return [RunSpec(m, opts, seed, label) for seed in seeds for m, label, opts in configs]
+
+
+def load(path: str, out: str | None = None) -> tuple[RunConfig, list[RunSpec]]:
+    values = read_file(path)
+    grid = values.pop("grid", None)
+    values.setdefault("out", str(Path("runs") / Path(path).stem))
+    if out:
+        values["out"] = out
+    if grid is not None:
+        if not isinstance(grid, dict) or not grid:
+            expand(grid, [])  # raises the message about the grid's shape
+        values["methods"] = ",".join(grid)
+    cfg = build(values)
+    specs = expand(grid, cfg.seed_list, cfg.lr) if grid is not None else cfg.plan()
+    return cfg, specs
