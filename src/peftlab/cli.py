@@ -96,6 +96,23 @@ def parser() -> argparse.ArgumentParser:
     sw.add_argument("file")
     sw.add_argument("--out", help="results folder (default: the file's 'out', else runs/<file name>)")
     sw.add_argument("--quiet", action="store_true", help="no progress output")
+    m = sub.add_parser("merge", help="fold a run's adapter into the base; write a plain transformers model")
+    m.add_argument("run", help="a run folder (holding result.json)")
+    m.add_argument("--out", required=True, help="folder for the merged model")
+    pr = sub.add_parser("predict", help="top-k labels of image files with a run's fine-tuned model")
+    pr.add_argument("run", help="a run folder (holding result.json)")
+    pr.add_argument("images", nargs="+", help="image files or folders (searched recursively)")
+    pr.add_argument("--top-k", type=int, default=5, help="labels per image (default: 5)")
+    pr.add_argument("--batch-size", type=int, default=64, help="images per forward pass (default: 64)")
+    pr.add_argument("--json", action="store_true", help="print JSON instead of text")
+    ev = sub.add_parser("eval", help="evaluate a run's fine-tuned model on a dataset's evaluation split")
+    ev.add_argument("run", help="a run folder (holding result.json)")
+    ev.add_argument("--dataset", required=True, help="as for 'peftlab run --dataset'")
+    ev.add_argument("--eval-split", help="split to evaluate (default: validation/test, else 20%% held out)")
+    ev.add_argument("--eval-size", type=int, default=0, help="stratified sample size; 0 = all (default)")
+    ev.add_argument("--image-column")
+    ev.add_argument("--label-column")
+    ev.add_argument("--json", action="store_true", help="print JSON instead of text")
     r = sub.add_parser("report", help="rebuild the comparison table from the result files in DIR")
     r.add_argument("dir")
     sub.add_parser("methods", help="list the registered fine-tuning methods and their options")
@@ -181,6 +198,48 @@ def _cmd_theory(args) -> int:
     return 0
 
 
+def _cmd_merge(args) -> int:
+    from .adapters import merge
+
+    print(f"merged model written to {merge(args.run, args.out)}")
+    return 0
+
+
+def _cmd_predict(args) -> int:
+    import json
+
+    from .adapters import predict
+
+    if args.top_k < 1 or args.batch_size < 1:
+        raise UserError("--top-k and --batch-size must be >= 1")
+    rows = predict(args.run, args.images, args.top_k, args.batch_size)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    for r in rows:
+        shown = r.get("error") or "  ".join(f"{p['label']} {p['probability']:.3f}" for p in r["predictions"])
+        print(f"{r['path']}: {shown}")
+    return 0
+
+
+def _cmd_eval(args) -> int:
+    import json
+
+    from .adapters import evaluate_run
+
+    if args.eval_size < 0:
+        raise UserError("--eval-size must be >= 0 (0 = all)")
+    r = evaluate_run(args.run, args.dataset, eval_size=args.eval_size, eval_split=args.eval_split,
+                     image_column=args.image_column, label_column=args.label_column)
+    if args.json:
+        print(json.dumps(r, indent=2))
+    else:
+        top5 = f", top-5 {r['top5_accuracy']:.4f}" if r["top5_accuracy"] is not None else ""
+        print(f"{r['run']} on {r['dataset']} ({r['split']}, {r['examples']} images, {r['classes_present']} "
+              f"classes): accuracy {r['accuracy']:.4f}{top5}, macro-F1 {r['macro_f1']:.4f}")
+    return 0
+
+
 def _cmd_methods(args) -> int:
     from .methods import REGISTRY
 
@@ -199,7 +258,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return {"run": _cmd_run, "pretrain": _cmd_pretrain, "report": _cmd_report,
                 "methods": _cmd_methods, "theory": _cmd_theory,
-                "sweep": _cmd_sweep}[args.command](args)
+                "sweep": _cmd_sweep, "merge": _cmd_merge, "predict": _cmd_predict, "eval": _cmd_eval}[args.command](args)
     except UserError as e:
         print(f"peftlab: error: {e}", file=sys.stderr)
         return 2

@@ -1,0 +1,155 @@
+"""Use what a run trained: reload it, merge it into a plain transformers model, predict, evaluate.
+
+A run folder holds result.json and adapter/: a PEFT adapter folder (adapter_config.json +
+adapter_model.safetensors, the new head included via modules_to_save) for PEFT methods, or
+trainable.safetensors (the trained tensors) for head/last/full and the other hand-written methods.
+labels.json beside them carries the base model and the label names.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from .errors import UserError
+from .models import ImageSpec, image_spec, load_model, resolve_model_path
+
+
+def read_result(run: str | Path) -> dict:
+    path = Path(run) / "result.json"
+    if not path.is_file():
+        raise UserError(f"'{run}' is not a run folder (no result.json); pass a folder written by 'peftlab run'")
+    result = json.loads(path.read_text())
+    if result.get("status") != "ok":
+        raise UserError(f"run '{run}' did not finish ({result.get('status')}: {result.get('error', '')})")
+    return result
+
+
+def is_peft_folder(adapter: Path) -> bool:
+    return (adapter / "adapter_config.json").exists()
+
+
+def load_run(run: str | Path) -> tuple[nn.Module, ImageSpec, dict]:
+    """The fine-tuned model of a run (in eval mode), its image spec and its result."""
+    result = read_result(run)
+    labels = result["data"]["label_names"]
+    adapter = Path(run) / result["size"]["adapter_path"]
+    model = load_model(result["model"], labels, result["seed"])
+    if is_peft_folder(adapter):
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, str(adapter))
+    else:
+        from safetensors.torch import load_file
+
+        missing_file = adapter / "trainable.safetensors"
+        if not missing_file.exists():
+            raise UserError(f"run '{run}' has no saved weights in {adapter}")
+        unexpected = model.load_state_dict(load_file(str(missing_file)), strict=False).unexpected_keys
+        if unexpected:
+            raise UserError(f"saved weights of '{run}' do not fit model '{result['model']}' "
+                            f"({len(unexpected)} unknown tensors, e.g. {unexpected[0]})")
+    return model.eval(), image_spec(result["model"], _config(model)), result
+
+
+def _config(model: nn.Module):
+    return model.get_base_model().config if hasattr(model, "get_base_model") else model.config
+
+
+def merge(run: str | Path, out: str | Path) -> Path:
+    """Fold the run's trained part into the base model; write a plain transformers model folder
+    (config with the run's labels, safetensors weights, the base's image processor)."""
+    from transformers import AutoImageProcessor
+
+    model, _, result = load_run(run)
+    if hasattr(model, "merge_and_unload"):
+        model = model.merge_and_unload()  # W + scale·(B·A) written into W; adapter modules removed
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    model.save_pretrained(out)
+    try:
+        AutoImageProcessor.from_pretrained(resolve_model_path(result["model"])).save_pretrained(out)
+    except OSError:
+        pass  # the base had no image processor: peftlab reads size and channels from the config
+    return out
+
+
+def _image_paths(inputs: list[str]) -> list[Path]:
+    from .data import IMAGE_SUFFIXES
+
+    paths: list[Path] = []
+    for item in inputs:
+        p = Path(item)
+        if p.is_dir():
+            paths += sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
+        elif p.is_file():
+            paths.append(p)
+        else:
+            raise UserError(f"'{item}' does not exist; pass image files or folders of images")
+    if not paths:
+        raise UserError("no images found in " + ", ".join(inputs))
+    return paths
+
+
+@torch.no_grad()
+def predict(run: str | Path, inputs: list[str], top_k: int = 5, batch_size: int = 64) -> list[dict]:
+    """Top-k labels with probabilities for each image file (folders are searched recursively)."""
+    from PIL import Image, UnidentifiedImageError
+
+    from .data import _pil_to_array
+
+    model, spec, result = load_run(run)
+    labels = result["data"]["label_names"]
+    k = max(1, min(top_k, len(labels)))
+    out: list[dict] = []
+    paths = _image_paths(inputs)
+    for i in range(0, len(paths), batch_size):
+        batch, ok = [], []
+        for p in paths[i:i + batch_size]:
+            try:
+                with Image.open(p) as img:
+                    batch.append(torch.from_numpy(_pil_to_array(img, spec)))
+                ok.append(p)
+            except (OSError, UnidentifiedImageError, ValueError) as e:
+                out.append({"path": str(p), "error": f"cannot read image: {e}"})
+        if not batch:
+            continue
+        probs = model(pixel_values=spec.normalize(torch.stack(batch))).logits.float().softmax(-1)
+        top = probs.topk(k, dim=-1)
+        for p, vals, idx in zip(ok, top.values.tolist(), top.indices.tolist()):
+            out.append({"path": str(p), "predictions": [{"label": labels[j], "probability": v}
+                                                        for v, j in zip(vals, idx)]})
+    return out
+
+
+def evaluate_run(run: str | Path, dataset: str, *, eval_size: int = 0, seed: int = 0,
+                 eval_split: str | None = None, image_column: str | None = None,
+                 label_column: str | None = None) -> dict:
+    """Accuracy etc. of a saved run on the evaluation split of another dataset (labels matched by name)."""
+    from .data import Split, load_task
+    from .train import metrics_from_logits
+
+    model, spec, result = load_run(run)
+    labels = result["data"]["label_names"]
+    task = load_task(dataset, spec, train_size=0, eval_size=eval_size, seed=seed, eval_split=eval_split,
+                     image_column=image_column, label_column=label_column, min_per_class=1)
+    unknown = [n for n in task.label_names if n not in labels]
+    if unknown:
+        raise UserError(f"dataset '{dataset}' has labels the run was not trained on: {', '.join(unknown[:5])}")
+    remap = torch.tensor([labels.index(n) for n in task.label_names])
+    split = Split(task.eval.name, task.eval.images, remap[task.eval.labels])
+    with torch.no_grad():
+        logits = torch.cat([model(pixel_values=spec.normalize(split.images[i:i + 256])).logits.float()
+                            for i in range(0, len(split), 256)])
+    metrics = metrics_from_logits(logits, split.labels, len(labels))
+    present = np.bincount(split.labels.numpy(), minlength=len(labels))
+    return {"run": str(run), "dataset": dataset, "split": split.name, "examples": len(split),
+            "classes_present": int((present > 0).sum()), **{k: metrics[k] for k in
+                                                            ("accuracy", "top5_accuracy", "macro_f1", "loss")}}
