@@ -29,7 +29,8 @@ def _run_parser(sub) -> argparse.ArgumentParser:
 
     p = sub.add_parser("run", help="fine-tune with several methods and compare them",
                        description="Fine-tune one model on one dataset with each method; write one "
-                                   "result.json per method, summary.md, and print the comparison table.")
+                                   "result.json per method, summary.md, report.md and report.html, and print "
+                                   "the comparison table.")
     p.add_argument("--config", metavar="FILE", help="YAML or JSON file of options; the command line overrides it")
     for f in run_fields():
         _add_field(p, RunConfig, f, "--" + f.name.replace("_", "-"), f.name)
@@ -96,6 +97,15 @@ def parser() -> argparse.ArgumentParser:
     sw.add_argument("file")
     sw.add_argument("--out", help="results folder (default: the file's 'out', else runs/<file name>)")
     sw.add_argument("--quiet", action="store_true", help="no progress output")
+    sw.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
+                    help="run each run as a Ray task: on a local Ray instance, or on the cluster at ADDRESS "
+                         "(e.g. auto, ray://head:10001); needs pip install 'peftlab[ray]'")
+    sw.add_argument("--cpus-per-run", type=float, default=1, help="Ray CPUs per run (default: 1)")
+    sw.add_argument("--gpus-per-run", type=float, default=None,
+                    help="Ray GPUs per run, fractions allowed (default: 1 where CUDA is available, else 0)")
+    sw.add_argument("--only-index", type=int, metavar="N",
+                    help="run only the N-th run of the grid (0-based), e.g. N=$SLURM_ARRAY_TASK_ID")
+    sw.add_argument("--count", action="store_true", help="print the number of runs in the grid and exit")
     m = sub.add_parser("merge", help="fold a run's adapter into the base; write a plain transformers model")
     m.add_argument("run", help="a run folder (holding result.json)")
     m.add_argument("--out", required=True, help="folder for the merged model")
@@ -113,7 +123,10 @@ def parser() -> argparse.ArgumentParser:
     ev.add_argument("--image-column")
     ev.add_argument("--label-column")
     ev.add_argument("--json", action="store_true", help="print JSON instead of text")
-    r = sub.add_parser("report", help="rebuild the comparison table from the result files in DIR")
+    r = sub.add_parser("report", help="rebuild the comparison table, report.md and report.html from the result "
+                       "files in DIR", description="Read every result.json under DIR; print the comparison "
+                       "table; write summary.md, report.md (plots in DIR/report-plots) and a self-contained "
+                       "report.html (table, plots, per-class accuracy and findings).")
     r.add_argument("dir")
     sub.add_parser("methods", help="list the registered fine-tuning methods and their options")
     return p
@@ -141,9 +154,19 @@ def _cmd_sweep(args) -> int:
     from . import runner, sweep
 
     cfg, specs = sweep.load(args.file, args.out)
+    if args.count:
+        print(len(specs))
+        return 0
+    if args.only_index is not None:
+        if not 0 <= args.only_index < len(specs):
+            raise UserError(f"--only-index {args.only_index} is outside the grid's {len(specs)} runs (0-{len(specs) - 1})")
+        specs = specs[args.only_index:args.only_index + 1]
     if args.quiet:
         cfg.quiet = True
-    runner.execute(cfg, specs)
+    if args.cpus_per_run <= 0 or (args.gpus_per_run is not None and args.gpus_per_run < 0):
+        raise UserError("--cpus-per-run must be > 0 and --gpus-per-run >= 0")
+    runner.execute(cfg, specs, ray_address=args.ray,
+                   ray_resources={"cpus_per_run": args.cpus_per_run, "gpus_per_run": args.gpus_per_run})
     return 0
 
 
@@ -158,7 +181,7 @@ def _cmd_pretrain(args) -> int:
 def _cmd_report(args) -> int:
     from pathlib import Path
 
-    from .report import context_lines, format_text, noise_lines, summary_markdown
+    from .report import context_lines, format_text, noise_lines, summary_markdown, write_report
     from .results import load_results
 
     if not Path(args.dir).is_dir():
@@ -170,6 +193,8 @@ def _cmd_report(args) -> int:
     for line in noise_lines(results):
         print(line)
     (Path(args.dir) / "summary.md").write_text(summary_markdown(results))
+    write_report(args.dir, results)
+    print(f"report: {Path(args.dir) / 'report.md'} and {Path(args.dir) / 'report.html'}")
     return 0
 
 

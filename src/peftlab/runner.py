@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import json
+import math
 import os
 import shutil
 import time
@@ -22,7 +23,7 @@ from .data import Task, load_task
 from .errors import UserError
 from .measure import count_params, environment, peak_memory, reset_peak_memory, save_trained_part
 from .models import check_model_path, describe, fit_head, image_spec, load_model
-from .report import context_lines, format_text, noise_lines, summary_markdown
+from .report import context_lines, format_text, noise_lines, summary_markdown, write_report
 from .results import write_json_atomic, write_text_atomic
 from .train import Diverged, fit, make_accelerator
 
@@ -30,7 +31,7 @@ from .train import Diverged, fit, make_accelerator
 def _check_writable(out: Path) -> None:
     try:
         out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".peftlab-write-test"
+        probe = out / f".peftlab-write-test-{os.getpid()}"
         probe.write_text("")
         probe.unlink()
     except OSError as e:
@@ -60,7 +61,7 @@ def preflight(specs: list[RunSpec], config) -> None:
         with torch.device("meta"):
             model = AutoModelForImageClassification.from_config(config)
         fit_head(model, ["a", "b"], s.seed)  # the head size does not change whether a method applies
-        M.get(s.method).apply(model, describe(model), s.options)
+        M.get(s.method).apply(model, describe(model), s.options, 100)
 
 
 def run_one(cfg: RunConfig, s: RunSpec, task: Task, spec, accelerator, log: Callable[[str], None]) -> dict:
@@ -72,7 +73,8 @@ def run_one(cfg: RunConfig, s: RunSpec, task: Task, spec, accelerator, log: Call
     # derived before the method touches the model: from the config, or from module shapes
     derived = (theory.derive(model.config, s.method, s.options, task.num_classes) if theory.supported(model.config)
                else theory.structural(model, s.method, s.options, task.num_classes))
-    prepared = M.get(s.method).apply(model, describe(model), s.options)
+    total_steps = cfg.epochs * math.ceil(len(task.train) / cfg.batch_size)  # as train.fit plans them
+    prepared = M.get(s.method).apply(model, describe(model), s.options, total_steps)
     params = count_params(prepared.model, base_total)
     params |= theory.check(derived, params)
     if params["mismatches"]:
@@ -82,7 +84,13 @@ def run_one(cfg: RunConfig, s: RunSpec, task: Task, spec, accelerator, log: Call
     out = fit(prepared, task, spec, cfg.train_config(), s.options.lr, s.seed, accelerator,
               progress=not cfg.quiet, desc=s.label)
     memory = peak_memory(accelerator.device)
-    adapter_bytes = save_trained_part(out["model"], Path(cfg.out) / s.name / "adapter")
+    adapter_dir = Path(cfg.out) / s.name / "adapter"
+    adapter_bytes = 0
+    if accelerator.is_main_process:  # one process writes; the others trained the same weights
+        adapter_bytes = save_trained_part(out["model"], adapter_dir)
+        # what a plain PeftModel.from_pretrained user needs besides the adapter: the base and the labels
+        write_json_atomic(adapter_dir / "labels.json", {"base_model": cfg.model, "method": s.method,
+                                                        "id2label": dict(enumerate(task.label_names))})
     base, final = out["baseline"], out["final"]
     eval_counts = np.bincount(task.eval.labels.numpy(), minlength=task.num_classes)
     return _header(cfg, s) | {
@@ -100,12 +108,14 @@ def run_one(cfg: RunConfig, s: RunSpec, task: Task, spec, accelerator, log: Call
             "top5_accuracy": final["top5_accuracy"],
             "macro_f1": final["macro_f1"],
             "eval_loss": final["loss"],
+            "evaluated_examples": final["examples"],
             "per_class_accuracy": dict(zip(task.label_names, final["per_class_accuracy"])),
             "confusion": final["confusion"],
         },
         "history": out["history"],
         "time": {"train_s": out["train_s"], "eval_s": out["eval_s"], "total_s": time.perf_counter() - t_start},
-        "throughput": {"train_img_s": out["images_seen"] / out["train_s"], "steps": out["steps"]},
+        "throughput": {"train_img_s": out["images_seen"] / out["train_s"], "steps": out["steps"],
+                       "processes": out["processes"]},  # images of all processes per second
         "memory": memory,
         "size": {"adapter_bytes": adapter_bytes, "adapter_path": "adapter"},
         "coverage": task.coverage,
@@ -150,58 +160,95 @@ def _finished(run_dir: Path, header: dict) -> dict | None:
     return old if old.get("status") in FINAL else None
 
 
-def execute(cfg: RunConfig, specs: list[RunSpec], log: Callable[[str], None] = print) -> list[dict]:
-    """Run specs in order, one folder each. Finished runs are skipped, unfinished ones redone; a run that
-    fails (exception, NaN loss, out of memory) is recorded and the rest go on. Ctrl-C or kill leaves
-    only complete result.json files (each written atomically)."""
-    t0 = time.perf_counter()
-    say = (lambda s: None) if cfg.quiet else log
-    out = Path(cfg.out)
-    _check_writable(out)
-    accelerator = make_accelerator(cfg.device, cfg.precision)
-    config = _model_config(cfg.model)
-    spec = image_spec(cfg.model, config)
-    preflight(specs, config)
-    results, task, task_seed, skipped = [], None, None, 0
-    for s in specs:
-        run_dir = out / s.name
-        header = _header(cfg, s)
-        done = _finished(run_dir, header)
-        if done:
-            results.append(done)
-            skipped += 1
-            continue
-        if run_dir.exists():
-            shutil.rmtree(run_dir)  # leftovers of an unfinished or failed run
-        if task_seed != s.seed:  # the data sample depends on the seed: drawn and decoded once per seed
-            t_data = time.perf_counter()
-            task, task_seed = load_task(
-                cfg.dataset, spec, train_size=cfg.train_size, eval_size=cfg.eval_size, seed=s.seed,
+class Worker:
+    """Runs specs in one process (or one DDP group): keeps the accelerator and the current seed's
+    decoded data, records a failed run instead of raising, and writes each result.json atomically."""
+
+    def __init__(self, cfg: RunConfig, log: Callable[[str], None] = print):
+        self.cfg = cfg
+        self.accelerator = make_accelerator(cfg.device, cfg.precision)
+        self.main = self.accelerator.is_main_process  # with DDP only the main process writes and talks
+        self.log = log if self.main else (lambda s: None)
+        self.say = self.log if not cfg.quiet else (lambda s: None)
+        self.config = _model_config(cfg.model)
+        self.spec = image_spec(cfg.model, self.config)
+        self.task, self.task_seed = None, None
+
+    def data(self, seed: int) -> Task:
+        if self.task_seed != seed:  # the data sample depends on the seed: drawn and decoded once per seed
+            cfg, t0 = self.cfg, time.perf_counter()
+            self.task = load_task(
+                cfg.dataset, self.spec, train_size=cfg.train_size, eval_size=cfg.eval_size, seed=seed,
                 image_column=cfg.image_column, label_column=cfg.label_column, train_split=cfg.train_split,
                 eval_split=cfg.eval_split, min_per_class=cfg.min_per_class,
-                strict_coverage=cfg.strict_coverage, warn=log), s.seed
-            say(f"data (seed {s.seed}): {cfg.dataset}, {task.num_classes} classes, {len(task.train):,} train / "
-                f"{len(task.eval):,} eval images at {spec.channels}x{spec.height}x{spec.width}, "
-                f"ready in {time.perf_counter() - t_data:.1f} s")
+                strict_coverage=cfg.strict_coverage, warn=self.log)
+            self.task_seed = seed
+            sp = self.spec
+            self.say(f"data (seed {seed}): {cfg.dataset}, {self.task.num_classes} classes, {len(self.task.train):,} "
+                     f"train / {len(self.task.eval):,} eval images at {sp.channels}x{sp.height}x{sp.width}, "
+                     f"ready in {time.perf_counter() - t0:.1f} s")
+        return self.task
+
+    def attempt(self, s: RunSpec) -> dict:
+        run_dir = Path(self.cfg.out) / s.name
+        if run_dir.exists() and self.main:
+            shutil.rmtree(run_dir)  # leftovers of an unfinished or failed run
+        self.accelerator.wait_for_everyone()
+        task = self.data(s.seed)
         try:
-            result = run_one(cfg, s, task, spec, accelerator, say)
-            say(f"{s.label} seed {s.seed}: accuracy {result['metrics']['baseline_accuracy']:.3f} → "
-                f"{result['metrics']['accuracy']:.3f} in {result['time']['train_s']:.1f} s")
+            result = run_one(self.cfg, s, task, self.spec, self.accelerator, self.say)
+            self.say(f"{s.label} seed {s.seed}: accuracy {result['metrics']['baseline_accuracy']:.3f} → "
+                     f"{result['metrics']['accuracy']:.3f} in {result['time']['train_s']:.1f} s")
         except (UserError, KeyboardInterrupt):
             raise
         except Exception as e:  # noqa: BLE001 - any failure of one run is recorded; the sweep goes on
             status = ("diverged" if isinstance(e, Diverged) else
                       "oom" if isinstance(e, torch.cuda.OutOfMemoryError) else "failed")
             message = (str(e).strip().splitlines() or [type(e).__name__])[0]
-            result = header | {"status": status, "error": f"{type(e).__name__}: {message}"}
-            run_dir.mkdir(parents=True, exist_ok=True)
-            (run_dir / "error.log").write_text(traceback.format_exc())
-            log(f"{s.label} seed {s.seed}: {status} — {result['error']} (details in {run_dir / 'error.log'})")
-        _write(run_dir / "result.json", result)
-        results.append(result)
+            result = _header(self.cfg, s) | {"status": status, "error": f"{type(e).__name__}: {message}"}
+            if self.main:
+                run_dir.mkdir(parents=True, exist_ok=True)
+                (run_dir / "error.log").write_text(traceback.format_exc())
+            self.log(f"{s.label} seed {s.seed}: {status} — {result['error']} (details in {run_dir / 'error.log'})")
+        if self.main:
+            _write(run_dir / "result.json", result)
+        return result
+
+
+def execute(cfg: RunConfig, specs: list[RunSpec], log: Callable[[str], None] = print,
+            ray_address: str | None = None, ray_resources: dict | None = None) -> list[dict]:
+    """Run specs, one folder each. Finished runs are skipped, unfinished ones redone; a run that fails
+    (exception, NaN loss, out of memory) is recorded and the rest go on. Ctrl-C or kill leaves only
+    complete result.json files (each written atomically). ray_address ('' or 'auto' for a local Ray
+    instance) sends each run to Ray as a task instead of running it here."""
+    t0 = time.perf_counter()
+    out = Path(cfg.out)
+    if ray_address is not None:
+        from .distributed import ray_execute
+
+        worker = None
+        _check_writable(out)
+        preflight(specs, _model_config(cfg.model))
+    else:
+        worker = Worker(cfg, log)
+        log = worker.log
+        _check_writable(out)
+        preflight(specs, worker.config)
+    say = log if not cfg.quiet else (lambda s: None)
+    done = {s.name: _finished(out / s.name, _header(cfg, s)) for s in specs}
+    todo = [s for s in specs if not done[s.name]]
+    if worker is None:
+        fresh = ray_execute(cfg, todo, ray_address, say, **(ray_resources or {})) if todo else {}
+    else:
+        fresh = {s.name: worker.attempt(s) for s in todo}
+        worker.accelerator.wait_for_everyone()
+        if not worker.main:
+            return list(fresh.values())
+    results = [done[s.name] or fresh[s.name] for s in specs]
     _write(out / "summary.md", summary_markdown(results))
-    if skipped:
-        say(f"reused {skipped} finished run(s) from {out}")
+    write_report(out, results)  # report.md, report-plots/, report.html
+    if len(specs) > len(todo):
+        say(f"reused {len(specs) - len(todo)} finished run(s) from {out}")
     if not cfg.quiet:
         log("\n" + "\n".join(context_lines(results)) + "\n\n" + format_text(results))
         for line in noise_lines(results):

@@ -11,6 +11,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .data import Split, Task
+from .errors import UserError
 from .methods import Prepared
 from .models import ImageSpec
 
@@ -49,19 +50,38 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def shard(idx: torch.Tensor, rank: int, world: int) -> torch.Tensor:
+    """This process's share of a batch of indices: positions rank, rank+W, ... after padding the batch
+    to a multiple of W by wrapping around (only an uneven last batch repeats a few samples). Each
+    optimizer step thus sees the same global batch as one process would, whatever the process count."""
+    if world == 1:
+        return idx
+    pad = -len(idx) % world
+    return torch.cat([idx, idx[:pad]])[rank::world]
+
+
 @torch.no_grad()
 def evaluate(model, split: Split, spec: ImageSpec, accelerator, batch_size: int, num_classes: int) -> dict:
-    """Accuracy, top-5, macro-F1, per-class accuracy and the confusion matrix on one split."""
+    """Accuracy, top-5, macro-F1, per-class accuracy and the confusion matrix on one split. With several
+    processes each scores its shard; logits are gathered and every sample counted exactly once."""
     was_training = model.training
     model.eval()
+    world, rank = accelerator.num_processes, accelerator.process_index
+    mine = shard(torch.arange(len(split)), rank, world)
     logits = []
-    for i in range(0, len(split), batch_size):
-        x = spec.normalize(split.images[i:i + batch_size].to(accelerator.device, non_blocking=True))
+    for i in range(0, len(mine), batch_size):
+        x = spec.normalize(split.images[mine[i:i + batch_size]].to(accelerator.device, non_blocking=True))
         with accelerator.autocast():
-            logits.append(model(pixel_values=x).logits.float().cpu())
+            logits.append(model(pixel_values=x).logits.float())
     model.train(was_training)
-    logits_t = torch.cat(logits)
-    return metrics_from_logits(logits_t, split.labels, num_classes)
+    logits_t = torch.cat(logits) if logits else torch.empty(0, num_classes, device=accelerator.device)
+    if world > 1:  # gather (index, logits) from every process; drop the padding's repeats
+        order = accelerator.gather(mine.to(accelerator.device)).cpu()
+        logits_t = accelerator.gather(logits_t).cpu()
+        first = torch.full((len(split),), -1, dtype=torch.long)
+        first[order.flip(0)] = torch.arange(len(order) - 1, -1, -1)  # position of each index's first copy
+        logits_t = logits_t[first]
+    return metrics_from_logits(logits_t.cpu(), split.labels, num_classes)
 
 
 def metrics_from_logits(logits: torch.Tensor, labels: torch.Tensor, num_classes: int) -> dict:
@@ -78,6 +98,7 @@ def metrics_from_logits(logits: torch.Tensor, labels: torch.Tensor, num_classes:
     # top-5 says something only with more than 5 classes (with 5 it is always 1)
     top5 = float((logits.topk(5, 1).indices == labels[:, None]).any(1).float().mean()) if num_classes > 5 else None
     return {
+        "examples": len(labels),  # how many samples the metrics count (each exactly once)
         "accuracy": float((pred == labels).float().mean()),
         "top5_accuracy": top5,
         "macro_f1": float(f1[present].mean()) if present.any() else 0.0,
@@ -98,10 +119,16 @@ def fit(prepared: Prepared, task: Task, spec: ImageSpec, cfg: TrainConfig, lr: f
     device = accelerator.device
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=cfg.weight_decay, fused=device.type == "cuda")
     n = len(task.train)
+    world, rank = accelerator.num_processes, accelerator.process_index
+    if cfg.batch_size % world:
+        raise UserError(f"--batch-size {cfg.batch_size} must be a multiple of the {world} processes "
+                        "(it is the global batch, split across them)")
     steps_per_epoch = math.ceil(n / cfg.batch_size)
     total_steps = cfg.epochs * steps_per_epoch
     scheduler = get_cosine_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * total_steps), total_steps)
-    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+    # the scheduler is stepped by hand once per optimizer step: accelerate's wrapper would step it
+    # once per process
+    model, optimizer = accelerator.prepare(model, optimizer)
     evaluate_ = lambda: evaluate(model, task.eval, spec, accelerator, cfg.eval_batch_size, task.num_classes)  # noqa: E731
 
     t0 = time.perf_counter()
@@ -109,13 +136,16 @@ def fit(prepared: Prepared, task: Task, spec: ImageSpec, cfg: TrainConfig, lr: f
     eval_s = time.perf_counter() - t0
     history, train_s, step = [], 0.0, 0
     shuffle = torch.Generator().manual_seed(seed)  # the data order depends on the seed only
-    bar = tqdm(total=total_steps, desc=desc, disable=not progress, leave=False, unit="step")
+    seen = n + pad_count(n, cfg, world)  # samples per epoch, over all processes
+    bar = tqdm(total=total_steps, desc=desc, disable=not (progress and accelerator.is_main_process), leave=False,
+               unit="step")
     model.train()
     for epoch in range(cfg.epochs):
         _sync(device)
         t_epoch = time.perf_counter()
         loss_sum = torch.zeros((), device=device)
-        for idx in torch.randperm(n, generator=shuffle).split(cfg.batch_size):
+        for batch in torch.randperm(n, generator=shuffle).split(cfg.batch_size):
+            idx = shard(batch, rank, world)  # the same permutation on every process: each takes its share
             x = spec.normalize(task.train.images[idx].to(device, non_blocking=True))
             y = task.train.labels[idx].to(device, non_blocking=True)
             with accelerator.autocast():
@@ -131,7 +161,8 @@ def fit(prepared: Prepared, task: Task, spec: ImageSpec, cfg: TrainConfig, lr: f
             optimizer.zero_grad(set_to_none=True)
             loss_sum += loss.detach() * len(idx)
             bar.update(1)
-        train_loss = float(loss_sum) / n  # one device sync per epoch, not per step
+        # mean over the epoch's samples; one device sync per epoch, not per step
+        train_loss = float(accelerator.reduce(loss_sum, "sum")) / seen
         _sync(device)
         seconds = time.perf_counter() - t_epoch
         train_s += seconds
@@ -148,4 +179,10 @@ def fit(prepared: Prepared, task: Task, spec: ImageSpec, cfg: TrainConfig, lr: f
     best = max(history, key=lambda h: h["eval_accuracy"])
     return {"baseline": baseline, "final": ev, "history": history, "best_epoch": best["epoch"],
             "best_accuracy": best["eval_accuracy"], "train_s": train_s, "eval_s": eval_s,
-            "steps": total_steps, "images_seen": n * cfg.epochs, "model": accelerator.unwrap_model(model)}
+            "steps": total_steps, "images_seen": seen * cfg.epochs,
+            "processes": world, "model": accelerator.unwrap_model(model)}
+
+
+def pad_count(n: int, cfg: TrainConfig, world: int) -> int:
+    """Samples repeated per epoch to split an uneven last batch evenly across processes."""
+    return -(n % cfg.batch_size) % world if world > 1 else 0
