@@ -6,15 +6,15 @@ PYTHON ?= python3
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 FMNIST := /usr/share/datasets/fashion-mnist
 
-.PHONY: demo test test-all setup data clean
+.PHONY: demo test test-all setup data browser clean
 
 demo: setup data
 	$(VENV)/bin/peftlab run
 
-test: setup data
+test: setup data browser
 	$(VENV)/bin/pytest -q
 
-test-all: setup data  # includes the slow checks kept out of CI
+test-all: setup data browser  # includes the slow checks kept out of CI
 	$(VENV)/bin/pytest -q -m ""
 
 setup: $(VENV)/.installed
@@ -31,6 +31,13 @@ data:
 	  if command -v apt-get >/dev/null; then \
 	    $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq dataset-fashion-mnist; \
 	  else echo "no apt-get: get Fashion-MNIST's IDX files and set PEFTLAB_FMNIST_DIR, or pass --dataset"; fi; \
+	fi
+
+browser:  # headless Chromium renders report.html in the tests (skipped without it)
+	@if ! command -v chromium >/dev/null; then \
+	  if command -v apt-get >/dev/null; then \
+	    $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium; \
+	  else echo "no apt-get: install Chromium to run the report rendering test (it is skipped without it)"; fi; \
 	fi
 
 clean:

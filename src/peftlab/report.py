@@ -1,10 +1,16 @@
-"""Reports are pure functions of result dicts (as written to result.json)."""
+"""Reports are pure functions of result dicts (as written to result.json); write_report is the one
+function that touches files: report.md (+ its plots folder) and a self-contained report.html."""
 
 from __future__ import annotations
 
+import errno
+import os
+import tempfile
+from pathlib import Path
+
 from .stats import Summary, summarize
 
-COLUMNS = ["method", "seeds", "trainable", "theory", "% trainable", "accuracy (baseline → final)", "95% CI",
+COLUMNS = ["method", "seeds", "trainable", "theory (match)", "% trainable", "accuracy (baseline → final)", "95% CI",
            "top-5", "macro-F1", "train s", "img/s", "peak mem", "adapter"]
 
 
@@ -19,13 +25,15 @@ def human_bytes(n: float | None) -> str:
 
 
 def theory_cell(p: dict) -> str:
-    """'✓' when measured counts equal the derived ones, 'MISMATCH' when not; 'structural' marks
-    counts derived from module shapes rather than from the architecture's formulas."""
+    """The derived trainable count and '✓' when measured counts equal the derived ones, 'MISMATCH' when
+    not; 'structural' marks counts derived from module shapes rather than from the architecture's formulas."""
     kind = p.get("kind", "theory")
     match = p.get(f"{kind}_match")
     if match is None:
         return "-"
-    return ("✓" if match else "MISMATCH") + (" (structural)" if kind == "structural" else "")
+    derived = p.get(f"{kind}_trainable")
+    return ((f"{derived:,} " if derived is not None else "") + ("✓" if match else "MISMATCH")
+            + (" (structural)" if kind == "structural" else ""))
 
 
 def label(r: dict) -> str:
@@ -152,3 +160,101 @@ def context_lines(results: list[dict]) -> list[str]:
 def summary_markdown(results: list[dict]) -> str:
     ctx = "\n".join(f"- {line}" for line in context_lines(results) + noise_lines(results))
     return f"# peftlab comparison\n\n{ctx}\n\n{format_markdown(results)}\n"
+
+
+# ------------------------------------------------------------------------- the full report
+REPORT_PLOTS = "report-plots"  # report.md's PNG files, beside it; report.html carries its own copies
+
+
+def per_class_table(results: list[dict]):
+    """Per-class accuracy (mean over seeds): one row per class, one column per configuration; the best
+    configuration of each class in bold."""
+    from .document import Table
+
+    gs = groups(results)
+    if not gs or not all(r["metrics"].get("per_class_accuracy") for rs in gs.values() for r in rs):
+        return None
+    r0 = next(iter(gs.values()))[0]
+    names = r0["data"]["label_names"]
+    counts = (r0.get("coverage") or {}).get("eval", {}).get("per_class", {})
+    rows = []
+    for c in names:
+        accs = {g: sum(r["metrics"]["per_class_accuracy"][c] for r in rs) / len(rs) for g, rs in gs.items()}
+        top = max(accs.values())
+        rows.append([c, str(counts.get(c, "-"))] + [f"**{a:.3f}**" if a == top and len(accs) > 1 else f"{a:.3f}"
+                                                     for a in accs.values()])
+    return Table(["class", "eval images"] + list(gs), rows, left=1)
+
+
+def report_blocks(results: list[dict], figures: list) -> list:
+    """The report's content: context, comparison table, plots, per-class accuracy, findings."""
+    from .document import Bullets, Heading, Para, Table
+    from .findings import findings
+
+    ok = [r for r in results if r.get("status", "ok") == "ok"]
+    title = f"peftlab report: {ok[0]['model']} on {ok[0]['dataset']}" if ok else "peftlab report"
+    blocks = [Heading(title, 1), Bullets(context_lines(results)), Heading("Comparison", 2)]
+    if ok:
+        blocks += [Table(COLUMNS, table_rows(results)),
+                   Para("Accuracy is the mean over seeds ± standard deviation; 95% CI is the interval of that mean. "
+                        "Time, img/s: mean per run; peak memory: largest over seeds; adapter: the saved trained part.")]
+    else:
+        blocks.append(Para("No run succeeded."))
+    if figures:
+        blocks += [Heading("Plots", 2)] + list(figures)
+    pc = per_class_table(results)
+    if pc is not None:
+        blocks += [Heading("Per-class accuracy", 2),
+                   Para("Accuracy on each class's eval images, mean over seeds; bold: the best configuration."), pc]
+    return blocks + findings(results)
+
+
+def build_report(results: list[dict]) -> tuple[str, str, dict[str, bytes]]:
+    """(report.md text, report.html text, {plot file name: PNG bytes}): the same results give the
+    same bytes."""
+    from .document import to_html, to_markdown
+    from .plots import figures
+
+    figs = figures(results)
+    blocks = report_blocks(results, figs)
+    title = blocks[0].text
+    return to_markdown(blocks, REPORT_PLOTS), to_html(blocks, title), {f"{f.name}.png": f.png for f in figs}
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_report(out: str | Path, results: list[dict]) -> list[Path]:
+    """Write report.md, its plots (report-plots/*.png) and report.html into out; return their paths."""
+    from .errors import UserError
+
+    out = Path(out)
+    md, page, pngs = build_report(results)
+    plots = out / REPORT_PLOTS
+    written = []
+    try:
+        plots.mkdir(parents=True, exist_ok=True)
+        for old in plots.glob("*.png"):
+            if old.name not in pngs:
+                old.unlink()  # a plot the results no longer have
+        for name, data in pngs.items():
+            _write_atomic(plots / name, data)
+            written.append(plots / name)
+        for name, text in (("report.md", md), ("report.html", page)):
+            _write_atomic(out / name, text.encode("utf-8"))
+            written.append(out / name)
+    except OSError as e:
+        why = "the disk is full" if e.errno == errno.ENOSPC else (e.strerror or str(e))
+        raise UserError(f"cannot write the report into {out}: {why}") from e
+    return written

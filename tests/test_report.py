@@ -1,0 +1,297 @@
+"""The report: report.md and a self-contained report.html (table, plots, per-class accuracy, findings)
+built from result dicts alone; rendered by headless Chromium; the example notebook run end to end."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import re
+import shutil
+import subprocess
+from dataclasses import fields
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from peftlab import cli, data, methods, report
+from peftlab.document import to_markdown
+from peftlab.findings import findings
+from peftlab.models import BUNDLED_DIR
+from peftlab.plots import pareto_front
+
+from .conftest import CLASSES
+from .test_run import tiny_args
+
+NAMES = ["Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+DEFAULTS = {m: methods.REGISTRY[m].config_cls().options() for m in methods.REGISTRY}
+TRAINABLE = {"head": 325, "last": 50_309, "lora": 12_613, "full": 304_709}
+
+
+def fake(method: str, seed: int, acc: float, *, baseline: float = 0.15, status: str = "ok", **params) -> dict:
+    """A result dict shaped like runner.run_one's, with round numbers: 100 eval images, 20 per class."""
+    head = {"method": method, "label": method, "seed": seed, "model": "tiny-model", "dataset": "toy-data",
+            "method_config": DEFAULTS[method], "status": status, "run_name": f"{method}-seed{seed}"}
+    if status != "ok":
+        return head | {"error": "Diverged: the loss became nan at step 3"}
+    k = len(NAMES)
+    correct = round(acc * 20)
+    confusion = [[correct if i == j else (20 - correct if j == (i + 1) % k else 0) for j in range(k)]
+                 for i in range(k)]
+    trainable = TRAINABLE.get(method, 1000)
+    p = {"trainable": trainable, "total": 304_709, "base": 304_709, "added": 0, "peft_all_params": 304_709,
+         "trainable_pct": 100 * trainable / 304_709, "theory_trainable": trainable, "theory_total": 304_709,
+         "theory_match": True, "mismatches": [], "kind": "theory"} | params
+    per_class = {"per_class": dict.fromkeys(NAMES, 20), "examples": 100, "classes_present": k,
+                 "classes_total": k, "missing": [], "min_per_class": 20, "below_min": []}
+    return head | {
+        "params": p,
+        "metrics": {"baseline_accuracy": baseline, "chance_accuracy": 0.2, "accuracy": acc, "best_accuracy": acc,
+                    "best_epoch": 2, "top5_accuracy": None, "macro_f1": acc - 0.01, "eval_loss": 1.0,
+                    "per_class_accuracy": {n: correct / 20 for n in NAMES}, "confusion": confusion},
+        "history": [{"epoch": 1, "eval_accuracy": (baseline + acc) / 2, "train_loss": 1.2, "seconds": 5.0},
+                    {"epoch": 2, "eval_accuracy": acc, "train_loss": 0.9, "seconds": 5.0}],
+        "time": {"train_s": 10.0 + trainable / 10_000, "eval_s": 1.0, "total_s": 12.0 + trainable / 10_000},
+        "throughput": {"train_img_s": 100.0, "steps": 10},
+        "memory": {"peak_bytes": 500_000_000 + 100 * trainable, "kind": "process_peak_rss"},
+        "size": {"adapter_bytes": 4 * trainable},
+        "coverage": {"train": per_class | {"examples": 200, "per_class": dict.fromkeys(NAMES, 40)}, "eval": per_class},
+        "data": {"label_names": NAMES, "train_examples": 200, "eval_examples": 100, "eval_split": "test", "notes": []},
+        "train": {"epochs": 2, "batch_size": 64, "eval_batch_size": 256, "weight_decay": 0.01, "warmup_ratio": 0.1,
+                  "max_grad_norm": 1.0, "precision": "no"},
+        "env": {"device": "cpu", "device_name": "x86_64"},
+    }
+
+
+# accuracies per seed: lora leads full beyond noise, head and last within noise of lora
+SEEDS = {"head": [0.60, 0.65, 0.70], "last": [0.65, 0.70, 0.75], "lora": [0.70, 0.75, 0.80], "full": [0.30, 0.35, 0.30]}
+
+
+def results_set() -> list[dict]:
+    return [fake(m, s, a) for m, accs in SEEDS.items() for s, a in enumerate(accs)]
+
+
+def findings_md(results: list[dict]) -> str:
+    """The Findings section alone (no plots: fast)."""
+    return to_markdown(findings(results), report.REPORT_PLOTS)
+
+
+@pytest.fixture(scope="module")
+def built() -> tuple[str, str, dict[str, bytes]]:
+    return report.build_report(results_set())
+
+
+def non_blank(png: bytes, min_colours: int = 20) -> bool:
+    """Decodes, and is a picture: many distinct colours and a fair share of non-white pixels."""
+    px = pixels(png)
+    colours = n_colours(px)
+    non_white = (px.min(axis=2) < 240).mean()
+    return colours >= min_colours and non_white > 0.02
+
+
+def n_colours(px: np.ndarray) -> int:
+    rgb = px.astype(np.int64)
+    return len(np.unique((rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]))
+
+
+def pixels(png: bytes) -> np.ndarray:
+    from PIL import Image
+
+    return np.asarray(Image.open(io.BytesIO(png)).convert("RGB"))
+
+
+# ---------------------------------------------------------------- report.md
+def test_markdown_has_the_table_every_plot_and_the_findings(built):
+    md, _, pngs = built
+    assert md.startswith("# peftlab report: tiny-model on toy-data")
+    assert "| " + " | ".join(report.COLUMNS) + " |" in md
+    for m in SEEDS:
+        row = next(line for line in md.splitlines() if line.startswith(f"| {m} | 3 |"))
+        assert f"{TRAINABLE[m]:,} ✓" in row  # trainable: measured / theory / match
+    assert "| lora | 3 | 12,613 | 12,613 ✓ | 4.14% | 0.150 → 0.750 ± 0.050 |" in md
+    assert set(pngs) == {"accuracy-vs-trainable.png", "accuracy-vs-time.png", "accuracy-vs-memory.png",
+                         "learning-curves.png", "confusion-best.png"}
+    for name, png in pngs.items():
+        assert f"]({report.REPORT_PLOTS}/{name})" in md
+        assert png.startswith(b"\x89PNG") and non_blank(png), name
+    assert "Confusion matrix of lora" in md  # the best configuration
+    # per-class accuracy: one row per class, a column per configuration, the best in bold
+    assert "| class | eval images | head | last | lora | full |" in md
+    assert "| Sandal | 20 | 0.650 | 0.700 | **0.750** | 0.317 |" in md
+    for heading in ("## Findings", "### Metric and chance level", "### Baseline",
+                    "### Hyperparameters and their meaning", "### Parameter counts and the theory check",
+                    "### Time and accuracy", "### Comparison: accuracy", "### Comparison: efficiency",
+                    "### Comparison: reliability", "### Advantages and disadvantages", "### Class coverage"):
+        assert heading in md
+
+
+def test_findings_state_the_numbers_of_the_results(built):
+    md = built[0]
+    assert "**Chance level: 0.200**" in md and "the 100 eval images (split 'test')" in md
+    assert "no top-5 accuracy: with 5 classes it would always be 1" in md
+    assert "**Baseline accuracy** (the pretrained model with its new, untrained 5-class head): **0.150**" in md
+    assert "no better than chance at any seed" in md
+    assert "Highest mean accuracy: **lora** (0.750 ± 0.050), +0.600 over its baseline." in md
+    assert "4 of 4 configurations match their derived counts." in md
+    assert "**lora**: accuracy 0.150 → **0.750 ± 0.050**" in md
+    assert "Fewest trainable parameters: head (325); most: full (304,709" in md
+    assert "All 12 runs finished: none failed or diverged." in md
+    assert ("every seed — train: 5 of 5 classes, 200 images (40 per class); "
+            "eval: 5 of 5 classes, 100 images (20 per class).") in md
+
+
+def test_option_meanings_come_from_the_method_configs(built):
+    md = built[0]
+    for f in fields(methods.LoraConfig):
+        value = DEFAULTS["lora"][f.name]
+        assert f"| {f.name} | {value} | {f.metadata['help']} |" in md
+    assert f"**lora**: {methods.REGISTRY['lora'].description}." in md
+
+
+def test_a_different_set_of_results_gives_other_findings():
+    """Nothing is fixed text about one run: other numbers, other sentences."""
+    rs = [fake("head", s, a, baseline=0.5) for s, a in enumerate([0.9, 0.92])]
+    rs += [fake("full", s, a, baseline=0.5) for s, a in enumerate([0.5, 0.52])]
+    md = findings_md(rs)
+    assert "**0.500**" in md and "better than chance at every seed" in md
+    assert "Highest mean accuracy: **head** (0.910 ± 0.014), +0.410 over its baseline." in md
+    assert "**full** — disadvantages: less accurate than head beyond noise" in md
+    assert "lora" not in md
+
+
+def test_differences_within_noise_are_called_so(built):
+    findings = built[0].split("## Findings")[1]
+    # lora 0.75 ± 0.05 vs head 0.65 ± 0.05 (3 seeds): the 95% intervals overlap; full 0.317 is far below
+    assert "2 of 3 other configurations are **within noise** of it (95% intervals overlap): head and last" in findings
+    assert "lora vs head: +0.100 accuracy — within noise (95% intervals overlap)" in findings
+    assert "lora vs full: +0.433 accuracy — a real difference (95% intervals do not overlap)" in findings
+    assert "highest mean accuracy (within noise of head and last)" in findings
+    assert ("**full** — advantages: smallest spread over seeds; "
+            "disadvantages: less accurate than lora beyond noise") in findings
+    assert "largest spread over seeds" in findings.split("**last** —")[1].split("\n")[0]  # 0.050, as head and lora
+    one_seed = [fake(m, 0, a) for m, a in (("head", 0.6), ("lora", 0.7))]
+    md1 = findings_md(one_seed)
+    assert "one seed per method gives no noise estimate" in md1 and "rerun with --seeds 0,1,2" in md1
+
+
+def test_failed_and_diverged_runs_are_listed():
+    rs = results_set() + [fake("lora", 3, 0, status="diverged"), fake("full", 3, 0, status="failed")]
+    md = findings_md(rs)
+    assert "2 of 14 runs did not finish:" in md
+    assert "lora seed 3: **diverged** — Diverged: the loss became nan at step 3" in md
+    assert "full seed 3: **failed** —" in md
+    nothing = report.build_report([fake("lora", 0, 0, status="failed")])
+    assert "No run succeeded" in nothing[0] and "lora seed 0: **failed**" in nothing[0] and not nothing[2]
+
+
+def test_a_count_that_differs_from_theory_is_flagged():
+    rs = [fake("lora", 0, 0.7, theory_match=False, theory_trainable=12_000,
+               mismatches=[{"what": "trainable", "theory": 12_000, "measured": 12_613}]), fake("head", 0, 0.6)]
+    md = report.format_markdown(rs) + findings_md(rs)
+    assert "| lora | 1 | 12,613 | 12,000 MISMATCH |" in md
+    assert "1 of 2 configurations match their derived counts; mismatches: lora." in md
+    assert "**MISMATCH** — trainable 12,000 derived vs 12,613 measured" in md
+
+
+def test_coverage_problems_and_notes_are_stated():
+    rs = [fake("head", 0, 0.6)]
+    rs[0]["coverage"]["eval"] |= {"classes_present": 4, "missing": ["Bag"], "below_min": ["Shirt"]}
+    rs[0]["config"] = {"min_per_class": 5}
+    rs[0]["data"]["notes"] = ["eval split misses 1 of 5 classes (Bag)"]
+    md = findings_md(rs)
+    assert ("eval: 4 of 5 classes, 100 images (20 per class), **missing: Bag**, "
+            "**fewer than 5 images: Shirt (20)**") in md
+    assert "Note: eval split misses 1 of 5 classes (Bag)" in md
+
+
+def test_the_report_is_a_pure_function_of_the_results(built):
+    md, page, pngs = built
+    shuffled = results_set()[::-1]
+    again = report.build_report(shuffled)
+    assert again[0] == md and again[1] == page and again[2] == pngs  # byte for byte, whatever the input order
+
+
+def test_pareto_front():
+    pts = [(10, 0.5), (100, 0.7), (1000, 0.6), (5, 0.4), (100, 0.65), (10, 0.5)]
+    assert pareto_front(pts) == [3, 0, 5, 1]  # (1000, .6) and (100, .65) are beaten by (100, .7)
+
+
+# ---------------------------------------------------------------- report.html
+def test_html_is_self_contained_and_carries_every_plot(built):
+    md, page, pngs = built
+    srcs = re.findall(r'src="([^"]+)"', page)
+    assert len(srcs) == len(pngs) and all(s.startswith("data:image/png;base64,") for s in srcs)
+    assert not re.search(r"(src|href)=\"(https?:)?//", page) and "@import" not in page
+    decoded = [base64.b64decode(s.split(",", 1)[1]) for s in srcs]
+    assert sorted(decoded) == sorted(pngs.values()) and all(non_blank(d) for d in decoded)
+    assert "<h2>Findings</h2>" in page and "<strong>Chance level: 0.200</strong>" in page
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="headless Chromium not installed (Debian: apt-get install chromium; "
+                                             "'make test' installs it where apt-get exists)")
+def test_html_renders_in_headless_chromium(built, tmp_path):
+    page = tmp_path / "report.html"
+    page.write_text(built[1])
+    shot = tmp_path / "shot.png"
+    cmd = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+           "--disable-background-networking", "--disable-component-update", "--disable-sync",
+           f"--user-data-dir={tmp_path / 'profile'}", f"--screenshot={shot}", "--window-size=1280,4000",
+           page.as_uri()]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert shot.is_file(), proc.stderr[-2000:]
+    px = pixels(shot.read_bytes())
+    assert px.shape == (4000, 1280, 3)
+    assert non_blank(shot.read_bytes(), min_colours=500)
+    # the plots sit below the table: that region holds many colours and the plots' saturated ones
+    plots = px[500:2200]
+    assert n_colours(plots) > 500
+    r, g, b = (plots[..., i].astype(int) for i in range(3))
+    assert ((b > 150) & (r < 100)).sum() > 500  # blue markers, lines and confusion cells
+    assert ((r > 180) & (g < 80) & (b < 80)).sum() > 100  # the red of the 4th configuration
+
+
+# ---------------------------------------------------------------- written by run and report
+def test_run_and_report_write_report_files(tiny_vit, image_folder, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert cli.main(tiny_args(tiny_vit, image_folder, out, "--methods", "head,lora", "--epochs", "1")) == 0
+    assert capsys.readouterr().out == ""  # --quiet: nothing printed
+    md = (out / "report.md").read_text()
+    page = (out / "report.html").read_text()
+    assert "| head | 1 |" in md and "| lora | 1 |" in md and f"{len(CLASSES)} classes" in md
+    assert "<h2>Findings</h2>" in page
+    for name in re.findall(rf"\]\({report.REPORT_PLOTS}/([^)]+)\)", md):
+        assert non_blank((out / report.REPORT_PLOTS / name).read_bytes())
+    (out / "report.md").unlink()
+    (out / "report.html").unlink()
+    assert cli.main(["report", str(out)]) == 0
+    assert "report.html" in capsys.readouterr().out
+    assert (out / "report.md").read_text() == md and (out / "report.html").read_text() == page
+
+
+# ---------------------------------------------------------------- the example notebook
+NOTEBOOK = Path(__file__).parent.parent / "examples" / "compare_methods.ipynb"
+FMNIST_OK = all((data.FMNIST_DIR / f).exists() for f in ("train-images-idx3-ubyte.gz", "t10k-images-idx3-ubyte.gz"))
+
+
+@pytest.mark.skipif(not FMNIST_OK, reason=f"Fashion-MNIST not found in {data.FMNIST_DIR} "
+                                          "(apt-get install dataset-fashion-mnist)")
+@pytest.mark.skipif(not (BUNDLED_DIR / "model.safetensors").exists(), reason="bundled model not built")
+def test_example_notebook_runs_end_to_end(tmp_path, monkeypatch):
+    nbformat = pytest.importorskip("nbformat", reason="pip install -e '.[test]' (nbformat, nbclient, ipykernel)")
+    nbclient = pytest.importorskip("nbclient", reason="pip install -e '.[test]' (nbformat, nbclient, ipykernel)")
+    monkeypatch.setenv("PEFTLAB_NOTEBOOK_SMALL", "1")
+    monkeypatch.setenv("PEFTLAB_NOTEBOOK_OUT", str(tmp_path / "runs"))
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # tiny model: one thread is fastest on a shared machine
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    nbclient.NotebookClient(nb, timeout=240, kernel_name="python3",
+                            resources={"metadata": {"path": str(tmp_path)}}).execute()
+    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
+    assert not [o for o in outputs if o.output_type == "error"]
+    text = "".join(o.get("text", "") + json.dumps(o.get("data", {})) for o in outputs)
+    assert "8 runs, statuses: ['ok']" in text and "Chance level" in text and "372,581" in text
+    for name in ("report.md", "report.html"):
+        assert (tmp_path / "runs" / name).is_file()
