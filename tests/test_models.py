@@ -214,7 +214,7 @@ def test_lora_method_on_older_naming_trains_adapters_and_head():
 
     torch.manual_seed(0)
     model = OldViT(blocks=2)
-    prepared = REGISTRY["lora"].apply(model, describe(model), LoraConfig(targets="output,fc1", dropout=0.0))
+    prepared = REGISTRY["lora"].apply(model, describe(model), LoraConfig(targets="output,fc1", dropout=0.0), 10)
     trainable = {n for n, p in prepared.model.named_parameters() if p.requires_grad}
     want = {f"base_model.model.vit.encoder.layer.{i}.{rel}.lora_{ab}.default.weight"
             for i in range(2) for rel in ("attention.output.dense", "intermediate.dense") for ab in "AB"}

@@ -3,6 +3,12 @@
 Every source (built-in Fashion-MNIST, hub id, image folder, save_to_disk folder) is first read as
 *labels plus undecoded items*; sampling happens on the labels, and only the chosen items are decoded,
 once per run, in parallel. Training then indexes the uint8 tensors: no per-epoch decoding.
+
+Bad input never reaches training silently: an item that cannot be decoded (empty, truncated, not an
+image) is skipped, replaced by an unused item of the same class where the split has one, counted in
+Task.skipped and reported once; past ``max_bad_fraction`` of the items tried it is an error. Unlabelled
+rows (-1) are dropped and counted; labels outside the label set, and classes without any training
+example, are errors.
 """
 
 from __future__ import annotations
@@ -10,6 +16,7 @@ from __future__ import annotations
 import gzip
 import io
 import os
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +36,9 @@ FMNIST_TASKS = {"fashion-mnist:0-4": range(0, 5), "fashion-mnist:5-9": range(5, 
                 "fashion-mnist:all": range(0, 10)}
 DEFAULT_DATASET = "fashion-mnist:5-9"
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+# files an OS or tool leaves in folders: passed over without a word (as are hidden files and folders)
+JUNK_FILES = {"thumbs.db", "desktop.ini", "__macosx"}
+EXAMPLES_SHOWN = 3  # example paths in a warning or error about skipped items
 EVAL_SPLIT_NAMES = ("validation", "valid", "val", "test")
 
 
@@ -40,10 +50,21 @@ class RawSplit:
     labels: np.ndarray
     items: Sequence[Any]
     decode: Callable[[Any], Any]
+    folder: Path | None = None  # image folders: the folder holding this split's class folders
+    not_images: list[str] = field(default_factory=list)  # files in class folders that are not image types
 
     def subset(self, idx: np.ndarray, name: str | None = None) -> "RawSplit":
         items = self.items.select(idx) if hasattr(self.items, "select") else [self.items[i] for i in idx]
-        return RawSplit(name or self.name, self.labels[idx], items, self.decode)
+        return RawSplit(name or self.name, self.labels[idx], items, self.decode, self.folder)
+
+    def describe(self, i: int) -> str:
+        """Where item i comes from, for messages: its path, or its row in the dataset."""
+        item = self.items[i]
+        if isinstance(item, (str, Path)):
+            return str(item)
+        row = self.items.row(i) if hasattr(self.items, "row") else i
+        path = item.get("path") if isinstance(item, dict) else None
+        return f"{self.name} row {row}" + (f" ({path})" if path else "")
 
 
 @dataclass
@@ -64,6 +85,8 @@ class Task:
     eval: Split
     coverage: dict = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    # per split ("train", "eval"): what was left out and why; see skip_stats() for the keys
+    skipped: dict = field(default_factory=dict)
 
     @property
     def num_classes(self) -> int:
@@ -114,25 +137,56 @@ def _open_image(item) -> Any:
     return item
 
 
+def _hidden(name: str) -> bool:
+    return name.startswith(".") or name.lower() in JUNK_FILES
+
+
 def _image_folder(root: Path) -> tuple[list[str], RawSplit, RawSplit | None]:
+    try:
+        return _read_image_folder(root)
+    except OSError as e:  # e.g. a folder without read permission
+        raise UserError(f"cannot read image folder '{e.filename or root}' ({e.strerror or e}); "
+                        "check its permissions") from e
+
+
+def _class_folders(d: Path) -> list[str]:
+    return sorted(p.name for p in d.iterdir() if p.is_dir() and not _hidden(p.name))
+
+
+def _read_image_folder(root: Path) -> tuple[list[str], RawSplit, RawSplit | None]:
     subdirs = {p.name.lower(): p for p in root.iterdir() if p.is_dir()}
     train_dir = subdirs.get("train")
     eval_dir = next((subdirs[n] for n in EVAL_SPLIT_NAMES if n in subdirs), None) if train_dir else None
     base = train_dir or root
-    names = sorted(p.name for p in base.iterdir() if p.is_dir())
+    names = _class_folders(base)
     if not names:
         raise UserError(f"image folder '{root}' has no class subfolders; lay it out as "
                         "ROOT/<class>/<image> (optionally ROOT/train/<class>/... and ROOT/test/<class>/...)")
 
-    def scan(d: Path, split: str) -> RawSplit:
-        paths, labels = [], []
-        for i, n in enumerate(names):
-            for f in sorted((d / n).rglob("*")) if (d / n).is_dir() else []:
-                if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES:
-                    paths.append(str(f))
-                    labels.append(i)
-        return RawSplit(split, np.asarray(labels, dtype=np.int64), paths, _open_image)
+    def files(d: Path) -> tuple[list[str], list[str]]:
+        """Image files (by type) under d, and the other files; hidden files and folders are passed over."""
+        images, others = [], []
+        for f in sorted(d.rglob("*")) if d.is_dir() else []:
+            if any(_hidden(part) for part in f.relative_to(d).parts) or f.is_dir():
+                continue
+            (images if f.suffix.lower() in IMAGE_SUFFIXES else others).append(str(f))
+        return images, others
 
+    def scan(d: Path, split: str) -> RawSplit:
+        paths, labels, not_images = [], [], []
+        for i, n in enumerate(names):
+            images, others = files(d / n)
+            paths += images
+            labels += [i] * len(images)
+            not_images += others
+        return RawSplit(split, np.asarray(labels, dtype=np.int64), paths, _open_image, d, not_images)
+
+    if eval_dir is not None:  # a class only in the eval folder could never be predicted right
+        extra = [n for n in _class_folders(eval_dir) if n not in names and files(eval_dir / n)[0]]
+        if extra:
+            raise UserError(f"class folder '{eval_dir / extra[0]}' has images but '{base / extra[0]}' does not "
+                            f"exist{f' ({len(extra)} such classes)' if len(extra) > 1 else ''}; a class without "
+                            "training images cannot be learned: add training images or remove the class")
     return names, scan(base, "train"), scan(eval_dir, eval_dir.name) if eval_dir else None
 
 
@@ -159,14 +213,20 @@ def _hf_dataset(dsd, image_column: str | None, label_column: str | None,
     if isinstance(feats[label_column], ClassLabel):
         names = list(feats[label_column].names)
         to_id = None
-    else:
-        names = sorted({str(v) for s in dsd.values() for v in s[label_column]})
+    else:  # plain values: the label set is the values seen; a missing value (None) means "no label"
+        names = sorted({str(v) for s in dsd.values() for v in s[label_column] if v is not None})
         to_id = {n: i for i, n in enumerate(names)}
 
     def raw(split: str) -> RawSplit:
         ds = dsd[split]
         labels = ds[label_column]
-        labels = np.asarray([to_id[str(v)] for v in labels] if to_id else labels, dtype=np.int64)
+        if to_id:
+            labels = np.asarray([-1 if v is None else to_id[str(v)] for v in labels], dtype=np.int64)
+        else:
+            try:
+                labels = np.asarray(labels, dtype=np.int64)
+            except TypeError:  # missing labels (None) among them
+                labels = np.asarray([-1 if v is None else v for v in labels], dtype=np.int64)
         if isinstance(ds.features[image_column], Image):
             ds = ds.cast_column(image_column, Image(decode=False))
         return RawSplit(split, labels, _Column(ds, image_column), _open_image)
@@ -175,19 +235,55 @@ def _hf_dataset(dsd, image_column: str | None, label_column: str | None,
 
 
 class _Column:
-    """One column of a datasets.Dataset, indexable without decoding the others."""
+    """One column of a datasets.Dataset, indexable without decoding the others; rows map back to the dataset."""
 
-    def __init__(self, ds, col: str):
+    def __init__(self, ds, col: str, rows: np.ndarray | None = None):
         self.ds, self.col = ds, col
+        self.rows = np.arange(len(ds)) if rows is None else rows
 
     def __len__(self) -> int:
-        return len(self.ds)
+        return len(self.rows)
 
     def __getitem__(self, i: int):
-        return self.ds[int(i)][self.col]
+        return self.ds[int(self.rows[i])][self.col]
+
+    def row(self, i: int) -> int:
+        return int(self.rows[i])
 
     def select(self, idx) -> "_Column":
-        return _Column(self.ds.select(np.asarray(idx)), self.col)
+        return _Column(self.ds, self.col, self.rows[np.asarray(idx, dtype=np.int64)])
+
+
+def _offline() -> bool:
+    from datasets import config
+    from huggingface_hub import constants
+
+    return bool(constants.HF_HUB_OFFLINE or config.HF_HUB_OFFLINE)
+
+
+def _load_hub_dataset(dataset: str):
+    from datasets import load_dataset
+    from huggingface_hub.utils import logging as hub_logging
+
+    builtins = ", ".join(FMNIST_TASKS)
+    hub_log = hub_logging.get_logger("huggingface_hub")
+    level = hub_log.level
+    hub_log.setLevel("ERROR")  # no network: five multi-line "Retrying in Ns" warnings before the error
+    try:
+        return load_dataset(dataset)
+    except Exception as e:  # the hub raises many types; all mean "cannot get it"
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        if isinstance(e, (ConnectionError, FileNotFoundError)) and _offline():
+            raise UserError(f"cannot load dataset '{dataset}': it is not a local folder, and HF_HUB_OFFLINE is set "
+                            "and it is not in the datasets cache; pass an image folder, a save_to_disk folder or "
+                            f"one of: {builtins}, or unset HF_HUB_OFFLINE to download it") from e
+        if isinstance(e, (ConnectionError, FileNotFoundError)):
+            raise UserError(f"cannot load dataset '{dataset}': it is not a local folder, and the hub answered: "
+                            f"{first.rstrip('.')}; check the name and the network, or pass an image folder, a "
+                            f"save_to_disk folder or one of: {builtins}") from e
+        raise UserError(f"cannot load dataset '{dataset}': {first}") from e
+    finally:
+        hub_log.setLevel(level)
 
 
 def read_source(dataset: str, image_column: str | None = None, label_column: str | None = None,
@@ -202,28 +298,28 @@ def read_source(dataset: str, image_column: str | None = None, label_column: str
         if (path / "dataset_dict.json").exists() or (path / "state.json").exists():
             from datasets import load_from_disk
 
-            return _hf_dataset(load_from_disk(str(path)), image_column, label_column, train_split, eval_split)
+            try:
+                dsd = load_from_disk(str(path))
+            except Exception as e:  # a damaged save_to_disk folder: missing arrow files, bad json, ...
+                first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+                raise UserError(f"cannot read save_to_disk dataset '{dataset}' ({first}); save it again with "
+                                "Dataset.save_to_disk / DatasetDict.save_to_disk") from e
+            return _hf_dataset(dsd, image_column, label_column, train_split, eval_split)
         return _image_folder(path)
     if path.exists() or dataset.startswith((".", "/", "~")):
         what = "is not a folder" if path.exists() else "does not exist"
         raise UserError(f"dataset '{dataset}' {what}; pass an image folder, a save_to_disk "
                         f"folder, a hub dataset id or one of: {', '.join(FMNIST_TASKS)}")
-    from datasets import load_dataset
-
-    try:
-        dsd = load_dataset(dataset)
-    except Exception as e:  # the hub raises many types; all mean "cannot get it"
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise UserError(f"cannot load dataset '{dataset}': {first}") from e
-    return _hf_dataset(dsd, image_column, label_column, train_split, eval_split)
+    return _hf_dataset(_load_hub_dataset(dataset), image_column, label_column, train_split, eval_split)
 
 
 # ---------------------------------------------------------------- sampling and coverage
-def stratified_indices(labels: np.ndarray, n: int, seed: int) -> np.ndarray:
+def stratified_indices(labels: np.ndarray, n: int, seed: int, *, what: str = "",
+                       option: str = "--train-size/--eval-size") -> np.ndarray:
     """n indices with each class represented in proportion (largest remainder), seeded, shuffled."""
     if n > len(labels):
-        raise UserError(f"asked for {n} examples but the split has only {len(labels)}; "
-                        "lower --train-size/--eval-size or pass 0 for all")
+        raise UserError(f"asked for {n} examples but the split has only {len(labels)}"
+                        f"{f' {what}' if what else ''}; lower {option} or pass 0 for all")
     rng = np.random.default_rng(seed)
     classes, counts = np.unique(labels, return_counts=True)
     quota = counts * n / len(labels)
@@ -259,19 +355,43 @@ def coverage_problems(cov: dict, split: str, min_per_class: int) -> list[str]:
 
 
 # ---------------------------------------------------------------- decoding
+def _to_8bit(img):
+    """A 16-bit (I;16*), 32-bit integer (I) or float (F) image -> 8-bit L, scaled by bit depth, not clipped."""
+    from PIL import Image
+
+    arr = np.asarray(img).astype(np.float64)
+    if img.mode.startswith("I;16"):
+        scaled = arr / 257  # 0..65535 -> 0..255
+    else:  # I or F: no bit depth recorded, so judge by the value range
+        lo, hi = (float(arr.min()), float(arr.max())) if arr.size else (0.0, 0.0)
+        if img.mode == "F" and lo >= 0 and hi <= 1:
+            scaled = arr * 255
+        elif lo >= 0 and hi <= 255:
+            scaled = arr
+        elif lo >= 0 and hi <= 65535:
+            scaled = arr / 257
+        else:
+            scaled = (arr - lo) * 255 / (hi - lo)
+    return Image.fromarray(np.clip(np.rint(scaled), 0, 255).astype(np.uint8), "L")
+
+
 def _pil_to_array(img, spec: ImageSpec) -> np.ndarray:
     from PIL import Image, ImageOps
 
-    img.draft("RGB" if spec.channels == 3 else "L", (spec.width, spec.height))  # JPEG: decode smaller
-    img = ImageOps.exif_transpose(img)
-    if img.mode in ("I;16", "I;16B", "I;16L", "I"):  # 16/32-bit: scale to 8 bits before converting
-        arr = np.asarray(img, dtype=np.float64)
-        img = Image.fromarray((arr * 255.0 / max(arr.max(), 1)).astype(np.uint8))
-    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+    side = max(spec.width, spec.height)  # square: an EXIF rotation swaps width and height
+    img.draft("RGB" if spec.channels == 3 else "L", (side, side))  # JPEG: decode at 1/2..1/8 scale
+    try:
+        img = ImageOps.exif_transpose(img)
+    except Exception:  # noqa: BLE001 - damaged EXIF: keep the image as stored; damaged pixels fail below
+        pass
+    if img.mode.startswith("I") or img.mode == "F":  # 16/32-bit: scale to 8 bits before converting
+        img = _to_8bit(img)
+    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (img.mode == "P" and "transparency" in img.info):
         rgba = img.convert("RGBA")  # composite transparency on white, not black
         img = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         img.alpha_composite(rgba)
-    img = img.convert("RGB" if spec.channels == 3 else "L").resize((spec.width, spec.height), Image.BILINEAR)
+    img = img.convert("RGB" if spec.channels == 3 else "L").resize((spec.width, spec.height), Image.BILINEAR,
+                                                                    reducing_gap=3.0)
     arr = np.array(img, dtype=np.uint8)  # a writable copy: torch.from_numpy warns on read-only arrays
     return arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
 
@@ -289,56 +409,255 @@ def _fit_arrays(arr: np.ndarray, spec: ImageSpec) -> torch.Tensor:
     return x.contiguous()
 
 
-def decode(raw: RawSplit, spec: ImageSpec, workers: int | None = None) -> Split:
-    """Decode every item once into one uint8 tensor (threads: PIL releases the GIL while decoding)."""
-    labels = torch.from_numpy(np.asarray(raw.labels, dtype=np.int64))
+def _decode_item(raw: RawSplit, i: int, spec: ImageSpec) -> torch.Tensor:
+    img = raw.decode(raw.items[i])
+    if isinstance(img, np.ndarray):
+        return _fit_arrays(img[None], spec)[0]
+    try:
+        return torch.from_numpy(_pil_to_array(img, spec))
+    finally:
+        if hasattr(img, "close"):
+            img.close()
+
+
+def _why_unreadable(e: Exception, item) -> str:
+    from PIL import UnidentifiedImageError
+
+    if isinstance(item, dict):
+        item = item.get("bytes") or item.get("path")
+    if isinstance(e, UnidentifiedImageError):
+        empty = len(item) == 0 if isinstance(item, (bytes, bytearray)) else (
+            isinstance(item, (str, Path)) and os.path.isfile(item) and os.path.getsize(item) == 0)
+        return "empty file" if empty else "not an image Pillow can read"
+    if isinstance(e, FileNotFoundError):
+        return "file not found"
+    if isinstance(e, PermissionError):
+        return "permission denied"
+    if isinstance(e, OSError) and "truncated" in str(e).lower():
+        return "truncated file"
+    first = (str(e).strip().splitlines() or [""])[0]
+    return f"{type(e).__name__}: {first[:100]}" if first else type(e).__name__
+
+
+def _decode_indices(raw: RawSplit, idx: np.ndarray, spec: ImageSpec,
+                    workers: int | None = None) -> tuple[torch.Tensor, dict[int, str]]:
+    """Decode raw's items idx into one uint8 tensor (threads: PIL releases the GIL while decoding).
+    Returns the tensor and {position in idx: why unreadable}; unreadable positions stay unset."""
+    out = torch.empty((len(idx), spec.channels, spec.height, spec.width), dtype=torch.uint8)
     if isinstance(raw.items, np.ndarray):
-        return Split(raw.name, _fit_arrays(raw.items, spec), labels)
-    out = torch.empty((len(raw.labels), spec.channels, spec.height, spec.width), dtype=torch.uint8)
+        return _fit_arrays(raw.items[idx], spec), {}
+    errors: dict[int, str] = {}
 
-    def one(i: int) -> None:
-        img = raw.decode(raw.items[i])
-        out[i] = torch.from_numpy(_pil_to_array(img, spec)) if not isinstance(img, np.ndarray) \
-            else _fit_arrays(img[None], spec)[0]
+    def one(k: int) -> None:
+        try:
+            out[k] = _decode_item(raw, idx[k], spec)
+        except Exception as e:  # noqa: BLE001 - any failure to decode means: this item is unreadable
+            errors[k] = _why_unreadable(e, raw.items[idx[k]])
 
-    with ThreadPoolExecutor(workers or min(8, os.cpu_count() or 1)) as pool:
-        list(pool.map(one, range(len(raw.labels))))
-    return Split(raw.name, out, labels)
+    with warnings.catch_warnings():  # Pillow's warnings (odd EXIF, huge images) are no news to the user
+        warnings.simplefilter("ignore")
+        with ThreadPoolExecutor(workers or min(8, os.cpu_count() or 1)) as pool:
+            list(pool.map(one, range(len(idx))))
+    return out, errors
+
+
+def decode(raw: RawSplit, spec: ImageSpec, workers: int | None = None) -> Split:
+    """Decode every item once into one uint8 tensor; an unreadable item is an error (see decode_sample)."""
+    images, errors = _decode_indices(raw, np.arange(len(raw.labels)), spec, workers)
+    if errors:
+        shown = "; ".join(f"{raw.describe(k)}: {why}" for k, why in sorted(errors.items())[:EXAMPLES_SHOWN])
+        raise UserError(f"{len(errors)} unreadable image(s) in the {raw.name} split ({shown})")
+    return Split(raw.name, images, torch.from_numpy(np.asarray(raw.labels, dtype=np.int64)))
+
+
+def skip_stats() -> dict:
+    """What one split left out: unreadable items of those tried (replaced by spares of the same class,
+    or dropped, shrinking the sample), unlabelled rows (-1) and files that are not images by type."""
+    return {"tried": 0, "unreadable": 0, "replaced": 0, "dropped": 0, "unreadable_examples": [],
+            "unlabelled": 0, "not_images": 0, "not_image_examples": []}
+
+
+def decode_sample(pool: RawSplit, idx: np.ndarray, spec: ImageSpec, *, seed: int, max_bad_fraction: float,
+                  split_key: str, stats: dict, workers: int | None = None) -> Split:
+    """Decode pool's items idx. An unreadable item is replaced by an unused pool item of the same class
+    (seeded), else dropped, so labels and images stay aligned and no blank image stands in for it.
+    More than max_bad_fraction unreadable among the items tried is an error."""
+    source = np.asarray(idx, dtype=np.int64).copy()
+    labels = pool.labels[source]
+    images, errors = _decode_indices(pool, source, spec, workers)
+    ok = np.ones(len(source), dtype=bool)
+    failed = np.zeros(len(source), dtype=bool)
+    pending = np.arange(len(source))
+    spares: dict[int, list[int]] | None = None
+    tried, examples = 0, []
+    while True:
+        tried += len(pending)
+        bad = [(pending[k], pool.describe(source[pending[k]]), why) for k, why in sorted(errors.items())]
+        examples += [f"{where} ({why})" for _, where, why in bad]
+        failed[[pos for pos, _, _ in bad]] = True
+        if len(examples) / max(tried, 1) > max_bad_fraction:
+            raise UserError(f"{split_key} split: {len(examples)} of {tried} images tried are unreadable "
+                            f"({len(examples) / tried:.0%}, more than --max-bad-fraction {max_bad_fraction:g}), "
+                            f"e.g. {'; '.join(examples[:EXAMPLES_SHOWN])}; fix or remove those files, "
+                            "or raise --max-bad-fraction")
+        if not bad:
+            break
+        if spares is None:  # unused items per class, in a seeded random order
+            unused = np.ones(len(pool.labels), dtype=bool)
+            unused[source] = False
+            cand = np.random.default_rng([seed, 1]).permutation(np.flatnonzero(unused))
+            cand = cand[np.argsort(pool.labels[cand], kind="stable")]
+            classes, starts = np.unique(pool.labels[cand], return_index=True)
+            spares = {int(c): list(part[::-1]) for c, part in zip(classes, np.split(cand, starts[1:]))}
+        nxt = []
+        for pos, _, _ in bad:
+            left = spares.get(int(labels[pos]))
+            if left:
+                source[pos] = left.pop()
+                nxt.append(pos)
+            else:
+                ok[pos] = False
+        if not nxt:
+            break
+        pending = np.asarray(nxt, dtype=np.int64)
+        more, errors = _decode_indices(pool, source[pending], spec, workers)
+        images[pending] = more
+    stats.update(tried=stats["tried"] + tried, unreadable=stats["unreadable"] + len(examples),
+                 replaced=stats["replaced"] + int((failed & ok).sum()), dropped=stats["dropped"] + int((~ok).sum()),
+                 unreadable_examples=(stats["unreadable_examples"] + examples)[:EXAMPLES_SHOWN])
+    keep = torch.from_numpy(np.flatnonzero(ok))
+    return Split(pool.name, images[keep] if not ok.all() else images, torch.from_numpy(labels[ok]))
 
 
 # ---------------------------------------------------------------- the whole task
+def _check_labels(raw: RawSplit, names: list[str], split_key: str, stats: dict) -> RawSplit:
+    """Labels outside 0..C-1 are an error; unlabelled rows (-1, datasets' "no label") are dropped and counted."""
+    outside = (raw.labels < -1) | (raw.labels >= len(names))
+    if outside.any():
+        values = ", ".join(str(v) for v in np.unique(raw.labels[outside])[:5])
+        raise UserError(f"{raw.name} split has {int(outside.sum())} label(s) outside the {len(names)} classes "
+                        f"(values {values}; valid are 0..{len(names) - 1}, or -1 for 'no label'); fix the label "
+                        "column or its ClassLabel names")
+    unlabelled = raw.labels == -1
+    if unlabelled.all() and len(raw.labels):
+        option = "--train-split" if split_key == "train" else "--eval-split"
+        raise UserError(f"{raw.name} split has no labels (all {len(raw.labels)} are -1, which datasets uses "
+                        f"for 'no label', e.g. in hidden test splits); pass {option} with a labelled split")
+    if unlabelled.any():
+        stats["unlabelled"] += int(unlabelled.sum())
+        raw = raw.subset(np.flatnonzero(~unlabelled))
+    return raw
+
+
+def _check_every_class_trains(train: RawSplit, names: list[str], held_out: int = 0) -> None:
+    empty = [names[i] for i in np.flatnonzero(np.bincount(train.labels, minlength=len(names)) == 0)]
+    if not empty:
+        return
+    shown = ", ".join(f"'{n}'" for n in empty[:5]) + (" ..." if len(empty) > 5 else "")
+    many = len(empty) > 1
+    if held_out:
+        where = f"none left after holding out {held_out} images for evaluation"
+        todo = "add images, or an evaluation split (ROOT/test/<class>/ or --eval-split)"
+    elif train.folder is not None:
+        where = (f"folder '{train.folder / empty[0]}' has" if not many else
+                 f"their folders in '{train.folder}' have") + " no image files"
+        todo = "add images, or remove the folder" + ("s" if many else "")
+    else:
+        where = f"none in the {train.name} split"
+        todo = "pass a --train-split that has every class, or a dataset whose class names match its labels"
+    raise UserError(f"class{'es' if many else ''} {shown} ha{'ve' if many else 's'} no training examples "
+                    f"({where}); a class without training examples cannot be learned: {todo}")
+
+
+def _skip_warnings(skipped: dict) -> list[str]:
+    """One line per kind of thing left out, over both splits."""
+    out = []
+    tr, ev = skipped["train"], skipped["eval"]
+    if tr["unlabelled"] or ev["unlabelled"]:
+        parts = [f"{k} {s['unlabelled']}" for k, s in skipped.items() if s["unlabelled"]]
+        out.append(f"skipped rows without a label (-1): {', '.join(parts)}")
+    if tr["not_images"] or ev["not_images"]:
+        n = tr["not_images"] + ev["not_images"]
+        shown = ", ".join((tr["not_image_examples"] + ev["not_image_examples"])[:EXAMPLES_SHOWN])
+        out.append(f"ignored {n} file(s) in class folders that are not images by their type (e.g. {shown}); "
+                   f"image types read: {', '.join(sorted(IMAGE_SUFFIXES))}")
+    if tr["unreadable"] or ev["unreadable"]:
+        parts = [f"{k} {s['unreadable']} of {s['tried']} tried" + (f", {s['replaced']} replaced by other images of "
+                 f"the same class" if s["replaced"] else "") + (f", {s['dropped']} fewer images" if s["dropped"] else "")
+                 for k, s in (("train", tr), ("eval", ev)) if s["unreadable"]]
+        shown = "; ".join((tr["unreadable_examples"] + ev["unreadable_examples"])[:EXAMPLES_SHOWN])
+        out.append(f"skipped unreadable images: {'; '.join(parts)} (e.g. {shown})")
+    return out
+
+
 def load_task(dataset: str, spec: ImageSpec, *, train_size: int = 0, eval_size: int = 0, seed: int = 0,
               image_column: str | None = None, label_column: str | None = None,
               train_split: str | None = None, eval_split: str | None = None,
               holdout: float = 0.2, min_per_class: int = 5, strict_coverage: bool = False,
-              warn: Callable[[str], None] = print) -> Task:
-    """Read, sample (seeded, stratified), check coverage and decode a dataset for one model."""
+              max_bad_fraction: float = 0.1, warn: Callable[[str], None] = print) -> Task:
+    """Read, sample (seeded, stratified), decode and check a dataset for one model.
+
+    Unreadable images are replaced by unused ones of the same class where the split has them (else the
+    sample shrinks), counted in Task.skipped, noted and warned about once; more than max_bad_fraction of the
+    images tried in a split is an error. Coverage is measured on what was decoded."""
+    if not 0 <= max_bad_fraction <= 1:
+        raise UserError(f"--max-bad-fraction must be between 0 and 1 (got {max_bad_fraction:g})")
     names, train, held = read_source(dataset, image_column, label_column, train_split, eval_split)
     notes: list[str] = []
     if len(names) < 2:
-        raise UserError(f"dataset '{dataset}' has {len(names)} class; a classifier needs at least 2")
-    for raw in (train, held):
-        if raw is not None and len(raw.labels) and (raw.labels.min() < 0 or raw.labels.max() >= len(names)):
-            raise UserError(f"{raw.name} split has labels outside the {len(names)} known classes")
+        found = f" (only '{names[0]}')" if names else ""
+        hint = "; lay the folder out as one subfolder per class" if train.folder is not None else ""
+        raise UserError(f"dataset '{dataset}' has {len(names)} class{'es' if len(names) != 1 else ''}; a classifier "
+                        f"needs at least 2{found}{hint}")
+    skipped = {"train": skip_stats(), "eval": skip_stats()}
+    for split_key, raw in (("train", train), ("eval", held)):
+        if raw is not None:
+            skipped[split_key].update(not_images=len(raw.not_images),
+                                      not_image_examples=raw.not_images[:EXAMPLES_SHOWN])
     if len(train.labels) == 0:
         raise UserError(f"dataset '{dataset}' has no training images")
+    train = _check_labels(train, names, "train", skipped["train"])
+    if held is not None and len(held.labels) and (held.labels == -1).all() and eval_split is None:
+        warn(f"WARNING the {held.name} split has no labels (all -1): holding out part of {train.name} instead")
+        notes.append(f"the {held.name} split has no labels (all -1)")
+        held = None
+    if held is not None:
+        held = _check_labels(held, names, "eval", skipped["eval"])
+        if len(held.labels) == 0:
+            todo = "remove the folder" if held.folder is not None else "pass --eval-split with another split"
+            raise UserError(f"the {held.name} split has no images; add some, or {todo} to evaluate on a held-out "
+                            f"part of {train.name}")
+    _check_every_class_trains(train, names)
+    n_pool = len(train.labels)
     if held is None:  # no held-out split: hold out a stratified fraction of train for evaluation
         n_eval = max(len(names), int(round(holdout * len(train.labels))))
         ev = stratified_indices(train.labels, n_eval, seed)
         held = train.subset(ev, f"{train.name} (held out {holdout:.0%})")
         train = train.subset(np.setdiff1d(np.arange(len(train.labels)), ev))
         notes.append(f"no validation/test split: evaluating on {len(ev)} held-out training images")
-    if train_size:
-        train = train.subset(stratified_indices(train.labels, train_size, seed))
-    if eval_size:
-        held = held.subset(stratified_indices(held.labels, eval_size, seed + 1))
+        _check_every_class_trains(train, names, held_out=len(ev))
+    what = f"training images in '{train.name}'" + (
+        f" after holding out {n_pool - len(train.labels)} for evaluation" if len(train.labels) < n_pool else "")
+    tr_idx = (stratified_indices(train.labels, train_size, seed, what=what, option="--train-size") if train_size
+              else np.arange(len(train.labels)))
+    ev_idx = (stratified_indices(held.labels, eval_size, seed + 1, what=f"evaluation images in '{held.name}'",
+                                 option="--eval-size") if eval_size else np.arange(len(held.labels)))
+    decoded = {}
+    for split_key, pool, idx, s in (("train", train, tr_idx, seed), ("eval", held, ev_idx, seed + 1)):
+        decoded[split_key] = decode_sample(pool, idx, spec, seed=s, max_bad_fraction=max_bad_fraction,
+                                           split_key=split_key, stats=skipped[split_key])
+        if len(decoded[split_key]) == 0:
+            raise UserError(f"no readable images left in the {split_key} split ({pool.name}); "
+                            "fix or remove the unreadable files")
+    for line in _skip_warnings(skipped):
+        warn(f"WARNING {line}")
+        notes.append(line)
     cov = {}
-    for split_key, raw in (("train", train), ("eval", held)):
-        cov[split_key] = coverage(raw.labels, names, min_per_class)
+    for split_key in ("train", "eval"):
+        cov[split_key] = coverage(decoded[split_key].labels.numpy(), names, min_per_class)
         for problem in coverage_problems(cov[split_key], split_key, min_per_class):
             if strict_coverage:
                 raise UserError(f"class coverage: {problem} (drop --strict-coverage to continue anyway)")
             warn(f"WARNING class coverage: {problem}")
             notes.append(problem)
-    return Task(dataset, names, decode(train, spec), decode(held, spec), cov, notes)
-
+    return Task(dataset, names, decoded["train"], decoded["eval"], cov, notes, skipped)

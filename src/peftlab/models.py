@@ -128,15 +128,25 @@ def resolve_model_path(name: str) -> str:
     """The bundled model's name (or 'bundled') -> its folder; anything else is passed through."""
     if name in (BUNDLED_NAME, "bundled"):
         return str(BUNDLED_DIR)
-    return name
+    return str(Path(name).expanduser()) if name.startswith("~") else name
 
 
 def check_model_path(name: str) -> str:
     """The folder (or hub id) to load for name; a local-looking path that does not exist is an error."""
     path = resolve_model_path(name)
-    if not Path(path).exists() and (path.startswith((".", "/", "~")) or Path(path).suffix):
+    if Path(path).exists():
+        return path
+    # a hub id is 'name' or 'owner/name', and may contain dots ('timm/vit_tiny_patch16_224.augreg_in21k')
+    hub_like = re.fullmatch(r"[\w.-]+(/[\w.-]+)?", path) and not path.startswith(".")
+    if path.startswith((".", "/", "~")) or (Path(path).suffix and "/" not in path) or not hub_like:
         raise UserError(f"model folder '{name}' does not exist; pass a local model folder, a hub id "
                         f"or '{BUNDLED_NAME}'")
+    from huggingface_hub import constants, try_to_load_from_cache
+
+    if constants.HF_HUB_OFFLINE and not isinstance(try_to_load_from_cache(path, "config.json"), str):
+        raise UserError(f"model '{name}' is not a local folder, and HF_HUB_OFFLINE is set and it is not in the "
+                        f"Hugging Face cache; pass a local model folder or '{BUNDLED_NAME}', or unset "
+                        "HF_HUB_OFFLINE to download it")
     return path
 
 
