@@ -81,11 +81,19 @@ class RunConfig:
     weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay"})
     warmup_ratio: float = field(default=0.1, metadata={"help": "fraction of steps of linear warmup before cosine decay"})
     max_grad_norm: float = field(default=1.0, metadata={"help": "gradient clipping norm; 0 = off"})
+    augment: str = field(default="none", metadata={
+        "help": "none, flip or crop-flip (random resized crop + flip), done batched on the device"})
+    prefix_cache: bool = field(default=True, metadata={
+        "help": "when only a suffix of the network trains (head, last, ...) and nothing is random before it, "
+                "run the frozen prefix once per image (exact); --no-prefix-cache runs the full forward"})
     image_column: str | None = field(default=None, metadata={"help": "image column (default: detected)"})
     label_column: str | None = field(default=None, metadata={"help": "label column (default: detected)"})
     train_split: str | None = field(default=None, metadata={"help": "training split name (default: train)"})
     eval_split: str | None = field(default=None, metadata={
         "help": "evaluation split (default: validation/test; else 20%% of train held out)"})
+    max_bad_fraction: float = field(default=0.1, metadata={
+        "help": "error when more than this fraction of the images tried in a split are unreadable (fewer are "
+                "skipped, replaced by same-class images where possible, and reported)"})
     min_per_class: int = field(default=5, metadata={"help": "warn when a class has fewer examples in a split"})
     strict_coverage: bool = field(default=False, metadata={"help": "make class-coverage warnings errors"})
     device: str = field(default="auto", metadata={"help": "auto, cpu or cuda"})
@@ -107,6 +115,10 @@ class RunConfig:
             raise UserError("--train-size and --eval-size must be >= 0 (0 = all)")
         if self.weight_decay < 0 or not 0 <= self.warmup_ratio < 1 or self.max_grad_norm < 0:
             raise UserError("--weight-decay and --max-grad-norm must be >= 0, --warmup-ratio in [0, 1)")
+        if not 0 <= self.max_bad_fraction <= 1:
+            raise UserError(f"--max-bad-fraction must be between 0 and 1 (got {self.max_bad_fraction:g})")
+        if self.augment not in ("none", "flip", "crop-flip"):
+            raise UserError(f"--augment must be none, flip or crop-flip (got '{self.augment}')")
         if self.device not in ("auto", "cpu", "cuda"):
             raise UserError(f"--device must be auto, cpu or cuda (got '{self.device}')")
         if self.precision not in ("auto", "fp32", "bf16", "fp16"):
@@ -122,7 +134,8 @@ class RunConfig:
 
     def train_config(self) -> TrainConfig:
         return TrainConfig(epochs=self.epochs, batch_size=self.batch_size, weight_decay=self.weight_decay,
-                           warmup_ratio=self.warmup_ratio, max_grad_norm=self.max_grad_norm)
+                           warmup_ratio=self.warmup_ratio, max_grad_norm=self.max_grad_norm,
+                           augment=self.augment, prefix_cache=self.prefix_cache)
 
     @property
     def seed_list(self) -> list[int]:

@@ -22,7 +22,7 @@ from .config import RunConfig, RunSpec
 from .data import Task, load_task
 from .errors import UserError
 from .measure import count_params, environment, peak_memory, reset_peak_memory, save_trained_part
-from .models import check_model_path, describe, fit_head, image_spec, load_model
+from .models import BUNDLED_NAME, check_model_path, describe, fit_head, image_spec, load_model
 from .report import context_lines, format_text, noise_lines, summary_markdown, write_report
 from .results import write_json_atomic, write_text_atomic
 from .train import Diverged, fit, make_accelerator
@@ -41,11 +41,19 @@ def _check_writable(out: Path) -> None:
 def _model_config(name: str):
     from transformers import AutoConfig
 
+    from huggingface_hub.utils import logging as hub_logging
+
+    hub_log = hub_logging.get_logger("huggingface_hub")
+    level = hub_log.level
+    hub_log.setLevel("ERROR")  # no "Retrying in Ns" lines: one error line is the message
     try:
         return AutoConfig.from_pretrained(check_model_path(name))
     except (OSError, ValueError) as e:
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise UserError(f"cannot load model '{name}': {first}") from e
+        raise UserError(f"cannot load model '{name}': {first}; check the name and the network, or pass a local "
+                        f"model folder or '{BUNDLED_NAME}'") from e
+    finally:
+        hub_log.setLevel(level)
 
 
 def preflight(specs: list[RunSpec], config) -> None:
@@ -121,8 +129,9 @@ def run_one(cfg: RunConfig, s: RunSpec, task: Task, spec, accelerator, log: Call
         "coverage": task.coverage,
         "data": {"label_names": task.label_names, "train_examples": len(task.train),
                  "eval_examples": len(task.eval), "eval_split": task.eval.name, "notes": task.notes,
+                 "skipped": task.skipped,
                  "image_size": [spec.height, spec.width], "channels": spec.channels},
-        "train": asdict(cfg.train_config()) | {"precision": accelerator.mixed_precision},
+        "train": asdict(cfg.train_config()) | {"precision": accelerator.mixed_precision} | out["path"],
         "env": environment(accelerator.device),
     }
 
@@ -180,7 +189,7 @@ class Worker:
             self.task = load_task(
                 cfg.dataset, self.spec, train_size=cfg.train_size, eval_size=cfg.eval_size, seed=seed,
                 image_column=cfg.image_column, label_column=cfg.label_column, train_split=cfg.train_split,
-                eval_split=cfg.eval_split, min_per_class=cfg.min_per_class,
+                eval_split=cfg.eval_split, min_per_class=cfg.min_per_class, max_bad_fraction=cfg.max_bad_fraction,
                 strict_coverage=cfg.strict_coverage, warn=self.log)
             self.task_seed = seed
             sp = self.spec

@@ -28,6 +28,8 @@ class TrainConfig:
     weight_decay: float = 0.01
     warmup_ratio: float = 0.1  # fraction of all steps spent warming the lr up linearly from 0
     max_grad_norm: float = 1.0  # gradient clipping on the global L2 norm; 0 turns it off
+    augment: str = "none"  # none | flip | crop-flip (random resized crop + flip), batched on the device
+    prefix_cache: bool = True  # train a frozen prefix's outputs once computed (exact; off with augmentation)
 
 
 def make_accelerator(device: str = "auto", precision: str = "auto"):
@@ -61,18 +63,18 @@ def shard(idx: torch.Tensor, rank: int, world: int) -> torch.Tensor:
 
 
 @torch.no_grad()
-def evaluate(model, split: Split, spec: ImageSpec, accelerator, batch_size: int, num_classes: int) -> dict:
-    """Accuracy, top-5, macro-F1, per-class accuracy and the confusion matrix on one split. With several
-    processes each scores its shard; logits are gathered and every sample counted exactly once."""
+def evaluate(model, logits_of, split: Split, accelerator, batch_size: int, num_classes: int) -> dict:
+    """Accuracy, top-5, macro-F1, per-class accuracy and the confusion matrix on one split.
+    logits_of(indices) scores a batch of the split. With several processes each scores its shard;
+    logits are gathered and every sample counted exactly once."""
     was_training = model.training
     model.eval()
     world, rank = accelerator.num_processes, accelerator.process_index
     mine = shard(torch.arange(len(split)), rank, world)
     logits = []
     for i in range(0, len(mine), batch_size):
-        x = spec.normalize(split.images[mine[i:i + batch_size]].to(accelerator.device, non_blocking=True))
         with accelerator.autocast():
-            logits.append(model(pixel_values=x).logits.float())
+            logits.append(logits_of(mine[i:i + batch_size]).float())
     model.train(was_training)
     logits_t = torch.cat(logits) if logits else torch.empty(0, num_classes, device=accelerator.device)
     if world > 1:  # gather (index, logits) from every process; drop the padding's repeats
@@ -82,6 +84,69 @@ def evaluate(model, split: Split, spec: ImageSpec, accelerator, batch_size: int,
         first[order.flip(0)] = torch.arange(len(order) - 1, -1, -1)  # position of each index's first copy
         logits_t = logits_t[first]
     return metrics_from_logits(logits_t.cpu(), split.labels, num_classes)
+
+
+def augment_batch(x: torch.Tensor, kind: str, gen: torch.Generator) -> torch.Tensor:
+    """Random resized crop (scale 0.08-1, aspect 3/4-4/3, as torchvision's default) and/or horizontal
+    flip for a whole batch at once: one affine grid per image, sampled bilinearly on x's device."""
+    if kind == "none":
+        return x
+    n = len(x)
+    flip = torch.where(torch.rand(n, generator=gen) < 0.5, -1.0, 1.0)
+    sx = sy = torch.ones(n)
+    tx = ty = torch.zeros(n)
+    if kind == "crop-flip":
+        area = torch.empty(n).uniform_(0.08, 1.0, generator=gen)
+        log_r = torch.empty(n).uniform_(math.log(3 / 4), math.log(4 / 3), generator=gen)
+        ratio = log_r.exp()
+        sx, sy = (area * ratio).sqrt().clamp(max=1), (area / ratio).sqrt().clamp(max=1)  # crop side / image side
+        tx = (torch.rand(n, generator=gen) * 2 - 1) * (1 - sx)  # crop centre, in [-1, 1] coordinates
+        ty = (torch.rand(n, generator=gen) * 2 - 1) * (1 - sy)
+    theta = torch.zeros(n, 2, 3)
+    theta[:, 0, 0], theta[:, 0, 2], theta[:, 1, 1], theta[:, 1, 2] = sx * flip, tx, sy, ty
+    grid = torch.nn.functional.affine_grid(theta.to(x.device, x.dtype), list(x.shape), align_corners=False)
+    return torch.nn.functional.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+def data_path(model, task: Task, spec: ImageSpec, cfg: TrainConfig, accelerator, seed: int):
+    """How batches reach the model: (train_loss(idx, y), eval_logits(idx), info). With a frozen prefix
+    (and no augmentation, one process) the prefix runs once per image and only the rest trains."""
+    from .prefix import PrefixCache
+
+    device = accelerator.device
+    raw = accelerator.unwrap_model(model)
+    k = PrefixCache.frozen_blocks(raw) if cfg.prefix_cache and cfg.augment == "none" \
+        and accelerator.num_processes == 1 else 0
+    cache = PrefixCache(raw, k) if k and PrefixCache.deterministic(raw, k) else None
+    pixels = lambda split, idx: spec.normalize(split.images[idx].to(device, non_blocking=True))  # noqa: E731
+    if cache is not None and not cache.matches_model(pixels(task.eval, torch.arange(min(8, len(task.eval))))):
+        cache = None
+    if cache is None:
+        gen = torch.Generator().manual_seed(seed + 1)  # augmentation draws, seeded apart from the data order
+
+        def train_loss(idx, y):
+            x = augment_batch(pixels(task.train, idx), cfg.augment, gen)
+            return model(pixel_values=x, labels=y).loss  # the model's loss: PEFT methods may add terms
+
+        return train_loss, lambda idx: model(pixel_values=pixels(task.eval, idx)).logits, {"path": "full"}
+    t0 = time.perf_counter()
+    feats = {}
+    raw.eval()
+    for name, split in (("train", task.train), ("eval", task.eval)):
+        parts = []
+        for i in range(0, len(split), cfg.eval_batch_size):
+            with accelerator.autocast():
+                parts.append(cache.features(pixels(split, torch.arange(i, min(i + cfg.eval_batch_size, len(split))))))
+        feats[name] = torch.cat(parts)
+    raw.train()
+    info = {"path": f"cached prefix: embeddings + {k} of {k + len(cache.suffix)} blocks run once per image",
+            "prefix_blocks": k, "cache_s": time.perf_counter() - t0,
+            "cache_bytes": sum(f.numel() * f.element_size() for f in feats.values())}
+
+    def train_loss(idx, y):
+        return torch.nn.functional.cross_entropy(cache.logits(feats["train"][idx.to(device)]), y)
+
+    return train_loss, lambda idx: cache.logits(feats["eval"][idx.to(device)]), info
 
 
 def metrics_from_logits(logits: torch.Tensor, labels: torch.Tensor, num_classes: int) -> dict:
@@ -129,12 +194,15 @@ def fit(prepared: Prepared, task: Task, spec: ImageSpec, cfg: TrainConfig, lr: f
     # the scheduler is stepped by hand once per optimizer step: accelerate's wrapper would step it
     # once per process
     model, optimizer = accelerator.prepare(model, optimizer)
-    evaluate_ = lambda: evaluate(model, task.eval, spec, accelerator, cfg.eval_batch_size, task.num_classes)  # noqa: E731
+    train_loss_of, eval_logits_of, path = data_path(model, task, spec, cfg, accelerator, seed)
+    train_s = path.get("cache_s", 0.0)  # building a prefix cache is training work: it counts
+    evaluate_ = lambda: evaluate(model, eval_logits_of, task.eval, accelerator, cfg.eval_batch_size,  # noqa: E731
+                                 task.num_classes)
 
     t0 = time.perf_counter()
     baseline = evaluate_()
     eval_s = time.perf_counter() - t0
-    history, train_s, step = [], 0.0, 0
+    history, step = [], 0
     shuffle = torch.Generator().manual_seed(seed)  # the data order depends on the seed only
     seen = n + pad_count(n, cfg, world)  # samples per epoch, over all processes
     bar = tqdm(total=total_steps, desc=desc, disable=not (progress and accelerator.is_main_process), leave=False,
@@ -146,10 +214,9 @@ def fit(prepared: Prepared, task: Task, spec: ImageSpec, cfg: TrainConfig, lr: f
         loss_sum = torch.zeros((), device=device)
         for batch in torch.randperm(n, generator=shuffle).split(cfg.batch_size):
             idx = shard(batch, rank, world)  # the same permutation on every process: each takes its share
-            x = spec.normalize(task.train.images[idx].to(device, non_blocking=True))
             y = task.train.labels[idx].to(device, non_blocking=True)
             with accelerator.autocast():
-                loss = model(pixel_values=x, labels=y).loss  # the model's loss: PEFT methods may add terms
+                loss = train_loss_of(idx, y)
             accelerator.backward(loss)
             if cfg.max_grad_norm:
                 accelerator.clip_grad_norm_(params, cfg.max_grad_norm)
@@ -180,7 +247,7 @@ def fit(prepared: Prepared, task: Task, spec: ImageSpec, cfg: TrainConfig, lr: f
     return {"baseline": baseline, "final": ev, "history": history, "best_epoch": best["epoch"],
             "best_accuracy": best["eval_accuracy"], "train_s": train_s, "eval_s": eval_s,
             "steps": total_steps, "images_seen": seen * cfg.epochs,
-            "processes": world, "model": accelerator.unwrap_model(model)}
+            "processes": world, "path": path, "model": accelerator.unwrap_model(model)}
 
 
 def pad_count(n: int, cfg: TrainConfig, world: int) -> int:

@@ -1,0 +1,95 @@
+"""Frozen-prefix caching: when every trainable parameter sits after block k (head, last N blocks,
+first-N-frozen, ...), run the embeddings and blocks 0..k-1 once per image and train the rest on the
+cached activations. Decided from requires_grad alone, so any such method gets it without a branch.
+
+It is exact only when the prefix is deterministic: no augmentation and no active dropout in it. The
+suffix forward (blocks k.., final norm, head on the [CLS] token) is checked against the model's own
+forward on a few images before it is used; an architecture where that differs falls back to the
+ordinary path.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .models import describe
+
+
+def _out(x):
+    return x[0] if isinstance(x, tuple) else x
+
+
+def _trainable(m: nn.Module) -> bool:
+    return any(p.requires_grad for p in m.parameters())
+
+
+def _embeddings(model: nn.Module, blocks_path: str) -> nn.Module | None:
+    """The module that turns pixels into tokens: the one named '*embeddings' outside the blocks."""
+    for name, m in model.named_modules():
+        if name.endswith("embeddings") and not name.startswith(blocks_path) and isinstance(m, nn.Module):
+            return m
+    return None
+
+
+class PrefixCache:
+    def __init__(self, model: nn.Module, k: int):
+        arch = describe(model)
+        self.k, self.model = k, model
+        self.embeddings = _embeddings(model, arch.blocks_path)
+        blocks = model.get_submodule(arch.blocks_path)
+        self.prefix, self.suffix = list(blocks)[:k], list(blocks)[k:]
+        self.norm = model.get_submodule(arch.final_norm) if arch.final_norm else nn.Identity()
+        self.head = model.get_submodule(arch.classifier)
+        # all blocks frozen: the head reads only the [CLS] token and the norm works per token, so only
+        # that token is kept (d numbers per image instead of T·d)
+        self.cls_only = not self.suffix
+
+    @staticmethod
+    def frozen_blocks(model: nn.Module) -> int:
+        """How many leading blocks (after frozen embeddings) hold no trainable parameter; 0 if none."""
+        try:
+            arch = describe(model)
+        except Exception:  # noqa: BLE001 - not a block-structured classifier: no caching
+            return 0
+        emb = _embeddings(model, arch.blocks_path)
+        if emb is None or _trainable(emb):
+            return 0
+        k = 0
+        for block in model.get_submodule(arch.blocks_path):
+            if _trainable(block):
+                break
+            k += 1
+        return k
+
+    @staticmethod
+    def deterministic(model: nn.Module, k: int) -> bool:
+        arch = describe(model)
+        mods = [_embeddings(model, arch.blocks_path)] + list(model.get_submodule(arch.blocks_path))[:k]
+        return not any(isinstance(m, nn.Dropout) and m.p > 0 for mod in mods for m in mod.modules())
+
+    @torch.no_grad()
+    def features(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        h = _out(self.embeddings(pixel_values))
+        for b in self.prefix:
+            h = _out(b(h))
+        return h[:, :1] if self.cls_only else h
+
+    def logits(self, features: torch.Tensor) -> torch.Tensor:
+        h = features
+        for b in self.suffix:
+            h = _out(b(h))
+        return self.head(self.norm(h)[:, 0])
+
+    @torch.no_grad()
+    def matches_model(self, pixel_values: torch.Tensor) -> bool:
+        was = self.model.training
+        self.model.eval()
+        try:
+            ours = self.logits(self.features(pixel_values)).float()
+            theirs = self.model(pixel_values=pixel_values).logits.float()
+            return ours.shape == theirs.shape and torch.allclose(ours, theirs, atol=1e-4, rtol=1e-3)
+        except Exception:  # noqa: BLE001 - an architecture the suffix forward does not fit
+            return False
+        finally:
+            self.model.train(was)
