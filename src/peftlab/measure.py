@@ -89,3 +89,25 @@ def environment(device: torch.device | None = None) -> dict:
         "torch_threads": torch.get_num_threads(),
         "cpu_count": os.cpu_count(),
     }
+
+
+# dense bf16/fp16 tensor-core peaks in FLOP/s, by device-name substring (vendor datasheets)
+PEAK_BF16 = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "L4": 121e12, "A10": 125e12,
+             "V100": 125e12, "T4": 65e12}
+
+
+def step_flops(loss_of, idx, y) -> int:
+    """FLOPs of one training step's forward and backward (counted once, by torch's flop counter)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        loss_of(idx, y).backward()
+    return int(counter.get_total_flops())
+
+
+def peak_flops(device: torch.device, precision: str) -> float | None:
+    """The device's peak for the precision in use; None where unknown (CPUs, fp32, unlisted GPUs)."""
+    if device.type != "cuda" or precision not in ("bf16", "fp16"):
+        return None
+    name = torch.cuda.get_device_name(device)
+    return next((v for k, v in PEAK_BF16.items() if k in name), None)

@@ -21,7 +21,7 @@ from . import theory
 from .config import RunConfig, RunSpec
 from .data import Task, load_task
 from .errors import UserError
-from .measure import count_params, environment, peak_memory, reset_peak_memory, save_trained_part
+from .measure import count_params, environment, peak_flops, peak_memory, reset_peak_memory, save_trained_part
 from .models import BUNDLED_NAME, check_model_path, describe, fit_head, image_spec, load_model
 from .report import context_lines, format_text, noise_lines, summary_markdown, write_report
 from .results import write_json_atomic, write_text_atomic
@@ -122,8 +122,7 @@ def run_one(cfg: RunConfig, s: RunSpec, task: Task, spec, accelerator, log: Call
         },
         "history": out["history"],
         "time": {"train_s": out["train_s"], "eval_s": out["eval_s"], "total_s": time.perf_counter() - t_start},
-        "throughput": {"train_img_s": out["images_seen"] / out["train_s"], "steps": out["steps"],
-                       "processes": out["processes"]},  # images of all processes per second
+        "throughput": throughput(out, accelerator),
         "memory": memory,
         "size": {"adapter_bytes": adapter_bytes, "adapter_path": "adapter"},
         "coverage": task.coverage,
@@ -131,9 +130,24 @@ def run_one(cfg: RunConfig, s: RunSpec, task: Task, spec, accelerator, log: Call
                  "eval_examples": len(task.eval), "eval_split": task.eval.name, "notes": task.notes,
                  "skipped": task.skipped,
                  "image_size": [spec.height, spec.width], "channels": spec.channels},
-        "train": asdict(cfg.train_config()) | {"precision": accelerator.mixed_precision} | out["path"],
+        "train": asdict(cfg.train_config()) | {"precision": accelerator.mixed_precision, "attention": getattr(
+            _config_of(out["model"]), "_attn_implementation", None)} | out["path"],
         "env": environment(accelerator.device),
     }
+
+
+def _config_of(model):
+    return model.get_base_model().config if hasattr(model, "get_base_model") else model.config
+
+
+def throughput(out: dict, accelerator) -> dict:
+    """Images per second over all processes, and what that is in FLOP/s and of the device's peak."""
+    img_s = out["images_seen"] / out["train_s"]
+    achieved = out["flops_per_image"] * img_s  # FLOP/s of the training steps, all processes
+    peak = peak_flops(accelerator.device, accelerator.mixed_precision)
+    return {"train_img_s": img_s, "steps": out["steps"], "processes": out["processes"],
+            "train_flops_per_image": out["flops_per_image"], "achieved_tflops": achieved / 1e12,
+            "mfu": achieved / (peak * out["processes"]) if peak else None}
 
 
 def _header(cfg: RunConfig, s: RunSpec) -> dict:

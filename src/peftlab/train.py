@@ -12,6 +12,7 @@ from tqdm.auto import tqdm
 
 from .data import Split, Task
 from .errors import UserError
+from .measure import step_flops
 from .methods import Prepared
 from .models import ImageSpec
 
@@ -199,6 +200,11 @@ def fit(prepared: Prepared, task: Task, spec: ImageSpec, cfg: TrainConfig, lr: f
     evaluate_ = lambda: evaluate(model, eval_logits_of, task.eval, accelerator, cfg.eval_batch_size,  # noqa: E731
                                  task.num_classes)
 
+    first = shard(torch.arange(min(n, cfg.batch_size)), rank, world)
+    with accelerator.autocast():  # counted on a real batch, then the gradients are dropped
+        flops_per_image = step_flops(train_loss_of, first, task.train.labels[first].to(device)) / len(first)
+    optimizer.zero_grad(set_to_none=True)
+
     t0 = time.perf_counter()
     baseline = evaluate_()
     eval_s = time.perf_counter() - t0
@@ -247,7 +253,8 @@ def fit(prepared: Prepared, task: Task, spec: ImageSpec, cfg: TrainConfig, lr: f
     return {"baseline": baseline, "final": ev, "history": history, "best_epoch": best["epoch"],
             "best_accuracy": best["eval_accuracy"], "train_s": train_s, "eval_s": eval_s,
             "steps": total_steps, "images_seen": seen * cfg.epochs,
-            "processes": world, "path": path, "model": accelerator.unwrap_model(model)}
+            "processes": world, "path": path, "flops_per_image": flops_per_image,
+            "model": accelerator.unwrap_model(model)}
 
 
 def pad_count(n: int, cfg: TrainConfig, world: int) -> int:

@@ -1,0 +1,80 @@
+"""The fast paths give the same results as the plain ones: frozen-prefix caching, batched augmentation."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from peftlab import cli
+from peftlab.train import augment_batch
+
+from .conftest import read_json, save_tiny_vit
+
+
+def _run(model, dataset, out, *extra) -> None:
+    assert cli.main(["run", "--model", str(model), "--dataset", str(dataset), "--out", str(out), "--quiet",
+                     "--train-size", "0", "--eval-size", "0", "--min-per-class", "1", "--epochs", "3",
+                     "--batch-size", "8", *extra]) == 0
+
+
+@pytest.mark.parametrize("method, blocks", [("head", 2), ("last", 1)])
+def test_prefix_cache_gives_the_uncached_results(tiny_vit, image_folder, tmp_path, method, blocks):
+    _run(tiny_vit, image_folder, tmp_path / "cached", "--methods", method)
+    _run(tiny_vit, image_folder, tmp_path / "plain", "--methods", method, "--no-prefix-cache")
+    a = read_json(tmp_path / "cached" / f"{method}-seed0" / "result.json")
+    b = read_json(tmp_path / "plain" / f"{method}-seed0" / "result.json")
+    assert a["train"]["path"].startswith("cached prefix") and a["train"]["prefix_blocks"] == blocks
+    assert b["train"]["path"] == "full"
+    assert a["metrics"]["accuracy"] == b["metrics"]["accuracy"]
+    assert a["metrics"]["baseline_accuracy"] == b["metrics"]["baseline_accuracy"]
+    for ha, hb in zip(a["history"], b["history"]):
+        assert ha["train_loss"] == pytest.approx(hb["train_loss"], rel=1e-4)
+        assert ha["eval_loss"] == pytest.approx(hb["eval_loss"], rel=1e-4)
+
+
+def test_no_cache_when_the_prefix_is_random(image_folder, tmp_path):
+    """Dropout in the frozen blocks, or augmentation, makes the prefix's output change every epoch."""
+    from transformers import ViTConfig
+
+    dropout_vit = save_tiny_vit(tmp_path / "dropout-vit")
+    cfg = ViTConfig.from_pretrained(dropout_vit)
+    cfg.hidden_dropout_prob = 0.1
+    cfg.save_pretrained(dropout_vit)
+    _run(dropout_vit, image_folder, tmp_path / "a", "--methods", "head")
+    assert read_json(tmp_path / "a" / "head-seed0" / "result.json")["train"]["path"] == "full"
+
+
+def test_no_cache_with_augmentation_and_none_for_lora(tiny_vit, image_folder, tmp_path):
+    _run(tiny_vit, image_folder, tmp_path / "b", "--methods", "head,lora", "--augment", "crop-flip")
+    for m in ("head", "lora"):
+        r = read_json(tmp_path / "b" / f"{m}-seed0" / "result.json")
+        assert r["train"]["path"] == "full" and r["train"]["augment"] == "crop-flip"
+    _run(tiny_vit, image_folder, tmp_path / "c", "--methods", "lora")
+    assert read_json(tmp_path / "c" / "lora-seed0" / "result.json")["train"]["path"] == "full"
+
+
+def test_flip_is_an_exact_mirror_and_crops_are_seeded():
+    torch.manual_seed(0)
+    x = torch.rand(16, 3, 12, 10)
+    out = augment_batch(x, "flip", torch.Generator().manual_seed(3))
+    flipped = torch.flip(x, dims=[3])
+    same = [torch.allclose(o, i, atol=1e-5) for o, i in zip(out, x)]
+    mirrored = [torch.allclose(o, f, atol=1e-5) for o, f in zip(out, flipped)]
+    assert all(s or m for s, m in zip(same, mirrored)) and any(same) and any(mirrored)
+    a = augment_batch(x, "crop-flip", torch.Generator().manual_seed(1))
+    b = augment_batch(x, "crop-flip", torch.Generator().manual_seed(1))
+    c = augment_batch(x, "crop-flip", torch.Generator().manual_seed(2))
+    assert a.shape == x.shape and torch.equal(a, b) and not torch.equal(a, c)
+    assert a.min() >= x.min() - 1e-6 and a.max() <= x.max() + 1e-6  # bilinear: no new extremes
+    assert torch.equal(augment_batch(x, "none", torch.Generator()), x)
+
+
+def test_flops_and_mfu_are_recorded(tiny_vit, image_folder, tmp_path):
+    _run(tiny_vit, image_folder, tmp_path / "f", "--methods", "lora,full", "--no-prefix-cache")
+    lora = read_json(tmp_path / "f" / "lora-seed0" / "result.json")["throughput"]
+    full = read_json(tmp_path / "f" / "full-seed0" / "result.json")["throughput"]
+    assert 0 < lora["train_flops_per_image"] and 0 < full["train_flops_per_image"]
+    # LoRA skips the weight gradients of the frozen Linears: fewer FLOPs per image than full training
+    assert lora["train_flops_per_image"] < full["train_flops_per_image"]
+    assert full["achieved_tflops"] == pytest.approx(full["train_flops_per_image"] * full["train_img_s"] / 1e12)
+    assert full["mfu"] is None  # no peak is known for a CPU
