@@ -78,3 +78,26 @@ def test_flops_and_mfu_are_recorded(tiny_vit, image_folder, tmp_path):
     assert lora["train_flops_per_image"] < full["train_flops_per_image"]
     assert full["achieved_tflops"] == pytest.approx(full["train_flops_per_image"] * full["train_img_s"] / 1e12)
     assert full["mfu"] is None  # no peak is known for a CPU
+
+
+def test_images_decode_once_per_process(image_folder, monkeypatch):
+    """A second load of the same images at the same input size (another seed, another grid point) decodes
+    nothing: the decoded tensors are reused, identical."""
+    from peftlab import data
+    from peftlab.models import ImageSpec
+
+    monkeypatch.setattr(data, "CACHE", data.DecodeCache(1 << 30))
+    calls = []
+    real = data._decode_item
+    monkeypatch.setattr(data, "_decode_item", lambda raw, i, spec: calls.append(i) or real(raw, i, spec))
+    spec = ImageSpec(16, 16, 3, (0.5,) * 3, (0.25,) * 3)
+    first = data.load_task(str(image_folder), spec, min_per_class=1, warn=lambda s: None)
+    n = len(first.train) + len(first.eval)
+    assert len(calls) == n
+    again = data.load_task(str(image_folder), spec, seed=1, min_per_class=1, warn=lambda s: None)
+    assert len(calls) == n and data.CACHE.hits == n  # all from the cache
+    assert torch.equal(first.eval.images, again.eval.images) or len(first.eval) != len(again.eval)
+    assert sorted(map(bytes, first.train.images.flatten(1).numpy())) == sorted(map(bytes, again.train.images.flatten(1).numpy()))
+    other = ImageSpec(8, 8, 1, (0.5,), (0.25,))  # another input size: decoded anew
+    data.load_task(str(image_folder), other, min_per_class=1, warn=lambda s: None)
+    assert len(calls) == 2 * n

@@ -16,6 +16,7 @@ from __future__ import annotations
 import gzip
 import io
 import os
+import threading
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -439,18 +440,64 @@ def _why_unreadable(e: Exception, item) -> str:
     return f"{type(e).__name__}: {first[:100]}" if first else type(e).__name__
 
 
+class DecodeCache:
+    """Decoded images kept across the runs of a process (the seeds and grid points of a sweep share
+    preprocessing), keyed by (item, model input spec), up to a byte budget; past it, items decode again."""
+
+    def __init__(self, limit_bytes: int):
+        self.limit, self.used, self.items = limit_bytes, 0, {}
+        self.hits = self.misses = 0
+        self.lock = threading.Lock()  # decoding threads add to it
+
+    def key(self, raw: RawSplit, i: int, spec: ImageSpec):
+        items = raw.items
+        if isinstance(items, _Column):
+            return (items.ds._fingerprint, items.col, items.row(i), spec)
+        item = items[i]
+        return (item, spec) if isinstance(item, (str, Path)) else None  # in-memory PIL images: not cached
+
+    def get(self, key):
+        hit = self.items.get(key) if key is not None else None
+        self.hits += hit is not None
+        self.misses += hit is None
+        return hit
+
+    def put(self, key, image: torch.Tensor) -> None:
+        with self.lock:
+            if key is not None and self.used + image.numel() <= self.limit and key not in self.items:
+                self.items[key] = image
+                self.used += image.numel()
+
+
+def _memory_budget() -> int:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 4  # a quarter of the RAM
+    except (ValueError, OSError, AttributeError):
+        return 2 << 30
+
+
+CACHE = DecodeCache(_memory_budget())
+
+
 def _decode_indices(raw: RawSplit, idx: np.ndarray, spec: ImageSpec,
                     workers: int | None = None) -> tuple[torch.Tensor, dict[int, str]]:
-    """Decode raw's items idx into one uint8 tensor (threads: PIL releases the GIL while decoding).
-    Returns the tensor and {position in idx: why unreadable}; unreadable positions stay unset."""
+    """Decode raw's items idx into one uint8 tensor (threads: PIL releases the GIL while decoding), reusing
+    images this process decoded before. Returns the tensor and {position in idx: why unreadable};
+    unreadable positions stay unset."""
     out = torch.empty((len(idx), spec.channels, spec.height, spec.width), dtype=torch.uint8)
     if isinstance(raw.items, np.ndarray):
         return _fit_arrays(raw.items[idx], spec), {}
     errors: dict[int, str] = {}
 
     def one(k: int) -> None:
+        key = CACHE.key(raw, idx[k], spec)
+        cached = CACHE.get(key)
+        if cached is not None:
+            out[k] = cached
+            return
         try:
             out[k] = _decode_item(raw, idx[k], spec)
+            CACHE.put(key, out[k].clone())
         except Exception as e:  # noqa: BLE001 - any failure to decode means: this item is unreadable
             errors[k] = _why_unreadable(e, raw.items[idx[k]])
 
