@@ -3,30 +3,74 @@
 from __future__ import annotations
 
 import copy
+import json
 import re
 
+import peft
 import pytest
 import torch
+from safetensors.torch import load_file
 from torch import nn
 
+from peftlab import cli, data
 from peftlab import methods as M
 from peftlab.errors import UserError
-from peftlab.measure import count_params
-from peftlab.models import describe, load_model
+from peftlab.measure import count_params, save_trained_part
+from peftlab.models import BUNDLED_DIR, describe, load_model
 
 LABELS = ["a", "b", "c"]
 
+STEPS = 10  # the planned optimizer steps every method function is told (AdaLoRA's schedule needs them)
+
 # Which parameters must get gradients, written from what each method is (not from its code).
-# Names are those of a transformers-5 ViTForImageClassification, PEFT-wrapped for LoRA.
-# arch gives only the number of blocks (the last block's index).
+# Names are those of a transformers-5 ViTForImageClassification, PEFT-wrapped for the PEFT methods
+# (adapter tensors inside the wrapped Linears, the head's trainable copy under modules_to_save).
+# arch gives only the number of blocks.
 _LORA_QV = re.compile(r"^base_model\.model\.vit\.layers\.\d+\.attention\.(q_proj|v_proj)\.lora_[AB]\.default\.weight$")
 _LORA_HEAD = re.compile(r"^base_model\.model\.classifier\.modules_to_save\.default\.(weight|bias)$")
+_QV = r"attention\.(q_proj|v_proj)"
+_ALL_LINEAR = r"(attention\.(q_proj|k_proj|v_proj|o_proj)|mlp\.fc1|mlp\.fc2)"
+_HEAD = ("classifier.weight", "classifier.bias")
+
+
+def _peft(modules: str, tensors: str):
+    """Adapter tensors in the given Linears of every block, or the head's trainable copy."""
+    adapter = re.compile(rf"^base_model\.model\.vit\.layers\.\d+\.{modules}\.{tensors}$")
+    return lambda name, arch: bool(adapter.match(name) or _LORA_HEAD.match(name))
+
+
+_LN_COPY = re.compile(r"^base_model\.model\.vit\.(layers\.\d+\.layernorm_(before|after)|layernorm)"
+                      r"\.ln_tuning_layers\.default\.(weight|bias)$")
 EXPECTED = {
-    "head": lambda name, arch: name in ("classifier.weight", "classifier.bias"),
-    "last": lambda name, arch: name.startswith(f"vit.layers.{arch.num_blocks - 1}.")
-    or name in ("classifier.weight", "classifier.bias"),
+    "head": lambda name, arch: name in _HEAD,
+    "last": lambda name, arch: name.startswith(f"vit.layers.{arch.num_blocks - 1}.") or name in _HEAD,
+    # default: the first half of the blocks (rounded down) frozen with the embeddings; the rest trains
+    "freeze-first": lambda name, arch: name.startswith(
+        tuple(f"vit.layers.{i}." for i in range(arch.num_blocks // 2, arch.num_blocks)) + ("vit.layernorm.",))
+    or name in _HEAD,
+    "bitfit": lambda name, arch: name.endswith(".bias") or name in _HEAD,
+    "layernorm": lambda name, arch: bool(_LN_COPY.match(name) or _LORA_HEAD.match(name)),
     "lora": lambda name, arch: bool(_LORA_QV.match(name) or _LORA_HEAD.match(name)),
+    "lora-all": _peft(_ALL_LINEAR, r"lora_[AB]\.default\.weight"),
+    "rslora": _peft(_QV, r"lora_[AB]\.default\.weight"),
+    "dora": _peft(_QV, r"(lora_[AB]|lora_magnitude_vector)\.default\.weight"),
+    "adalora": _peft(_QV, r"lora_[ABE]\.default"),  # P, Λ, Q; not the rank counter (ranknum)
+    "loha": _peft(_QV, r"hada_w[12]_[ab]\.default"),
+    "lokr": _peft(_QV, r"lokr_w[12](_[ab])?\.default"),  # W₁ and W₂ (each full or as a low-rank pair)
+    "vera": _peft(_QV, r"vera_lambda_[bd]\.default"),  # not the shared random A, B
+    "ia3": _peft(r"(attention\.(k_proj|v_proj)|mlp\.fc2)", r"ia3_l\.default"),
+    "oft": _peft(_QV, r"oft_R\.default\.weight"),
     "full": lambda name, arch: True,
+}
+
+# Adapters that start as the identity have a zero factor, so on the very first step the factors
+# multiplied by it get an exactly zero gradient (still trainable). Which ones, from each method's init:
+FIRST_STEP_ZERO_GRAD = {
+    "lora": r"\.lora_A\.", "lora-all": r"\.lora_A\.", "rslora": r"\.lora_A\.",
+    "dora": r"\.lora_A\.",  # B = 0
+    "loha": r"\.hada_w(1_a|1_b|2_a)\.",  # hada_w2_b = 0 makes the second factor, hence the product, zero
+    "lokr": r"\.lokr_w2",  # W₁ = 0
+    "vera": r"\.vera_lambda_d\.",  # b = 0
 }
 
 
@@ -47,20 +91,39 @@ def _nonzero_lora_b(model: nn.Module) -> None:
                 p.normal_(0, 0.1)
 
 
+def _nonzero_zero_inits(model: nn.Module) -> list[str]:
+    """Give every all-zero trainable tensor values (as training soon would): LoRA's B, LoHa's hada_w2_b,
+    LoKr's W₁, VeRA's b, AdaLoRA's Λ, OFT's rotations, the head's bias. Returns their names."""
+    hit = []
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if p.requires_grad and not p.any():
+                p.normal_(0, 0.1)
+                hit.append(n)
+    return hit
+
+
+def _prepared(method: str, tiny_vit, cfg=None, steps: int = STEPS):
+    torch.manual_seed(0)
+    model = load_model(str(tiny_vit), LABELS, seed=0)
+    arch = describe(model)
+    return M.get(method).apply(model, arch, cfg or M.get(method).config_cls(), steps), arch, model
+
+
+def _one_backward(pm: nn.Module) -> None:
+    pm.train()
+    torch.manual_seed(1)
+    pm(pixel_values=torch.randn(6, 3, 16, 16), labels=torch.tensor([0, 1, 2, 0, 1, 2])).loss.backward()
+
+
 @pytest.mark.parametrize("method", list(M.REGISTRY))
 def test_one_step_gives_gradients_exactly_to_the_methods_parameters(method, tiny_vit):
     if method not in EXPECTED:
         pytest.fail(f"no EXPECTED entry for method '{method}'")
-    torch.manual_seed(0)
-    model = load_model(str(tiny_vit), LABELS, seed=0)
-    arch = describe(model)
-    prepared = M.get(method).apply(model, arch, M.get(method).config_cls())
+    prepared, arch, model = _prepared(method, tiny_vit)
     pm = prepared.model
-    _nonzero_lora_b(pm)
-    pm.train()
-    torch.manual_seed(1)
-    out = pm(pixel_values=torch.randn(6, 3, 16, 16), labels=torch.tensor([0, 1, 2, 0, 1, 2]))
-    out.loss.backward()
+    _nonzero_zero_inits(pm)
+    _one_backward(pm)
     expected = {n for n, _ in pm.named_parameters() if EXPECTED[method](n, arch)}
     assert expected, "the expectation matches no parameter: names changed?"
     # the head is new and random: every method must train it (both its weight and bias)
@@ -78,13 +141,45 @@ def test_one_step_gives_gradients_exactly_to_the_methods_parameters(method, tiny
         sum(p.numel() for n, p in pm.named_parameters() if n in expected)
 
 
+@pytest.mark.parametrize("method", list(M.REGISTRY))
+def test_first_step_without_perturbation(method, tiny_vit):
+    """The honest first step: every parameter of the method is trainable and gets a gradient tensor;
+    exactly those multiplied by a zero-initialised factor get an all-zero one."""
+    prepared, arch, _ = _prepared(method, tiny_vit)
+    pm = prepared.model
+    _one_backward(pm)
+    zero = re.compile(FIRST_STEP_ZERO_GRAD.get(method, r"^$"))
+    wrong = []
+    for n, p in pm.named_parameters():
+        if not EXPECTED[method](n, arch):
+            continue
+        if not p.requires_grad or p.grad is None:
+            wrong.append(f"{n}: not trainable")
+        elif bool(zero.search(n)) != (not p.grad.any()):
+            wrong.append(f"{n}: gradient {'non-zero' if p.grad.any() else 'zero'}, expected the opposite")
+    assert not wrong, "\n".join(wrong)
+    if method in FIRST_STEP_ZERO_GRAD:
+        assert any(zero.search(n) for n, _ in pm.named_parameters()), "the zero-gradient pattern matches nothing"
+
+
+@pytest.mark.parametrize("method", list(M.REGISTRY))
+def test_every_method_starts_as_the_base_model(method, tiny_vit):
+    """Adapters start as the identity and the head copy equals the head: same logits as before."""
+    torch.manual_seed(0)
+    model = load_model(str(tiny_vit), LABELS, seed=0).eval()
+    x = torch.randn(4, 3, 16, 16)
+    before = model(pixel_values=x).logits
+    pm = M.get(method).apply(model, describe(model), M.get(method).config_cls(), STEPS).model.eval()
+    assert torch.allclose(pm(pixel_values=x).logits, before, atol=1e-5)
+
+
 def test_lora_starts_as_the_base_model(tiny_vit):
     """B = 0 at init: the adapted model computes exactly what the base model does."""
     torch.manual_seed(0)
     model = load_model(str(tiny_vit), LABELS, seed=0).eval()
     x = torch.randn(4, 3, 16, 16)
     before = model(pixel_values=x).logits
-    pm = M.get("lora").apply(model, describe(model), M.LoraConfig(targets="all-linear")).model.eval()
+    pm = M.get("lora").apply(model, describe(model), M.LoraConfig(targets="all-linear"), STEPS).model.eval()
     b = [p for n, p in pm.named_parameters() if ".lora_B." in n]
     assert len(b) == 2 * 6 and all(torch.all(p == 0) for p in b)
     assert torch.allclose(pm(pixel_values=x).logits, before, atol=1e-6)
@@ -96,7 +191,7 @@ def test_lora_without_perturbation_gives_b_gradients_and_requires_grad_on_a(tiny
     """The honest first step: B (zero) gets a gradient, A gets zero gradient but is trainable."""
     torch.manual_seed(0)
     model = load_model(str(tiny_vit), LABELS, seed=0)
-    pm = M.get("lora").apply(model, describe(model), M.LoraConfig(dropout=0.0)).model
+    pm = M.get("lora").apply(model, describe(model), M.LoraConfig(dropout=0.0), STEPS).model
     pm(pixel_values=torch.randn(6, 3, 16, 16), labels=torch.tensor([0, 1, 2, 0, 1, 2])).loss.backward()
     named = dict(pm.named_parameters())
     a = [p for n, p in named.items() if ".lora_A." in n]
@@ -113,7 +208,7 @@ def test_lora_without_perturbation_gives_b_gradients_and_requires_grad_on_a(tiny
 def test_last_with_more_blocks_and_final_norm(tiny_vit):
     model = load_model(str(tiny_vit), LABELS)
     arch = describe(model)
-    M.get("last").apply(model, arch, M.LastConfig(blocks=2, final_norm=True))
+    M.get("last").apply(model, arch, M.LastConfig(blocks=2, final_norm=True), STEPS)
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     want = {n for n, _ in model.named_parameters()
             if n.startswith(("vit.layers.0.", "vit.layers.1.", "vit.layernorm.", "classifier."))}
@@ -133,7 +228,61 @@ def test_method_option_checks(tiny_vit):
         M.HeadConfig(lr=0)
     model = load_model(str(tiny_vit), LABELS)
     with pytest.raises(UserError, match="last.blocks=3 but the model has 2 blocks"):
-        M.get("last").apply(model, describe(model), M.LastConfig(blocks=3))
+        M.get("last").apply(model, describe(model), M.LastConfig(blocks=3), STEPS)
+
+
+@pytest.mark.parametrize("cls,opts,message", [
+    (M.DoraConfig, {"r": 0}, r"dora\.r must be >= 1 \(got 0\)"),  # the variants name themselves
+    (M.RsLoraConfig, {"dropout": -0.1}, r"rslora\.dropout must be in \[0, 1\)"),
+    (M.LoraAllConfig, {"bias": "x"}, r"lora-all\.bias must be none, all or lora_only \(got 'x'\)"),
+    (M.FreezeFirstConfig, {"blocks": -1}, r"freeze-first\.blocks must be >= 0"),
+    (M.AdaLoraConfig, {"target_r": 13}, r"adalora\.target_r must be in \[1, init_r=12\] \(got 13\)"),
+    (M.AdaLoraConfig, {"tinit": 0.5, "tfinal": 0.5}, r"adalora\.tfinal must be in \[0, 1 - tinit\)"),
+    (M.AdaLoraConfig, {"delta_t": 0}, r"adalora\.delta_t must be >= 1"),
+    (M.AdaLoraConfig, {"orth_reg_weight": -1.0}, r"adalora\.orth_reg_weight must be >= 0"),
+    (M.LohaConfig, {"r": 0}, r"loha\.r must be >= 1"),
+    (M.LohaConfig, {"module_dropout": 1.0}, r"loha\.module_dropout must be in \[0, 1\)"),
+    (M.LokrConfig, {"decompose_factor": 0}, r"lokr\.decompose_factor must be -1 or >= 1"),
+    (M.VeraConfig, {"r": 0}, r"vera\.r must be >= 1"),
+    (M.OftConfig, {"block_size": 0}, r"oft\.block_size must be >= 1"),
+    (M.BitFitConfig, {"lr": -1.0}, r"bitfit\.lr must be > 0"),
+    (M.LayerNormConfig, {"lr": 0.0}, r"layernorm\.lr must be > 0"),
+    (M.Ia3Config, {"lr": 0.0}, r"ia3\.lr must be > 0"),
+])
+def test_more_option_checks(cls, opts, message):
+    with pytest.raises(UserError, match=message):
+        cls(**opts)
+
+
+def test_options_checked_against_the_model(tiny_vit):
+    for method, cfg, message in [
+        ("freeze-first", M.FreezeFirstConfig(blocks=3), "freeze-first.blocks=3 but the model has 2 blocks"),
+        ("ia3", M.Ia3Config(targets="q,v", feedforward="fc1"), r"ia3.feedforward must be among ia3.targets"),
+        ("oft", M.OftConfig(targets="q,nope"), "unknown target role 'nope'"),
+    ]:
+        model = load_model(str(tiny_vit), LABELS)
+        with pytest.raises(UserError, match=message):
+            M.get(method).apply(model, describe(model), cfg, STEPS)
+    model = load_model(str(tiny_vit), LABELS)
+    with pytest.raises(UserError, match="adalora needs the planned number of optimizer steps"):
+        M.get("adalora").apply(model, describe(model), M.AdaLoraConfig(), 0)
+
+
+def test_freeze_first_options(tiny_vit):
+    for blocks, trained_blocks in [(0, {0, 1}), (2, set()), (None, {1})]:
+        model = load_model(str(tiny_vit), LABELS)
+        M.get("freeze-first").apply(model, describe(model), M.FreezeFirstConfig(blocks=blocks), STEPS)
+        trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+        want = {n for n, _ in model.named_parameters()
+                if n.startswith(tuple(f"vit.layers.{i}." for i in trained_blocks) + ("vit.layernorm.", "classifier."))}
+        assert trainable == want and not any(n.startswith("vit.embeddings.") for n in trainable)
+
+
+def test_ia3_without_feedforward_scales_outputs_only(tiny_vit):
+    model = load_model(str(tiny_vit), LABELS)
+    pm = M.get("ia3").apply(model, describe(model), M.Ia3Config(targets="fc1,fc2", feedforward=""), STEPS).model
+    shapes = {n.split(".")[-3]: tuple(p.shape) for n, p in pm.named_parameters() if ".ia3_l." in n}
+    assert shapes == {"fc1": (64, 1), "fc2": (32, 1)}  # out_features of each: fc1 32->64, fc2 64->32
 
 
 def test_parse_methods():
@@ -168,7 +317,7 @@ def vit_b16():
 def _counts(vit_b16, method: str, **opts) -> dict:
     model = copy.deepcopy(vit_b16)
     base = sum(p.numel() for p in model.parameters())
-    prepared = M.get(method).apply(model, describe(model), M.get(method).config_cls(**opts))
+    prepared = M.get(method).apply(model, describe(model), M.get(method).config_cls(**opts), 100)
     return count_params(prepared.model, base)
 
 
@@ -205,3 +354,103 @@ def test_vit_b16_lora_r8_query_value(vit_b16):
     # PEFT's own "all params" counts the head twice (frozen original + trainable copy)
     assert c["peft_all_params"] == BASE + LORA_QV_R8 + HEAD == 86_248_906
     assert c["trainable_pct"] == pytest.approx(100 * 372_581 / 85_876_325)
+
+
+# ---------------------------------------------------------------- save -> reload, AdaLoRA's schedule
+def _train_a_little(prepared, steps: int) -> None:
+    """A few AdamW steps on random data after perturbing every trainable tensor (so nothing is at its
+    init), calling the method's hook as the training loop does."""
+    pm = prepared.model
+    params = [p for p in pm.parameters() if p.requires_grad]
+    with torch.no_grad():
+        for p in params:
+            p.add_(torch.randn_like(p) * 0.05)
+    opt = torch.optim.AdamW(params, lr=1e-2)
+    pm.train()
+    torch.manual_seed(2)
+    for step in range(1, steps + 1):
+        pm(pixel_values=torch.randn(6, 3, 16, 16), labels=torch.tensor([0, 1, 2, 0, 1, 2])).loss.backward()
+        opt.step()
+        if prepared.after_step:
+            prepared.after_step(step, steps)
+        opt.zero_grad(set_to_none=True)
+    pm.eval()
+
+
+@pytest.mark.parametrize("method", list(M.REGISTRY))
+def test_saved_part_reloads_to_identical_logits(method, tiny_vit, tmp_path):
+    steps = 5
+    prepared, _, _ = _prepared(method, tiny_vit, steps=steps)
+    _train_a_little(prepared, steps)
+    x = torch.randn(5, 3, 16, 16)
+    with torch.no_grad():
+        want = prepared.model(pixel_values=x).logits
+    adapter = tmp_path / "adapter"
+    assert save_trained_part(prepared.model, adapter) > 0
+    fresh = load_model(str(tiny_vit), LABELS, seed=1234).eval()  # another head: the saved one must replace it
+    with torch.no_grad():
+        assert not torch.allclose(fresh(pixel_values=x).logits, want, atol=1e-3)
+    if (adapter / "adapter_config.json").exists():
+        reloaded = peft.PeftModel.from_pretrained(fresh, str(adapter)).eval()
+    else:
+        tensors = load_file(str(adapter / "trainable.safetensors"))
+        missing, unexpected = fresh.load_state_dict(tensors, strict=False)
+        assert not unexpected and set(tensors) | set(missing) == set(fresh.state_dict())
+        reloaded = fresh
+    with torch.no_grad():
+        got = reloaded(pixel_values=x).logits
+    assert torch.allclose(got, want, atol=1e-5), (got - want).abs().max()
+
+
+def test_adalora_schedule_runs_through_the_hook_and_prunes_to_the_budget(tiny_vit):
+    """update_and_allocate runs from Prepared.after_step: by the end the ranks sum to target_r per Linear."""
+    steps = 6
+    cfg = M.AdaLoraConfig(init_r=6, target_r=2, tinit=0.2, tfinal=0.3)  # prune during steps 2..4 of 6
+    prepared, _, _ = _prepared("adalora", tiny_vit, cfg, steps=steps)
+    pm = prepared.model
+    assert prepared.after_step is not None
+    assert pm.peft_config["default"].total_step == steps
+    assert (pm.peft_config["default"].tinit, pm.peft_config["default"].tfinal) == (1, 1)
+    with pytest.raises(RuntimeError, match="prepared for 6 optimizer steps but training runs 7"):
+        prepared.after_step(1, steps + 1)
+    _train_a_little(prepared, steps)
+    pattern = pm.peft_config["default"].rank_pattern
+    assert pattern and len(pattern) == 4  # query and value in 2 blocks
+    assert sum(sum(mask) for mask in pattern.values()) == 2 * 4
+    kept = sum(int((p != 0).sum()) for n, p in pm.named_parameters() if ".lora_E." in n)
+    assert kept == 2 * 4  # the pruned singular values are zero
+
+
+def test_every_method_gets_the_planned_steps():
+    import inspect
+
+    for name, m in M.REGISTRY.items():
+        assert list(inspect.signature(m.apply).parameters)[-1] == "total_steps", name
+
+
+# ---------------------------------------------------------------- every method learns the bundled task
+_BUNDLED_READY = (BUNDLED_DIR / "model.safetensors").exists() and all(
+    (data.FMNIST_DIR / f).exists() for f in ("train-images-idx3-ubyte.gz", "t10k-images-idx3-ubyte.gz"))
+
+
+@pytest.fixture(scope="module")
+def bundled_run(tmp_path_factory):
+    """One `peftlab run --methods all` on the bundled model and Fashion-MNIST 5-9 with each method's default
+    options: 300 train / 100 eval images, 2 epochs of batches of 32 (20 steps); ~50 s on 2 CPU cores."""
+    if not _BUNDLED_READY:
+        pytest.skip("bundled model or Fashion-MNIST missing "
+                    "('peftlab pretrain'; apt-get install dataset-fashion-mnist)")
+    out = tmp_path_factory.mktemp("bundled-all")
+    rc = cli.main(["run", "--methods", "all", "--train-size", "300", "--eval-size", "100", "--epochs", "2",
+                   "--batch-size", "32", "--out", str(out), "--quiet"])
+    assert rc == 0
+    return out
+
+
+@pytest.mark.parametrize("method", list(M.REGISTRY))
+def test_every_method_learns_the_bundled_task(method, bundled_run):
+    r = json.loads((bundled_run / f"{method}-seed0" / "result.json").read_text())
+    m, p = r["metrics"], r["params"]
+    assert r["status"] == "ok" and p["theory_match"], p["mismatches"]
+    assert m["accuracy"] > m["baseline_accuracy"] + 0.1, (m["baseline_accuracy"], m["accuracy"])
+    assert r["history"][-1]["train_loss"] < r["history"][0]["train_loss"]

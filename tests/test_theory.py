@@ -19,6 +19,7 @@ from peftlab import measure, methods, models, theory
 from peftlab.errors import UserError
 
 C101 = 101
+STEPS = 100  # planned optimizer steps handed to every method function (only AdaLoRA uses them)
 VIT_B = "google/vit-base-patch16-224-in21k"  # an alias of the preset: no download
 
 
@@ -36,7 +37,7 @@ def measured(config, method: str, cfg, num_labels: int, device: str = "cpu") -> 
     model, base = build(config, num_labels, device)
     with torch.device(device), warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        prepared = methods.get(method).apply(model, models.describe(model), cfg)
+        prepared = methods.get(method).apply(model, models.describe(model), cfg, STEPS)
     return measure.count_params(prepared.model, base)
 
 
@@ -88,6 +89,49 @@ def test_vit_b_exact_numbers(vit_b):
 
     full = theory.derive(vit_b, "full", methods.FullConfig(), C101)
     assert full.trainable == full.total == 85_876_325
+
+
+# ViT-B/16 arithmetic by hand (d=768, m=3072, L=12, 101 classes), independent of theory.py's formulas
+D, M_, L_ = 768, 3072, 12
+HEAD = D * C101 + C101  # 77,669
+BLOCK = 4 * (D * D + D) + (D * M_ + M_) + (M_ * D + D) + 4 * D  # 7,087,872
+QV_LAYERS = 2 * L_  # query and value in every block
+
+
+@pytest.mark.parametrize("method,cfg,added,trainable", [
+    # every bias: patch conv 768, per block q,k,v,o 4·768 + fc1 3072 + fc2 768 + LayerNorm β 2·768, final β 768
+    ("bitfit", None, 0, 768 + L_ * (4 * D + M_ + D + 2 * D) + D + HEAD),
+    # first 6 blocks frozen (half of 12) with the embeddings; 6 blocks, the final norm and the head train
+    ("freeze-first", None, 0, 6 * BLOCK + 2 * D + HEAD),
+    ("freeze-first", methods.FreezeFirstConfig(blocks=0), 0, L_ * BLOCK + 2 * D + HEAD),
+    ("freeze-first", methods.FreezeFirstConfig(blocks=12), 0, 2 * D + HEAD),
+    # PEFT LN tuning adds a trainable copy of the 2 LayerNorms per block and the final one
+    ("layernorm", None, (2 * L_ + 1) * 2 * D, (2 * L_ + 1) * 2 * D + HEAD),
+    ("lora-all", None, L_ * 8 * (4 * 2 * D + 2 * (D + M_)), L_ * 8 * (4 * 2 * D + 2 * (D + M_)) + HEAD),
+    ("rslora", None, QV_LAYERS * 8 * 2 * D, QV_LAYERS * 8 * 2 * D + HEAD),
+    ("dora", None, QV_LAYERS * (8 * 2 * D + D), QV_LAYERS * (8 * 2 * D + D) + HEAD),  # + one magnitude per output
+    # P (12×768), Λ (12), Q (768×12) per Linear; plus one frozen rank counter each (in total, not trainable)
+    ("adalora", None, QV_LAYERS * (12 * 2 * D + 12 + 1), QV_LAYERS * (12 * 2 * D + 12) + HEAD),
+    ("loha", None, QV_LAYERS * 2 * 8 * 2 * D, QV_LAYERS * 2 * 8 * 2 * D + HEAD),
+    # 768 = 24·32: W₁ 24×24 full, W₂ 32×32 as rank 8 (8 < 32/2): 576 + 8·(32+32)
+    ("lokr", None, QV_LAYERS * (24 * 24 + 8 * 64), QV_LAYERS * (24 * 24 + 8 * 64) + HEAD),
+    # W₂ kept full when r >= 32/2; decompose_both factors W₁ too when r < 24/2
+    ("lokr", methods.LokrConfig(r=16), QV_LAYERS * (24 * 24 + 32 * 32), QV_LAYERS * (24 * 24 + 32 * 32) + HEAD),
+    ("lokr", methods.LokrConfig(r=4, decompose_both=True), QV_LAYERS * (4 * 48 + 4 * 64),
+     QV_LAYERS * (4 * 48 + 4 * 64) + HEAD),
+    ("vera", None, QV_LAYERS * (D + 256), QV_LAYERS * (D + 256) + HEAD),  # b (768) and d (256) per Linear
+    ("ia3", None, L_ * (D + D + M_), L_ * (D + D + M_) + HEAD),  # key, value outputs; fc2's 3072 inputs
+    ("oft", None, QV_LAYERS * 24 * (32 * 31 // 2), QV_LAYERS * 24 * (32 * 31 // 2) + HEAD),  # 24 blocks of 32
+    ("oft", methods.OftConfig(block_size=32, block_share=True), QV_LAYERS * 32 * 31 // 2,
+     QV_LAYERS * 32 * 31 // 2 + HEAD),
+    ("oft", methods.OftConfig(block_size=50), QV_LAYERS * 16 * (48 * 47 // 2),  # 50 -> nearest divisor 48
+     QV_LAYERS * 16 * (48 * 47 // 2) + HEAD),
+], ids=lambda v: v if isinstance(v, str) else None)
+def test_vit_b_exact_numbers_of_more_methods(vit_b, method, cfg, added, trainable):
+    assert BLOCK == 7_087_872 and HEAD == 77_669
+    bd, got = assert_matches(vit_b, method, cfg or methods.get(method).config_cls(), C101, "meta")
+    assert (bd.added, bd.trainable, bd.base) == (added, trainable, 85_876_325)
+    assert (got["added"], got["trainable"]) == (added, trainable)
 
 
 def test_vit_b_formula_strings_show_the_numbers(vit_b):
@@ -143,6 +187,18 @@ def test_presets_reproduce_published_totals(name, total):
     ("deit-small-distilled-patch16-224", "lora", methods.LoraConfig(r=2, targets="mlp", bias="lora_only"), "meta"),
     ("deit-base-distilled-patch16-224", "last", methods.LastConfig(blocks=3, final_norm=True), "meta"),
     ("deit-tiny-distilled-patch16-224", "full", methods.FullConfig(), "meta"),
+    ("vit-small-patch16-224", "bitfit", methods.BitFitConfig(), "cpu"),
+    ("vit-small-patch16-224", "dora", methods.DoraConfig(r=4, targets="all-linear", bias="all"), "cpu"),
+    ("vit-small-patch16-224", "ia3", methods.Ia3Config(targets="all-linear", feedforward="mlp"), "meta"),
+    ("vit-small-patch16-224", "oft", methods.OftConfig(block_size=24, targets="attention"), "meta"),
+    ("vit-large-patch16-224", "adalora", methods.AdaLoraConfig(init_r=16, target_r=4, targets="all-linear"), "meta"),
+    ("vit-large-patch16-224", "lokr", methods.LokrConfig(r=8, targets="all-linear", decompose_both=True), "meta"),
+    ("vit-large-patch16-224", "freeze-first", methods.FreezeFirstConfig(), "meta"),
+    ("vit-huge-patch14-224", "layernorm", methods.LayerNormConfig(), "meta"),
+    ("deit-small-distilled-patch16-224", "vera", methods.VeraConfig(r=64, targets="all-linear"), "meta"),
+    ("deit-small-distilled-patch16-224", "loha", methods.LohaConfig(r=4, targets="mlp"), "meta"),
+    ("deit-base-distilled-patch16-224", "rslora", methods.RsLoraConfig(r=16), "meta"),
+    ("deit-base-distilled-patch16-224", "lora-all", methods.LoraAllConfig(bias="lora_only"), "meta"),
 ], ids=lambda v: v if isinstance(v, str) else None)
 def test_theory_matches_measured(preset, method, cfg, device):
     assert_matches(theory.load_config(preset), method, cfg, C101, device)
@@ -177,15 +233,59 @@ def small_configs(draw):
     return cls(**kwargs)
 
 
+TARGETS = st.one_of(st.just("all-linear"), st.sampled_from(["attention", "mlp", "q,v"]),
+                    st.lists(st.sampled_from(ROLES), min_size=1, max_size=6, unique=True).map(",".join))
+
+
+def _lora_family(cls):
+    return lambda layers: st.builds(cls, r=st.integers(1, 8), targets=TARGETS,
+                                    bias=st.sampled_from(["none", "all", "lora_only"]))
+
+
+@st.composite
+def _ia3_options(draw, layers):
+    targets = draw(st.lists(st.sampled_from(ROLES), min_size=1, max_size=6, unique=True))
+    ff = draw(st.lists(st.sampled_from(targets), max_size=len(targets), unique=True))
+    return methods.Ia3Config(targets=",".join(targets), feedforward=",".join(ff))
+
+
+@st.composite
+def _adalora_options(draw, layers):
+    init_r = draw(st.integers(1, 8))
+    return methods.AdaLoraConfig(init_r=init_r, target_r=draw(st.integers(1, init_r)), targets=draw(TARGETS))
+
+
+# method -> (number of blocks -> strategy of its options); every registered method needs one (tested below)
+OPTIONS = {
+    "head": lambda layers: st.just(methods.HeadConfig()),
+    "last": lambda layers: st.builds(methods.LastConfig, blocks=st.integers(1, layers), final_norm=st.booleans()),
+    "freeze-first": lambda layers: st.builds(methods.FreezeFirstConfig,
+                                             blocks=st.one_of(st.none(), st.integers(0, layers))),
+    "bitfit": lambda layers: st.just(methods.BitFitConfig()),
+    "layernorm": lambda layers: st.just(methods.LayerNormConfig()),
+    "lora": _lora_family(methods.LoraConfig),
+    "lora-all": _lora_family(methods.LoraAllConfig),
+    "rslora": _lora_family(methods.RsLoraConfig),
+    "dora": _lora_family(methods.DoraConfig),
+    "adalora": _adalora_options,
+    "loha": lambda layers: st.builds(methods.LohaConfig, r=st.integers(1, 8), targets=TARGETS),
+    "lokr": lambda layers: st.builds(methods.LokrConfig, r=st.integers(1, 32), targets=TARGETS,
+                                     decompose_both=st.booleans(),
+                                     decompose_factor=st.one_of(st.just(-1), st.integers(1, 16))),
+    "vera": lambda layers: st.builds(methods.VeraConfig, r=st.integers(1, 64), targets=TARGETS),
+    "ia3": _ia3_options,
+    "oft": lambda layers: st.builds(methods.OftConfig, block_size=st.integers(1, 70), targets=TARGETS,
+                                    block_share=st.booleans()),
+    "full": lambda layers: st.just(methods.FullConfig()),
+}
+
+
 def method_options(name: str, layers: int):
-    if name == "last":
-        return st.builds(methods.LastConfig, blocks=st.integers(1, layers), final_norm=st.booleans())
-    if name == "lora":
-        targets = st.one_of(st.just("all-linear"), st.sampled_from(["attention", "mlp", "q,v"]),
-                            st.lists(st.sampled_from(ROLES), min_size=1, max_size=6, unique=True).map(",".join))
-        return st.builds(methods.LoraConfig, r=st.integers(1, 8), targets=targets,
-                         bias=st.sampled_from(["none", "all", "lora_only"]))
-    return st.just(methods.get(name).config_cls())  # a method added later: its defaults
+    return OPTIONS[name](layers)
+
+
+def test_every_method_has_random_options():
+    assert set(OPTIONS) == set(methods.REGISTRY)
 
 
 @pytest.mark.parametrize("method", list(methods.REGISTRY))
@@ -231,7 +331,13 @@ class Toy(nn.Module):
 @pytest.mark.parametrize("method,cfg", [
     ("head", None), ("full", None), ("last", methods.LastConfig(blocks=2, final_norm=True)),
     ("lora", methods.LoraConfig(r=3, targets="all-linear", bias="all")),
-    ("lora", methods.LoraConfig(r=2, targets="q,k,fc1", bias="lora_only"))])
+    ("lora", methods.LoraConfig(r=2, targets="q,k,fc1", bias="lora_only")),
+    *[(name, None) for name in methods.REGISTRY if name not in ("head", "full")],
+    ("dora", methods.DoraConfig(r=2, targets="all-linear")),
+    ("ia3", methods.Ia3Config(targets="q,o,fc1,fc2", feedforward="mlp")),
+    ("oft", methods.OftConfig(block_size=5, targets="all-linear")),
+    ("lokr", methods.LokrConfig(r=1, targets="all-linear", decompose_both=True)),
+    ("vera", methods.VeraConfig(r=7, targets="all-linear"))], ids=lambda v: v if isinstance(v, str) else None)
 def test_structural_counts_other_architectures(method, cfg):
     def fresh():
         model = Toy()
@@ -244,7 +350,8 @@ def test_structural_counts_other_architectures(method, cfg):
     base = sum(p.numel() for p in model.parameters())
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        prepared = methods.get(method).apply(model, models.describe(model), cfg or methods.get(method).config_cls())
+        prepared = methods.get(method).apply(model, models.describe(model), cfg or methods.get(method).config_cls(),
+                                             STEPS)
     result = theory.check(bd, measure.count_params(prepared.model, base))
     assert result["structural_match"] and result["kind"] == "structural", result
     assert not any(k.startswith("theory") for k in result)
@@ -254,7 +361,8 @@ def test_structural_agrees_with_theory_on_a_vit():
     config = transformers.ViTConfig(hidden_size=24, num_hidden_layers=3, num_attention_heads=3,
                                     intermediate_size=40, image_size=12, patch_size=4)
     model, _ = build(config, 9)
-    for method, cfg in [("last", methods.LastConfig(blocks=2)), ("lora", methods.LoraConfig(targets="all-linear"))]:
+    for method, cfg in [("last", methods.LastConfig(blocks=2)), ("lora", methods.LoraConfig(targets="all-linear")),
+                        *[(name, methods.get(name).config_cls()) for name in methods.REGISTRY]]:
         s, t = theory.structural(model, method, cfg), theory.derive(config, method, cfg, 9)
         assert (s.base, s.added, s.total, s.trainable, s.peft_all_params) == \
             (t.base, t.added, t.total, t.trainable, t.peft_all_params)
@@ -288,6 +396,10 @@ def test_bad_options_are_user_errors(vit_b):
         theory.derive(vit_b, "lora", methods.LoraConfig(targets="query,nope"), C101)
     with pytest.raises(UserError, match="LoraConfig"):
         theory.derive(vit_b, "lora", methods.HeadConfig(), C101)
+    with pytest.raises(UserError, match="freeze-first.blocks=13 but the model has 12 blocks"):
+        theory.derive(vit_b, "freeze-first", methods.FreezeFirstConfig(blocks=13), C101)
+    with pytest.raises(UserError, match=r"ia3.feedforward must be among ia3.targets \(key, value\); not a target: fc2"):
+        theory.derive(vit_b, "ia3", methods.Ia3Config(targets="k,v", feedforward="fc2"), C101)
 
 
 def test_a_mapping_config_works():

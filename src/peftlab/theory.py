@@ -143,11 +143,25 @@ _ROLE_DIMS = {"query": ("d", "a", "a"), "key": ("d", "a", "a"), "value": ("d", "
 _QKV = ("query", "key", "value")
 
 
+@dataclass(frozen=True)
+class Shape:
+    """Adapted Linears of one (d_in, d_out): n of them (n_sym in symbols), for the roles in label."""
+
+    label: str
+    n_sym: str
+    n: int
+    din_sym: str
+    dout_sym: str
+    din: int
+    dout: int
+
+
 class _Anatomy:
     kind: str
     arch: models.Arch
     title: str
     legend: str
+    env: dict  # symbol -> value for _f (empty for structural counts, whose "symbols" are numbers)
 
     @property
     def num_blocks(self) -> int:
@@ -160,6 +174,8 @@ class _Anatomy:
     def lora(self, roles: list[str], r: int) -> list[tuple[str, Piece]]: ...
     def biases_all(self) -> Piece: ...
     def biases_of(self, roles: list[str]) -> Piece: ...
+    def shapes(self, roles: list[str]) -> list[Shape]: ...  # the roles' Linears in all blocks, by shape
+    def norms(self) -> Piece: ...  # every LayerNorm's weight and bias
 
 
 def _groups(roles: list[str], dims: Callable[[str], tuple]) -> list[tuple[list[str], tuple]]:
@@ -254,6 +270,15 @@ class _Theory(_Anatomy):
         terms = [self._dim(_ROLE_DIMS[ro][2]) for ro in roles if ro not in _QKV or self.b]
         return _f(f"L·({' + '.join(terms)})", self.env) if terms else ZERO
 
+    def shapes(self, roles):
+        L = self.env["L"]
+        return [Shape(",".join(group), "L" + (f"·{len(group)}" if len(group) > 1 else ""), L * len(group),
+                      din, dout, self.env[din], self.env[dout])
+                for group, (din, dout) in _groups(roles, lambda ro: tuple(map(self._dim, _ROLE_DIMS[ro][:2])))]
+
+    def norms(self):  # ViTLayer: layernorm_before and layernorm_after; then the final layernorm
+        return _f("L·2·2·d + 2·d", self.env)
+
 
 def _pair(x) -> tuple[int, int]:
     return (int(x[0]), int(x[1])) if isinstance(x, (tuple, list)) else (int(x), int(x))
@@ -279,6 +304,9 @@ class _Structural(_Anatomy):
         under_head = arch.classifier + "."
         self.all_biases = sum(p.numel() for n, p in params.items()
                               if (n == "bias" or n.endswith(".bias")) and not n.startswith(under_head))
+        self.norm_params = [p.numel() for n, m in model.named_modules() if isinstance(m, nn.LayerNorm)
+                            and not (n == arch.classifier or n.startswith(under_head)) for p in m.parameters()]
+        self.env = {}
         self.title = f"{type(model).__name__}, {self.C} classes, counted from module shapes"
         self.legend = f"blocks at {arch.blocks_path} ({arch.num_blocks}), head {arch.classifier}"
 
@@ -316,6 +344,22 @@ class _Structural(_Anatomy):
     def biases_of(self, roles):
         counts = [m.bias.numel() for ro in roles for m in self.linears[ro] if m.bias is not None]
         return Piece("Σ biases", "+".join(map(str, counts)) or "0", sum(counts)) if counts else ZERO
+
+    def shapes(self, roles):
+        by_shape: dict[tuple[int, int], tuple[list[str], list]] = {}
+        for role in roles:
+            for m in self.linears[role]:
+                group = by_shape.setdefault((m.in_features, m.out_features), ([], []))
+                if role not in group[0]:
+                    group[0].append(role)
+                group[1].append(m)
+        return [Shape(",".join(group), str(len(mods)), len(mods), str(i), str(o), i, o)
+                for (i, o), (group, mods) in by_shape.items()]
+
+    def norms(self):
+        c = self.norm_params
+        numbers = f"{len(c)}·{c[0]}" if len(set(c)) == 1 and len(c) > 1 else "+".join(map(str, c)) or "0"
+        return Piece("Σ LayerNorm shapes", numbers, sum(c))
 
 
 # ------------------------------------------------------------------------- method formulas
@@ -359,12 +403,45 @@ def _full(an: _Anatomy, cfg) -> list[Line]:
     return _base_lines(an, embeddings=True, frozen_blocks=0, final_norm=True)
 
 
-def _lora(an: _Anatomy, cfg) -> list[Line]:
-    roles = an.arch.resolve_roles(cfg.targets)
-    lines = _base_lines(an, head=False, head_name="classifier (original; PEFT freezes it)")
-    lines += [Line(name, p.symbols, p.numbers, p.count, True, "added") for name, p in an.lora(roles, cfg.r)]
+def _freeze_first(an: _Anatomy, cfg) -> list[Line]:
+    return _base_lines(an, frozen_blocks=cfg.frozen_blocks(an.num_blocks), final_norm=True)
+
+
+def _bitfit(an: _Anatomy, cfg) -> list[Line]:
+    p = an.biases_all()  # every parameter named *.bias outside the head (whose bias is in the head line)
+    return _base_lines(an) + [Line("biases (patch embedding, blocks incl. LayerNorm β, final norm)",
+                                   p.symbols, p.numbers, p.count, True, "subset")]
+
+
+def _with_peft(an: _Anatomy, added: list[Line]) -> list[Line]:
+    """A PEFT model: the base (its head frozen), the adapter's lines, and PEFT's trainable head copy."""
+    lines = _base_lines(an, head=False, head_name="classifier (original; PEFT freezes it)") + added
     p = an.head()
     lines.append(Line("classifier copy (PEFT modules_to_save)", p.symbols, p.numbers, p.count, True, "copy"))
+    return lines
+
+
+def _per_shape(an: _Anatomy, roles: list[str], name: str, per_layer: Callable[[Shape], tuple[str, dict, str]],
+               trainable: bool = True) -> list[Line]:
+    """One "added" line per group of equal-shaped Linears: count · per_layer(shape). per_layer gives the
+    formula of one layer in the shape's symbols, extra symbol values, and a note for the line's name."""
+    lines = []
+    for sh in an.shapes(roles):
+        expr, env, note = per_layer(sh)
+        body = "" if expr == "1" else "·" + (expr if re.fullmatch(r"\w+", expr) else f"({expr})")
+        p = _f(sh.n_sym + body, {**an.env, **env})
+        lines.append(Line(f"{name} on {sh.label}{f' ({note})' if note else ''}", p.symbols, p.numbers, p.count,
+                          trainable, "added"))
+    return lines
+
+
+def _lora(an: _Anatomy, cfg) -> list[Line]:
+    """LoRA, lora-all and rsLoRA (the scaling alpha/√r changes no count), and DoRA's magnitudes."""
+    roles = an.arch.resolve_roles(cfg.targets)
+    added = [Line(name, p.symbols, p.numbers, p.count, True, "added") for name, p in an.lora(roles, cfg.r)]
+    if cfg.use_dora:  # PEFT lora_magnitude_vector: one magnitude per output feature of each adapted Linear
+        added += _per_shape(an, roles, "DoRA magnitudes", lambda sh: (sh.dout_sym, {}, ""))
+    lines = _with_peft(an, added)
     if cfg.bias == "all":  # PEFT: every parameter named *.bias, LayerNorm β included; not the head's original
         p = an.biases_all()
         lines.append(Line("biases (bias=all: patch embedding, blocks incl. LayerNorm β, final norm)",
@@ -376,8 +453,107 @@ def _lora(an: _Anatomy, cfg) -> list[Line]:
     return lines
 
 
+def _adalora(an: _Anatomy, cfg) -> list[Line]:
+    roles = an.arch.resolve_roles(cfg.targets)
+    env = {"r": cfg.init_r}  # the parameters keep their init_r shape; pruning masks Λ's entries
+    return _with_peft(an, _per_shape(an, roles, "AdaLoRA P, Λ, Q (r = init_r)",
+                                     lambda sh: (f"r·({sh.din_sym}+{sh.dout_sym}) + r", env, ""))
+                      + _per_shape(an, roles, "AdaLoRA rank counters (ranknum, frozen)", lambda sh: ("1", {}, ""),
+                                   trainable=False))
+
+
+def _loha(an: _Anatomy, cfg) -> list[Line]:
+    roles = an.arch.resolve_roles(cfg.targets)
+    return _with_peft(an, _per_shape(an, roles, "LoHa (B₁A₁)⊙(B₂A₂)",
+                                     lambda sh: (f"2·r·({sh.din_sym}+{sh.dout_sym})", {"r": cfg.r}, "")))
+
+
+def _factorization(dim: int, factor: int = -1) -> tuple[int, int]:
+    """dim = m·n with m <= n, as LyCORIS/PEFT split a LoKr dimension: m = factor when it divides dim,
+    else the largest divisor pair with m <= factor (or near √dim for factor -1) found by ascending search."""
+    if factor > 0 and dim % factor == 0:
+        return factor, dim // factor
+    factor = dim if factor == -1 else factor
+    m, n = 1, dim
+    while m < n:
+        new_m = m + 1
+        while dim % new_m:
+            new_m += 1
+        new_n = dim // new_m
+        if new_m + new_n > m + n or new_m > factor:
+            break
+        m, n = new_m, new_n
+    return (m, n) if m <= n else (n, m)
+
+
+def _lokr(an: _Anatomy, cfg) -> list[Line]:
+    """W₁ ⊗ W₂ with out = o1·o2, in = i1·i2 (o1 <= o2, i1 <= i2); W₁ (o1×i1) is full unless decompose_both and
+    r < max(o1, i1)/2, W₂ (o2×i2) is factored to rank r when r < max(o2, i2)/2 (PEFT's rule)."""
+    roles = an.arch.resolve_roles(cfg.targets)
+
+    def per_layer(sh: Shape):
+        (o1, o2), (i1, i2) = _factorization(sh.dout, cfg.decompose_factor), _factorization(sh.din, cfg.decompose_factor)
+        w1 = "r·(o1+i1)" if cfg.decompose_both and cfg.r < max(o1, i1) / 2 else "o1·i1"
+        w2 = "r·(o2+i2)" if cfg.r < max(o2, i2) / 2 else "o2·i2"
+        return (f"{w1} + {w2}", {"r": cfg.r, "o1": o1, "o2": o2, "i1": i1, "i2": i2},
+                f"out {sh.dout} = {o1}·{o2}, in {sh.din} = {i1}·{i2}")
+    return _with_peft(an, _per_shape(an, roles, "LoKr W₁⊗W₂", per_layer))
+
+
+def _vera(an: _Anatomy, cfg) -> list[Line]:
+    roles = an.arch.resolve_roles(cfg.targets)
+    added = _per_shape(an, roles, "VeRA scaling vectors b (d_out) and d (r)",
+                       lambda sh: (f"{sh.dout_sym} + r", {"r": cfg.r}, ""))
+    # the shared random A (r × largest d_in) and B (largest d_out × r) are buffers, saved with the adapter
+    added.append(Line("shared random A, B (frozen buffers, not parameters)", "0", "0", 0, False, "added"))
+    return _with_peft(an, added)
+
+
+def _ia3(an: _Anatomy, cfg) -> list[Line]:
+    roles, ff = methods_mod.ia3_roles(an.arch, cfg)
+    rest = [ro for ro in roles if ro not in ff]
+    added = _per_shape(an, rest, "IA³ output scales", lambda sh: (sh.dout_sym, {}, "")) if rest else []
+    if ff:
+        added += _per_shape(an, ff, "IA³ input scales (feedforward)", lambda sh: (sh.din_sym, {}, ""))
+    return _with_peft(an, added)
+
+
+def _oft_block(d_in: int, size: int) -> int:
+    """The block size PEFT's OFT uses for an input width: size if it divides d_in (at most d_in), else the
+    nearest divisor of d_in, the smaller one on a tie."""
+    if size >= d_in:
+        return d_in
+    if d_in % size == 0:
+        return size
+    up = size
+    while up <= d_in and d_in % up:
+        up += 1
+    down = size
+    while down > 1 and d_in % down:
+        down -= 1
+    return down if size - down <= up - size else up
+
+
+def _oft(an: _Anatomy, cfg) -> list[Line]:
+    """Per Linear: d_in/s skew-symmetric s×s blocks of s·(s−1)/2 free entries (one block if block_share)."""
+    roles = an.arch.resolve_roles(cfg.targets)
+
+    def per_layer(sh: Shape):
+        s = _oft_block(sh.din, cfg.block_size)
+        expr = "s·(s−1)/2" if cfg.block_share else f"({sh.din_sym}/s)·s·(s−1)/2"
+        return expr, {"s": s}, f"block s={s}" + (", shared" if cfg.block_share else "")
+    return _with_peft(an, _per_shape(an, roles, "OFT rotations", per_layer))
+
+
+def _layernorm(an: _Anatomy, cfg) -> list[Line]:
+    p = an.norms()  # PEFT ln_tuning trains a copy of every LayerNorm; the originals stay, frozen
+    return _with_peft(an, [Line("LayerNorm copies (PEFT ln_tuning)", p.symbols, p.numbers, p.count, True, "added")])
+
+
 FORMULAS: dict[str, Callable[[_Anatomy, object], list[Line]]] = {
-    "head": _head, "last": _last, "lora": _lora, "full": _full}
+    "head": _head, "last": _last, "freeze-first": _freeze_first, "bitfit": _bitfit, "layernorm": _layernorm,
+    "lora": _lora, "lora-all": _lora, "rslora": _lora, "dora": _lora, "adalora": _adalora, "loha": _loha,
+    "lokr": _lokr, "vera": _vera, "ia3": _ia3, "oft": _oft, "full": _full}
 """method name -> fn(anatomy, method_cfg) -> lines; one per registered method (the tests check)."""
 
 
