@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.metadata
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -231,8 +232,14 @@ def test_config_file_then_command_line(tiny_vit, image_folder, tmp_path):
 def test_methods_command_lists_the_registry(capsys):
     assert cli.main(["methods"]) == 0
     out = capsys.readouterr().out
+    lines = out.splitlines()
     for name, m in methods.REGISTRY.items():
-        assert f"{name:8} {m.description}" in out
+        i = next(k for k, line in enumerate(lines) if line.split()[0] == name)
+        assert lines[i].split(None, 1)[1] == m.description
+        for f in dataclasses.fields(m.config_cls):  # every option with its default, on the next line
+            assert f"{f.name}={f.default}" in lines[i + 1]
+        if m.paper:
+            assert lines[i + 2].strip() == f"paper: {m.paper}"
 
 
 # ---------------------------------------------------------------- bad input: one line, exit code 2

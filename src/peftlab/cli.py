@@ -270,7 +270,7 @@ def _cmd_methods(args) -> int:
 
     for name, m in REGISTRY.items():
         opts = ", ".join(f"{f.name}={f.default}" for f in fields(m.config_cls))
-        print(f"{name:8} {m.description}\n{'':8} options: {opts}" + (f"\n{'':8} paper: {m.paper}" if m.paper else ""))
+        print(f"{name:13} {m.description}\n{'':13} options: {opts}" + (f"\n{'':13} paper: {m.paper}" if m.paper else ""))
     return 0
 
 
@@ -287,6 +287,9 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as e:
         print(f"peftlab: error: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # output piped into e.g. `head`, which closed early
+        sys.stderr.close()
+        return 0
     except KeyboardInterrupt:
         print("peftlab: interrupted; every result.json written is complete — rerun the same command "
               "to finish the rest", file=sys.stderr)

@@ -200,7 +200,7 @@ def fit(prepared: Prepared, task: Task, spec: ImageSpec, cfg: TrainConfig, lr: f
     evaluate_ = lambda: evaluate(model, eval_logits_of, task.eval, accelerator, cfg.eval_batch_size,  # noqa: E731
                                  task.num_classes)
 
-    first = shard(torch.arange(min(n, cfg.batch_size)), rank, world)
+    first = shard(torch.arange(min(n, 4 * world)), rank, world)  # FLOPs scale with the batch: 4 images do
     with accelerator.autocast():  # counted on a real batch, then the gradients are dropped
         flops_per_image = step_flops(train_loss_of, first, task.train.labels[first].to(device)) / len(first)
     optimizer.zero_grad(set_to_none=True)
