@@ -4,10 +4,9 @@ function that touches files: report.md (+ its plots folder) and a self-contained
 from __future__ import annotations
 
 import errno
-import os
-import tempfile
 from pathlib import Path
 
+from .results import write_bytes_atomic
 from .stats import Summary, summarize
 
 COLUMNS = ["method", "seeds", "trainable", "theory (match)", "% trainable", "accuracy (baseline → final)", "95% CI",
@@ -221,20 +220,6 @@ def build_report(results: list[dict]) -> tuple[str, str, dict[str, bytes]]:
     return to_markdown(blocks, REPORT_PLOTS), to_html(blocks, title), {f"{f.name}.png": f.png for f in figs}
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_report(out: str | Path, results: list[dict]) -> list[Path]:
     """Write report.md, its plots (report-plots/*.png) and report.html into out; return their paths."""
     from .errors import UserError
@@ -249,10 +234,10 @@ def write_report(out: str | Path, results: list[dict]) -> list[Path]:
             if old.name not in pngs:
                 old.unlink()  # a plot the results no longer have
         for name, data in pngs.items():
-            _write_atomic(plots / name, data)
+            write_bytes_atomic(plots / name, data)
             written.append(plots / name)
         for name, text in (("report.md", md), ("report.html", page)):
-            _write_atomic(out / name, text.encode("utf-8"))
+            write_bytes_atomic(out / name, text.encode())
             written.append(out / name)
     except OSError as e:
         why = "the disk is full" if e.errno == errno.ENOSPC else (e.strerror or str(e))
