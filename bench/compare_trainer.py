@@ -199,8 +199,10 @@ def reference_run(args, method: str, model_dir: str, data, out_dir: str) -> tupl
 
 def peftlab_run(args, method: str, model: str, dataset: str, out_dir: str) -> tuple[float, dict]:
     from peftlab import config, runner
+    from peftlab.data import CACHE
 
     torch.set_num_threads(args.threads)
+    CACHE.clear()  # each method pays its own decode, as the reference does (a sweep would decode once)
     t0 = time.perf_counter()
     cfg = config.build({"model": model, "dataset": dataset, "methods": method, "seeds": args.seed,
                         "train_size": args.train_size, "eval_size": args.eval_size, "epochs": args.epochs,
@@ -293,6 +295,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=os.cpu_count(), help="torch threads, both sides")
     ap.add_argument("--ref-workers", type=int, default=0, help="reference dataloader workers (notebook: 0)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--json", help="also write the figures and peftlab's result.json of each method to this file")
     args = ap.parse_args()
     synthetic = args.device == "cuda"
     if synthetic and not args.dry_run_cpu and not torch.cuda.is_available():
@@ -387,6 +390,10 @@ def main() -> None:
         epoch = {m: np.mean([h["seconds"] for h in r["history"]]) for m, (_, _, r) in rows.items()}
         print(f"epoch time vs lora: last {epoch['lora'] / epoch['last']:.1f}x faster, "
               f"head {epoch['lora'] / epoch['head']:.1f}x faster")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"args": vars(args), "ceiling_img_s": ceil, "methods": {
+            m: {"reference_s": ref_s, "peftlab_s": ours_s, "result": r} for m, (ref_s, ours_s, r) in rows.items()}},
+            indent=1, default=str))
     print("speedup: " + " ".join(f"{m}={rows[m][0] / rows[m][1]:.2f}" for m in METHODS))
 
 

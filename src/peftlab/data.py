@@ -456,6 +456,10 @@ class DecodeCache:
         item = items[i]
         return (item, spec) if isinstance(item, (str, Path)) else None  # in-memory PIL images: not cached
 
+    def clear(self) -> None:
+        with self.lock:
+            self.items, self.used = {}, 0
+
     def get(self, key):
         hit = self.items.get(key) if key is not None else None
         self.hits += hit is not None
@@ -503,7 +507,7 @@ def _decode_indices(raw: RawSplit, idx: np.ndarray, spec: ImageSpec,
 
     with warnings.catch_warnings():  # Pillow's warnings (odd EXIF, huge images) are no news to the user
         warnings.simplefilter("ignore")
-        with ThreadPoolExecutor(workers or min(8, os.cpu_count() or 1)) as pool:
+        with ThreadPoolExecutor(workers or min(32, os.cpu_count() or 1)) as pool:
             list(pool.map(one, range(len(idx))))
     return out, errors
 

@@ -196,8 +196,9 @@ def figures(results: list[dict]) -> list[Figure]:
              f"Final eval accuracy ({seeds}) against mean training time per run."),
             ("accuracy-vs-memory", "Accuracy vs peak memory", "peak_bytes",
              f"Final eval accuracy ({seeds}) against {mem_kind} (largest over seeds).")]
+    # a scatter of one configuration compares nothing: the trade-off plots need two
     out = [Figure(name, title, accuracy_vs(pts, x, chance, colour, title), caption)
-           for name, title, x, caption in axes]
+           for name, title, x, caption in axes] if len(pts) > 1 else []
     title = "Learning curves"
     out.append(Figure("learning-curves", title, learning_curves(results, chance, colour, title),
                       "Eval accuracy after each epoch, mean over seeds (shaded: lowest to highest seed); "

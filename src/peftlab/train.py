@@ -71,7 +71,7 @@ def evaluate(model, logits_of, split: Split, accelerator, batch_size: int, num_c
     was_training = model.training
     model.eval()
     world, rank = accelerator.num_processes, accelerator.process_index
-    mine = shard(torch.arange(len(split)), rank, world)
+    mine = shard(torch.arange(len(split), device=accelerator.device), rank, world)
     logits = []
     for i in range(0, len(mine), batch_size):
         with accelerator.autocast():
@@ -109,6 +109,16 @@ def augment_batch(x: torch.Tensor, kind: str, gen: torch.Generator) -> torch.Ten
     return torch.nn.functional.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
+def resident(images: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Where a split's uint8 images wait for their batches. On a GPU: moved there once when they take
+    under a quarter of its free memory (a batch is then a gather on the device: no host copy, no sync
+    per step), else pinned so each batch's copy is asynchronous. On the CPU: as they are."""
+    if device.type != "cuda":
+        return images
+    free, _ = torch.cuda.mem_get_info(device)
+    return images.to(device) if images.numel() * images.element_size() < free / 4 else images.pin_memory()
+
+
 def data_path(model, task: Task, spec: ImageSpec, cfg: TrainConfig, accelerator, seed: int):
     """How batches reach the model: (train_loss(idx, y), eval_logits(idx), info). With a frozen prefix
     (and no augmentation, one process) the prefix runs once per image and only the rest trains."""
@@ -119,7 +129,9 @@ def data_path(model, task: Task, spec: ImageSpec, cfg: TrainConfig, accelerator,
     k = PrefixCache.frozen_blocks(raw) if cfg.prefix_cache and cfg.augment == "none" \
         and accelerator.num_processes == 1 else 0
     cache = PrefixCache(raw, k) if k and PrefixCache.deterministic(raw, k) else None
-    pixels = lambda split, idx: spec.normalize(split.images[idx].to(device, non_blocking=True))  # noqa: E731
+    stored = {id(split): resident(split.images, device) for split in (task.train, task.eval)}
+    pixels = lambda split, idx: spec.normalize(  # noqa: E731
+        stored[id(split)][idx.to(stored[id(split)].device)].to(device, non_blocking=True))
     if cache is not None and not cache.matches_model(pixels(task.eval, torch.arange(min(8, len(task.eval))))):
         cache = None
     if cache is None:
@@ -199,10 +211,11 @@ def fit(prepared: Prepared, task: Task, spec: ImageSpec, cfg: TrainConfig, lr: f
     train_s = path.get("cache_s", 0.0)  # building a prefix cache is training work: it counts
     evaluate_ = lambda: evaluate(model, eval_logits_of, task.eval, accelerator, cfg.eval_batch_size,  # noqa: E731
                                  task.num_classes)
+    labels = task.train.labels.to(device)  # once: no host-to-device copy per step
 
-    first = shard(torch.arange(min(n, 4 * world)), rank, world)  # FLOPs scale with the batch: 4 images do
-    with accelerator.autocast():  # counted on a real batch, then the gradients are dropped
-        flops_per_image = step_flops(train_loss_of, first, task.train.labels[first].to(device)) / len(first)
+    first = shard(torch.arange(min(n, 4 * world), device=device), rank, world)  # FLOPs scale with the batch:
+    with accelerator.autocast():  # 4 images do; counted on a real batch, then the gradients are dropped
+        flops_per_image = step_flops(train_loss_of, first, labels[first]) / len(first)
     optimizer.zero_grad(set_to_none=True)
 
     t0 = time.perf_counter()
@@ -218,9 +231,11 @@ def fit(prepared: Prepared, task: Task, spec: ImageSpec, cfg: TrainConfig, lr: f
         _sync(device)
         t_epoch = time.perf_counter()
         loss_sum = torch.zeros((), device=device)
-        for batch in torch.randperm(n, generator=shuffle).split(cfg.batch_size):
-            idx = shard(batch, rank, world)  # the same permutation on every process: each takes its share
-            y = task.train.labels[idx].to(device, non_blocking=True)
+        # the same permutation on every process (drawn on the CPU: the order depends on the seed alone,
+        # not on the device); moved to the device once per epoch
+        for batch in torch.randperm(n, generator=shuffle).to(device).split(cfg.batch_size):
+            idx = shard(batch, rank, world)  # each process takes its share
+            y = labels[idx]
             with accelerator.autocast():
                 loss = train_loss_of(idx, y)
             accelerator.backward(loss)
