@@ -32,6 +32,20 @@ def test_prefix_cache_gives_the_uncached_results(tiny_vit, image_folder, tmp_pat
         assert ha["eval_loss"] == pytest.approx(hb["eval_loss"], rel=1e-4)
 
 
+def test_prefix_cache_under_bf16_autocast(tiny_vit, image_folder, tmp_path):
+    """With mixed precision the prepared model autocasts its own forward: the cache's self-check must
+    compare like with like, or the cache silently never runs on a GPU."""
+    _run(tiny_vit, image_folder, tmp_path / "cached", "--methods", "head,last", "--precision", "bf16")
+    _run(tiny_vit, image_folder, tmp_path / "plain", "--methods", "head,last", "--precision", "bf16",
+         "--no-prefix-cache")
+    for m in ("head", "last"):
+        a = read_json(tmp_path / "cached" / f"{m}-seed0" / "result.json")
+        b = read_json(tmp_path / "plain" / f"{m}-seed0" / "result.json")
+        assert a["train"]["precision"] == "bf16" and a["train"]["path"].startswith("cached prefix")
+        for ha, hb in zip(a["history"], b["history"]):
+            assert ha["train_loss"] == pytest.approx(hb["train_loss"], rel=2e-2)
+
+
 def test_no_cache_when_the_prefix_is_random(image_folder, tmp_path):
     """Dropout in the frozen blocks, or augmentation, makes the prefix's output change every epoch."""
     from transformers import ViTConfig

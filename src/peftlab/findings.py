@@ -182,8 +182,9 @@ def comparison(gs: list[G], results: list[dict]) -> dict[str, list[str]]:
     noise = noise_lines(results)
     acc += noise[1:] if noisy else noise  # noise[0] names the best, as the first line here does
     pcs = best.rs[0]["metrics"].get("per_class_accuracy") or {}
-    if pcs:
-        means = {c: sum(r["metrics"]["per_class_accuracy"][c] for r in best.rs) / len(best.rs) for c in pcs}
+    if any(v is not None for v in pcs.values()):
+        means = {c: sum(r["metrics"]["per_class_accuracy"][c] for r in best.rs) / len(best.rs)
+                 for c, v in pcs.items() if v is not None}  # None: the class has no eval image
         lo, hi = min(means, key=means.get), max(means, key=means.get)
         acc.append(f"Per class, {best.label} is weakest on {lo} ({means[lo]:.3f}) and strongest on {hi} "
                    f"({means[hi]:.3f}).")

@@ -8,6 +8,7 @@ fc2) is the one Linear inside a block whose relative name matches that role's pa
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from dataclasses import dataclass
@@ -50,10 +51,17 @@ class ImageSpec:
     rescale: float = 1 / 255  # uint8 -> [0, 1]
 
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
-        """uint8 [N, C, H, W] on any device -> normalized float32."""
-        mean = torch.tensor(self.mean, device=images.device).view(1, -1, 1, 1)
-        std = torch.tensor(self.std, device=images.device).view(1, -1, 1, 1)
-        return (images.float() * self.rescale - mean) / std
+        """uint8 [N, C, H, W] on any device -> normalized float32: (x·rescale - mean) / std, computed as
+        one in-place multiply-add with per-channel constants made once per device (a tensor built from
+        Python numbers on a GPU is a host copy that waits for the GPU: once per step, that stalls it)."""
+        scale, shift = _affine(self.mean, self.std, self.rescale, images.device)
+        return images.float().mul_(scale).add_(shift)
+
+
+@functools.lru_cache(maxsize=32)
+def _affine(mean: tuple[float, ...], std: tuple[float, ...], rescale: float, device: torch.device):
+    m, s = torch.tensor(mean, dtype=torch.float64), torch.tensor(std, dtype=torch.float64)
+    return ((rescale / s).float().view(1, -1, 1, 1).to(device), (-m / s).float().view(1, -1, 1, 1).to(device))
 
 
 @dataclass(frozen=True)

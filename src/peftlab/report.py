@@ -178,6 +178,9 @@ def per_class_table(results: list[dict]):
     counts = (r0.get("coverage") or {}).get("eval", {}).get("per_class", {})
     rows = []
     for c in names:
+        if r0["metrics"]["per_class_accuracy"].get(c) is None:  # no eval image of this class: no accuracy
+            rows.append([c, str(counts.get(c, 0))] + ["-"] * len(gs))
+            continue
         accs = {g: sum(r["metrics"]["per_class_accuracy"][c] for r in rs) / len(rs) for g, rs in gs.items()}
         top = max(accs.values())
         rows.append([c, str(counts.get(c, "-"))] + [f"**{a:.3f}**" if a == top and len(accs) > 1 else f"{a:.3f}"

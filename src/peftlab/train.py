@@ -132,8 +132,15 @@ def data_path(model, task: Task, spec: ImageSpec, cfg: TrainConfig, accelerator,
     stored = {id(split): resident(split.images, device) for split in (task.train, task.eval)}
     pixels = lambda split, idx: spec.normalize(  # noqa: E731
         stored[id(split)][idx.to(stored[id(split)].device)].to(device, non_blocking=True))
-    if cache is not None and not cache.matches_model(pixels(task.eval, torch.arange(min(8, len(task.eval))))):
-        cache = None
+    fallback = {}
+    if cache is not None:
+        # under the training's autocast: a model prepared for bf16 autocasts its own forward; bf16 rounding
+        # (2^-8) bounds how closely the two paths agree there
+        with accelerator.autocast():
+            same = cache.matches_model(pixels(task.eval, torch.arange(min(8, len(task.eval)))),
+                                       tol=1e-4 if accelerator.mixed_precision == "no" else 2e-2)
+        if not same:
+            cache, fallback = None, {"prefix_cache": "not used: its forward differs from the model's own"}
     if cache is None:
         gen = torch.Generator().manual_seed(seed + 1)  # augmentation draws, seeded apart from the data order
 
@@ -141,7 +148,7 @@ def data_path(model, task: Task, spec: ImageSpec, cfg: TrainConfig, accelerator,
             x = augment_batch(pixels(task.train, idx), cfg.augment, gen)
             return model(pixel_values=x, labels=y).loss  # the model's loss: PEFT methods may add terms
 
-        return train_loss, lambda idx: model(pixel_values=pixels(task.eval, idx)).logits, {"path": "full"}
+        return train_loss, lambda idx: model(pixel_values=pixels(task.eval, idx)).logits, {"path": "full"} | fallback
     t0 = time.perf_counter()
     feats = {}
     raw.eval()
