@@ -454,3 +454,33 @@ def test_every_method_learns_the_bundled_task(method, bundled_run):
     assert r["status"] == "ok" and p["theory_match"], p["mismatches"]
     assert m["accuracy"] > m["baseline_accuracy"] + 0.1, (m["baseline_accuracy"], m["accuracy"])
     assert r["history"][-1]["train_loss"] < r["history"][0]["train_loss"]
+
+
+def test_cpu_dropout_is_dropout():
+    """The faster CPU mask drops each element independently with probability ~p and keeps the mean."""
+    d = M.CpuDropout(0.1).train()
+    x = torch.ones(1_000_000, requires_grad=True)
+    torch.manual_seed(0)
+    y = d(x)
+    t = round(0.1 * 65536)
+    dropped = (y == 0).float()
+    assert abs(dropped.mean().item() - t / 65536) < 0.0015  # 5 binomial standard deviations
+    assert y.detach().unique().tolist() == [0.0, pytest.approx(65536 / (65536 - t))]
+    assert abs(y.mean().item() - 1) < 0.0017
+    pairs = dropped.view(-1, 2)  # neighbours share a 64-bit draw: still independent
+    assert abs((pairs[:, 0] * pairs[:, 1]).mean().item() - (t / 65536) ** 2) < 0.002
+    y.sum().backward()
+    assert torch.equal(x.grad, y.detach())  # the gradient is the same mask and scale
+    torch.manual_seed(0)
+    assert torch.equal(d(x), y)  # seeded by torch.manual_seed
+    assert torch.equal(d.eval()(x), x)
+
+
+def test_lora_branch_dropout_uses_the_cpu_mask(tiny_vit):
+    model = load_model(str(tiny_vit), LABELS, seed=0)
+    pm = M.get("lora").apply(model, describe(model), M.LoraConfig(), STEPS).model
+    drops = [m for n, m in pm.named_modules() if ".lora_dropout." in n]
+    assert len(drops) == 4 and all(type(m) is M.CpuDropout and m.p == 0.1 for m in drops)
+    model = load_model(str(tiny_vit), LABELS, seed=0)
+    pm = M.get("lora").apply(model, describe(model), M.LoraConfig(dropout=0.0), STEPS).model
+    assert not any(type(m) is M.CpuDropout for m in pm.modules())
