@@ -378,8 +378,9 @@ def main() -> None:
         ours_s, r = peftlab_run(args, m, model, dataset, str(work / f"peftlab-{m}"))
         t = r["time"]
         print(f"  {m}: peftlab {ours_s:.1f} s (accuracy {r['metrics']['accuracy']:.3f}; train {t['train_s']:.1f} s, "
-              f"eval {t['eval_s']:.1f} s, model + save {t['total_s'] - t['train_s'] - t['eval_s']:.1f} s, data + "
-              f"set-up + report {ours_s - t['total_s']:.1f} s; path: {r['train']['path']})", flush=True)
+              f"eval {t['eval_s']:.1f} s, model + save {t['total_s'] - t['train_s'] - t['eval_s']:.1f} s, data "
+              f"{t['data_s']:.1f} s, set-up + report {ours_s - t['total_s'] - t['data_s']:.1f} s; path: "
+              f"{r['train']['path']})", flush=True)
         ref_s = math.nan
         if m in args.reference:
             ref_s, ref_acc = reference_run(args, m, model_dir, data, str(work / f"trainer-{m}"))

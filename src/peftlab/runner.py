@@ -196,6 +196,7 @@ class Worker:
         self.config = _model_config(cfg.model)
         self.spec = image_spec(cfg.model, self.config)
         self.task, self.task_seed = None, None
+        self.data_s = 0.0  # seconds the next run's data took to prepare (0 when it reuses the last run's)
 
     def data(self, seed: int) -> Task:
         if self.task_seed != seed:  # the data sample depends on the seed: drawn and decoded once per seed
@@ -206,6 +207,7 @@ class Worker:
                 eval_split=cfg.eval_split, min_per_class=cfg.min_per_class, max_bad_fraction=cfg.max_bad_fraction,
                 strict_coverage=cfg.strict_coverage, warn=self.log)
             self.task_seed = seed
+            self.data_s = time.perf_counter() - t0
             sp = self.spec
             self.say(f"data (seed {seed}): {cfg.dataset}, {self.task.num_classes} classes, {len(self.task.train):,} "
                      f"train / {len(self.task.eval):,} eval images at {sp.channels}x{sp.height}x{sp.width}, "
@@ -220,6 +222,7 @@ class Worker:
         task = self.data(s.seed)
         try:
             result = run_one(self.cfg, s, task, self.spec, self.accelerator, self.say)
+            result["time"]["data_s"], self.data_s = self.data_s, 0.0
             self.say(f"{s.label} seed {s.seed}: accuracy {result['metrics']['baseline_accuracy']:.3f} → "
                      f"{result['metrics']['accuracy']:.3f} in {result['time']['train_s']:.1f} s")
         except (UserError, KeyboardInterrupt):
