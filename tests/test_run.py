@@ -98,15 +98,15 @@ def test_run_on_image_folder_writes_a_result_per_method(folder_run, tiny_vit, im
         assert r["data"]["label_names"] == CLASSES
         assert (r["data"]["train_examples"], r["data"]["eval_examples"], r["data"]["eval_split"]) == (24, 12, "test")
         assert r["data"]["image_size"] == [16, 16] and r["data"]["channels"] == 3
-    # the data is decoded once for the seed: the first run to use it carries the time, the others 0
-    data_s = {m: read_json(out / f"{m}-seed0" / "result.json")["time"]["data_s"] for m in methods.REGISTRY}
-    assert sum(v > 0 for v in data_s.values()) == 1 and all(v >= 0 for v in data_s.values())
         assert r["coverage"]["eval"]["per_class"] == {c: 4 for c in CLASSES}
         assert r["metrics"]["chance_accuracy"] == pytest.approx(1 / 3)
         assert r["train"]["epochs"] == EPOCHS and r["train"]["batch_size"] == 8
         assert r["method_config"]["lr"] == methods.REGISTRY[method].config_cls().lr
         files = [f for f in (out / f"{method}-seed0" / "adapter").rglob("*.safetensors")]
         assert r["size"]["adapter_bytes"] == sum(f.stat().st_size for f in files) > 0
+    # the data is decoded once for the seed: the first run to use it carries the time, the others 0
+    data_s = {m: read_json(out / f"{m}-seed0" / "result.json")["time"]["data_s"] for m in methods.REGISTRY}
+    assert sum(v > 0 for v in data_s.values()) == 1 and all(v >= 0 for v in data_s.values())
     head = read_json(out / "head-seed0" / "result.json")["params"]
     assert head["trainable"] == 32 * 3 + 3 and head["added"] == 0
     full = read_json(out / "full-seed0" / "result.json")["params"]
