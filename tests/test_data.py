@@ -115,6 +115,27 @@ def test_image_folder_task(image_folder):
             assert abs(m - BRIGHTNESS[CLASSES[y]]) < 12, (float(m), CLASSES[y])
 
 
+def test_splits_larger_than_memory_are_mapped_files(image_folder, tmp_path, monkeypatch):
+    """Past IN_MEMORY_LIMIT the decoded images live in a memory-mapped file (unlinked at once: nothing
+    stays in the cache folder) and hold the same pixels as in RAM."""
+    load = lambda: data.load_task(str(image_folder), RGB16, train_size=12, eval_size=6, seed=0,  # noqa: E731
+                                  min_per_class=2, warn=lambda s: None)
+    in_ram = load()
+    assert not data.is_mapped(in_ram.train.images)
+    monkeypatch.setattr(data, "IN_MEMORY_LIMIT", 0)
+    monkeypatch.setenv("PEFTLAB_CACHE_DIR", str(tmp_path / "cache"))
+    data.CACHE.clear()  # decode again rather than reuse this process's decoded items
+    mapped = load()
+    for a, b in ((in_ram.train, mapped.train), (in_ram.eval, mapped.eval)):
+        assert data.is_mapped(b.images) and torch.equal(a.images, b.images) and torch.equal(a.labels, b.labels)
+    assert list((tmp_path / "cache").iterdir()) == []
+    (tmp_path / "file").write_text("")
+    monkeypatch.setenv("PEFTLAB_CACHE_DIR", str(tmp_path / "file"))
+    data.CACHE.clear()
+    with pytest.raises(UserError, match="cannot create a file in .*file for the decoded images.*PEFTLAB_CACHE_DIR"):
+        load()
+
+
 def test_image_folder_all_modes_decode_to_grayscale_model(image_folder):
     task = data.load_task(str(image_folder), GRAY12, warn=lambda s: None)
     assert task.train.images.shape == (24, 1, 12, 12)

@@ -46,6 +46,19 @@ def test_prefix_cache_under_bf16_autocast(tiny_vit, image_folder, tmp_path):
             assert ha["train_loss"] == pytest.approx(hb["train_loss"], rel=2e-2)
 
 
+def test_training_on_memory_mapped_images_gives_the_same_results(tiny_vit, image_folder, tmp_path, monkeypatch):
+    from peftlab import data
+
+    _run(tiny_vit, image_folder, tmp_path / "ram", "--methods", "lora")
+    monkeypatch.setattr(data, "IN_MEMORY_LIMIT", 0)
+    monkeypatch.setenv("PEFTLAB_CACHE_DIR", str(tmp_path / "cache"))
+    _run(tiny_vit, image_folder, tmp_path / "mapped", "--methods", "lora")
+    a = read_json(tmp_path / "ram" / "lora-seed0" / "result.json")
+    b = read_json(tmp_path / "mapped" / "lora-seed0" / "result.json")
+    assert (a["data"]["storage"], b["data"]["storage"]) == ("memory", "memory-mapped file")
+    assert a["history"] == [h | {"seconds": g["seconds"]} for h, g in zip(b["history"], a["history"])]
+
+
 def test_no_cache_when_the_prefix_is_random(image_folder, tmp_path):
     """Dropout in the frozen blocks, or augmentation, makes the prefix's output change every epoch."""
     from transformers import ViTConfig

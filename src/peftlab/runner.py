@@ -19,7 +19,7 @@ import torch
 from . import methods as M
 from . import theory
 from .config import RunConfig, RunSpec
-from .data import Task, load_task
+from .data import Task, is_mapped, load_task
 from .errors import UserError
 from .measure import count_params, environment, peak_flops, peak_memory, reset_peak_memory, save_trained_part
 from .models import BUNDLED_NAME, check_model_path, describe, fit_head, image_spec, load_model
@@ -129,6 +129,7 @@ def run_one(cfg: RunConfig, s: RunSpec, task: Task, spec, accelerator, log: Call
         "data": {"label_names": task.label_names, "train_examples": len(task.train),
                  "eval_examples": len(task.eval), "eval_split": task.eval.name, "notes": task.notes,
                  "skipped": task.skipped,
+                 "storage": "memory-mapped file" if is_mapped(task.train.images) else "memory",
                  "image_size": [spec.height, spec.width], "channels": spec.channels},
         "train": asdict(cfg.train_config()) | {"precision": accelerator.mixed_precision, "attention": getattr(
             _config_of(out["model"]), "_attn_implementation", None)} | out["path"],

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .data import Split, Task
+from .data import Split, Task, is_mapped
 from .errors import UserError
 from .measure import step_flops
 from .methods import Prepared
@@ -112,11 +112,14 @@ def augment_batch(x: torch.Tensor, kind: str, gen: torch.Generator) -> torch.Ten
 def resident(images: torch.Tensor, device: torch.device) -> torch.Tensor:
     """Where a split's uint8 images wait for their batches. On a GPU: moved there once when they take
     under a quarter of its free memory (a batch is then a gather on the device: no host copy, no sync
-    per step), else pinned so each batch's copy is asynchronous. On the CPU: as they are."""
+    per step), else pinned so each batch's copy is asynchronous (unless they are
+    a memory-mapped file). On the CPU: as they are."""
     if device.type != "cuda":
         return images
     free, _ = torch.cuda.mem_get_info(device)
-    return images.to(device) if images.numel() * images.element_size() < free / 4 else images.pin_memory()
+    if images.numel() * images.element_size() < free / 4:
+        return images.to(device)
+    return images if is_mapped(images) else images.pin_memory()  # pinning a mapped file would load it all
 
 
 def data_path(model, task: Task, spec: ImageSpec, cfg: TrainConfig, accelerator, seed: int):
