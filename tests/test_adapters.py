@@ -110,9 +110,15 @@ def test_predict_reports_unreadable_files_and_text_output(runs, tmp_path, capsys
     assert lines[1].startswith(f"{tmp_path / 'light.jpg'}: ") and len(lines[1].split()) == 3
 
 
-def test_eval_reproduces_the_runs_accuracy(runs, image_folder, capsys):
+def test_eval_reproduces_the_runs_accuracy(runs, image_folder, capsys, monkeypatch):
+    from peftlab import data
+
     run = runs / "lora-seed0"
+    decoded = []  # which splits eval decodes: the eval split only, however large train is
+    real = data.decode_sample
+    monkeypatch.setattr(data, "decode_sample", lambda *a, **k: decoded.append(k["split_key"]) or real(*a, **k))
     assert cli.main(["eval", str(run), "--dataset", str(image_folder), "--json"]) == 0
+    assert decoded == ["eval"]
     r = json.loads(capsys.readouterr().out)
     result = read_json(run / "result.json")
     assert r["examples"] == result["data"]["eval_examples"] and r["split"] == "test"

@@ -139,7 +139,7 @@ def evaluate_run(run: str | Path, dataset: str, *, eval_size: int = 0, seed: int
     model, spec, result = load_run(run)
     labels = result["data"]["label_names"]
     task = load_task(dataset, spec, train_size=0, eval_size=eval_size, seed=seed, eval_split=eval_split,
-                     image_column=image_column, label_column=label_column, min_per_class=1)
+                     image_column=image_column, label_column=label_column, min_per_class=1, decode_train=False)
     unknown = [n for n in task.label_names if n not in labels]
     if unknown:
         raise UserError(f"dataset '{dataset}' has labels the run was not trained on: {', '.join(unknown[:5])}")

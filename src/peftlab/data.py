@@ -701,8 +701,10 @@ def load_task(dataset: str, spec: ImageSpec, *, train_size: int = 0, eval_size: 
               image_column: str | None = None, label_column: str | None = None,
               train_split: str | None = None, eval_split: str | None = None,
               holdout: float = 0.2, min_per_class: int = 5, strict_coverage: bool = False,
-              max_bad_fraction: float = 0.1, warn: Callable[[str], None] = print) -> Task:
-    """Read, sample (seeded, stratified), decode and check a dataset for one model.
+              max_bad_fraction: float = 0.1, warn: Callable[[str], None] = print,
+              decode_train: bool = True) -> Task:
+    """Read, sample (seeded, stratified), decode and check a dataset for one model. decode_train=False
+    (evaluating a saved run) decodes the eval split only: Task.train is then empty and unchecked.
 
     Unreadable images are replaced by unused ones of the same class where the split has them (else the
     sample shrinks), counted in Task.skipped, noted and warned about once; more than max_bad_fraction of the
@@ -734,7 +736,8 @@ def load_task(dataset: str, spec: ImageSpec, *, train_size: int = 0, eval_size: 
             todo = "remove the folder" if held.folder is not None else "pass --eval-split with another split"
             raise UserError(f"the {held.name} split has no images; add some, or {todo} to evaluate on a held-out "
                             f"part of {train.name}")
-    _check_every_class_trains(train, names)
+    if decode_train:
+        _check_every_class_trains(train, names)
     n_pool = len(train.labels)
     if held is None:  # no held-out split: hold out a stratified fraction of train for evaluation
         n_eval = max(len(names), int(round(holdout * len(train.labels))))
@@ -742,15 +745,20 @@ def load_task(dataset: str, spec: ImageSpec, *, train_size: int = 0, eval_size: 
         held = train.subset(ev, f"{train.name} (held out {holdout:.0%})")
         train = train.subset(np.setdiff1d(np.arange(len(train.labels)), ev))
         notes.append(f"no validation/test split: evaluating on {len(ev)} held-out training images")
-        _check_every_class_trains(train, names, held_out=len(ev))
+        if decode_train:
+            _check_every_class_trains(train, names, held_out=len(ev))
     what = f"training images in '{train.name}'" + (
         f" after holding out {n_pool - len(train.labels)} for evaluation" if len(train.labels) < n_pool else "")
     tr_idx = (stratified_indices(train.labels, train_size, seed, what=what, option="--train-size") if train_size
-              else np.arange(len(train.labels)))
+              else np.arange(len(train.labels))) if decode_train else np.arange(0)
     ev_idx = (stratified_indices(held.labels, eval_size, seed + 1, what=f"evaluation images in '{held.name}'",
                                  option="--eval-size") if eval_size else np.arange(len(held.labels)))
     decoded = {}
     for split_key, pool, idx, s in (("train", train, tr_idx, seed), ("eval", held, ev_idx, seed + 1)):
+        if not len(idx) and split_key == "train" and not decode_train:
+            decoded["train"] = Split(pool.name, torch.empty((0, spec.channels, spec.height, spec.width),
+                                                            dtype=torch.uint8), torch.empty(0, dtype=torch.int64))
+            continue
         decoded[split_key] = decode_sample(pool, idx, spec, seed=s, max_bad_fraction=max_bad_fraction,
                                            split_key=split_key, stats=skipped[split_key])
         if len(decoded[split_key]) == 0:
@@ -760,7 +768,7 @@ def load_task(dataset: str, spec: ImageSpec, *, train_size: int = 0, eval_size: 
         warn(f"WARNING {line}")
         notes.append(line)
     cov = {}
-    for split_key in ("train", "eval"):
+    for split_key in ("train", "eval") if decode_train else ("eval",):
         cov[split_key] = coverage(decoded[split_key].labels.numpy(), names, min_per_class)
         for problem in coverage_problems(cov[split_key], split_key, min_per_class):
             if strict_coverage:
