@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import peft
 import pytest
 import torch
@@ -145,6 +147,26 @@ def test_image_spec_one_channel_model(tmp_path):
     spec = image_spec(str(folder), _model_config(str(folder)))
     assert (spec.height, spec.width, spec.channels) == (24, 24, 1)
     assert spec.mean == (0.5,) and spec.std == (0.25,)
+
+
+def test_image_spec_without_processor_warns_and_is_recorded(tiny_vit, image_folder, tmp_path, capsys):
+    import shutil
+
+    from peftlab import cli
+
+    folder = tmp_path / "no-processor"
+    shutil.copytree(tiny_vit, folder)
+    (folder / "preprocessor_config.json").unlink()
+    spec = image_spec(str(folder), _model_config(str(folder)))
+    assert spec.mean == (0.5,) * 3 and spec.std == (0.5,) * 3 and (spec.height, spec.width) == (16, 16)
+    assert "no image processor could be read" in spec.fallback
+    assert spec == models.ImageSpec(16, 16, 3, (0.5,) * 3, (0.5,) * 3)  # the warning is not part of its identity
+    assert cli.main(["run", "--model", str(folder), "--dataset", str(image_folder), "--out", str(tmp_path / "o"),
+                     "--methods", "head", "--epochs", "1", "--train-size", "0", "--eval-size", "0",
+                     "--min-per-class", "1"]) == 0
+    assert "WARNING no image processor could be read" in capsys.readouterr().out
+    norm = json.loads((tmp_path / "o" / "head-seed0" / "result.json").read_text())["data"]["normalization"]
+    assert norm["mean"] == [0.5] * 3 and norm["from"].startswith("defaults: no image processor")
 
 
 def test_bundled_name_resolves_to_package_folder():

@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -49,6 +49,9 @@ class ImageSpec:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     rescale: float = 1 / 255  # uint8 -> [0, 1]
+    # where these numbers come from when not from the model's image processor (a warning); not part of
+    # the identity of the spec
+    fallback: str = field(default="", compare=False)
 
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 [N, C, H, W] on any device -> normalized float32: (x·rescale - mean) / std, computed as
@@ -162,6 +165,7 @@ def image_spec(name: str, config) -> ImageSpec:
     """Read size, channels and mean/std from the model's image processor (or its config)."""
     from transformers import AutoImageProcessor
 
+    fallback = ""
     try:
         proc = AutoImageProcessor.from_pretrained(resolve_model_path(name))
         size = proc.size if isinstance(proc.size, dict) else vars(proc.size)
@@ -170,16 +174,20 @@ def image_spec(name: str, config) -> ImageSpec:
         mean = tuple(proc.image_mean) if getattr(proc, "do_normalize", True) else (0.0,)
         std = tuple(proc.image_std) if getattr(proc, "do_normalize", True) else (1.0,)
         rescale = proc.rescale_factor if getattr(proc, "do_rescale", True) else 1.0
-    except (OSError, ValueError, KeyError, AttributeError, TypeError):
+    except (OSError, ValueError, KeyError, AttributeError, TypeError) as e:
         height = width = None
         mean, std, rescale = (0.5,), (0.5,), 1 / 255
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
+        fallback = (f"no image processor could be read for '{name}' ({first}): inputs are normalised with "
+                    "mean 0.5 and std 0.5 and sized from the model config, which may not be how the model was "
+                    "pretrained; add its preprocessor_config.json")
     height = int(height or config.image_size)
     width = int(width or config.image_size)
     channels = int(getattr(config, "num_channels", 3))
     if len(mean) != channels:
         mean, std = (mean[0],) * channels, (std[0],) * channels
     return ImageSpec(height, width, channels, tuple(float(m) for m in mean),
-                     tuple(float(s) for s in std), float(rescale))
+                     tuple(float(s) for s in std), float(rescale), fallback)
 
 
 def fit_head(model: nn.Module, label_names: list[str], seed: int) -> None:

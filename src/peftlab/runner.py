@@ -130,7 +130,9 @@ def run_one(cfg: RunConfig, s: RunSpec, task: Task, spec, accelerator, log: Call
                  "eval_examples": len(task.eval), "eval_split": task.eval.name, "notes": task.notes,
                  "skipped": task.skipped,
                  "storage": "memory-mapped file" if is_mapped(task.train.images) else "memory",
-                 "image_size": [spec.height, spec.width], "channels": spec.channels},
+                 "image_size": [spec.height, spec.width], "channels": spec.channels,
+                 "normalization": {"mean": list(spec.mean), "std": list(spec.std), "rescale": spec.rescale,
+                                   "from": "defaults: " + spec.fallback if spec.fallback else "image processor"}},
         "train": asdict(cfg.train_config()) | {"precision": accelerator.mixed_precision, "attention": getattr(
             _config_of(out["model"]), "_attn_implementation", None)} | out["path"],
         "env": environment(accelerator.device),
@@ -196,6 +198,8 @@ class Worker:
         self.say = self.log if not cfg.quiet else (lambda s: None)
         self.config = _model_config(cfg.model)
         self.spec = image_spec(cfg.model, self.config)
+        if self.spec.fallback:
+            self.log(f"WARNING {self.spec.fallback}")
         self.task, self.task_seed = None, None
         self.data_s = 0.0  # seconds the next run's data took to prepare (0 when it reuses the last run's)
 
