@@ -82,15 +82,15 @@ class PrefixCache:
         return self.head(self.norm(h)[:, 0])
 
     @torch.no_grad()
-    def matches_model(self, pixel_values: torch.Tensor, tol: float = 1e-4) -> bool:
-        """Whether features + logits give the model's own logits (within tol; call it under the autocast
-        the training uses: a wrapped model's forward may autocast by itself)."""
+    def matches_model(self, pixel_values: torch.Tensor, atol: float = 1e-4, rtol: float = 1e-3) -> bool:
+        """Whether features + logits give the model's own logits, within atol + rtol·|logit|. Call it under
+        the autocast the training uses: a wrapped model's forward may autocast by itself."""
         was = self.model.training
         self.model.eval()
         try:
             ours = self.logits(self.features(pixel_values)).float()
             theirs = self.model(pixel_values=pixel_values).logits.float()
-            return ours.shape == theirs.shape and torch.allclose(ours, theirs, atol=tol, rtol=10 * tol)
+            return ours.shape == theirs.shape and torch.allclose(ours, theirs, atol=atol, rtol=rtol)
         except Exception:  # noqa: BLE001 - an architecture the suffix forward does not fit
             return False
         finally:
