@@ -140,6 +140,8 @@ def test_image_spec_reads_the_processor(tiny_vit):
     out = spec.normalize(x)
     assert out.dtype == torch.float32
     assert torch.allclose(out[0], torch.full((3, 2, 2), -2.0)) and torch.allclose(out[1], torch.full((3, 2, 2), 2.0))
+    f = x.float()
+    assert torch.equal(spec.normalize(f), out) and torch.equal(f, x.float())  # float input: the caller's is kept
 
 
 def test_image_spec_one_channel_model(tmp_path):

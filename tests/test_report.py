@@ -295,3 +295,22 @@ def test_example_notebook_runs_end_to_end(tmp_path, monkeypatch):
     assert "8 runs, statuses: ['ok']" in text and "Chance level" in text and "372,581" in text
     for name in ("report.md", "report.html"):
         assert (tmp_path / "runs" / name).is_file()
+
+
+def test_classes_missing_from_some_seeds_eval_samples():
+    """A class absent from one seed's eval sample (accuracy None) is averaged over the seeds that have it;
+    absent from all, it shows '-'. Nothing raises."""
+    from peftlab.findings import findings
+    from peftlab.report import per_class_table
+
+    rs = [fake("lora", 0, 0.8), fake("lora", 1, 0.6), fake("head", 0, 0.5), fake("head", 1, 0.5)]
+    rs[1]["metrics"]["per_class_accuracy"][NAMES[0]] = None  # lora seed 1: no eval image of class 0
+    for r in rs[2:]:
+        r["metrics"]["per_class_accuracy"][NAMES[1]] = None  # head: class 1 in no eval sample
+    table = per_class_table(rs)
+    cell = {(row[0], g): v for row in table.rows for g, v in zip(table.header[2:], row[2:])}
+    assert (cell[NAMES[0], "lora"], cell[NAMES[0], "head"]) == ("**0.800**", "0.500")  # lora: seed 0 only
+    assert (cell[NAMES[1], "lora"], cell[NAMES[1], "head"]) == ("0.700", "-")
+    assert (cell[NAMES[2], "lora"], cell[NAMES[2], "head"]) == ("**0.700**", "0.500")
+    findings(rs)
+    report.build_report(rs)

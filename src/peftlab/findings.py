@@ -12,7 +12,7 @@ from dataclasses import dataclass, fields
 
 from .document import Block, Bullets, Heading, Table
 from .plots import pareto_front
-from .report import accuracy_summary, groups, human_bytes, label, noise_lines, ordered
+from .report import accuracy_summary, class_mean, groups, human_bytes, label, noise_lines, ordered
 from .stats import Summary, summarize
 
 
@@ -182,9 +182,8 @@ def comparison(gs: list[G], results: list[dict]) -> dict[str, list[str]]:
     noise = noise_lines(results)
     acc += noise[1:] if noisy else noise  # noise[0] names the best, as the first line here does
     pcs = best.rs[0]["metrics"].get("per_class_accuracy") or {}
-    if any(v is not None for v in pcs.values()):
-        means = {c: sum(r["metrics"]["per_class_accuracy"][c] for r in best.rs) / len(best.rs)
-                 for c, v in pcs.items() if v is not None}  # None: the class has no eval image
+    if any(class_mean(best.rs, c) is not None for c in pcs):
+        means = {c: m for c in pcs if (m := class_mean(best.rs, c)) is not None}  # None: no eval image of c
         lo, hi = min(means, key=means.get), max(means, key=means.get)
         acc.append(f"Per class, {best.label} is weakest on {lo} ({means[lo]:.3f}) and strongest on {hi} "
                    f"({means[hi]:.3f}).")

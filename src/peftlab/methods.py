@@ -117,7 +117,9 @@ class CpuDropout(nn.Dropout):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not (self.training and self.p > 0 and x.device.type == "cpu"):
             return super().forward(x)
-        t = min(round(self.p * 65536), 65535)
+        t = round(self.p * 65536)
+        if t >= 65536:  # p rounds to 1: everything dropped
+            return x * 0
         bits = torch.empty((x.numel() + 3) // 4, dtype=torch.int64).random_(-2 ** 63, 2 ** 63 - 1)
         keep = bits.view(torch.int16)[: x.numel()].view(x.shape) >= t - 32768  # int16: uniform on ±32768
         return x * keep * (65536 / (65536 - t))

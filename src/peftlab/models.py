@@ -58,7 +58,7 @@ class ImageSpec:
         one in-place multiply-add with per-channel constants made once per device (a tensor built from
         Python numbers on a GPU is a host copy that waits for the GPU: once per step, that stalls it)."""
         scale, shift = _affine(self.mean, self.std, self.rescale, images.device)
-        return images.float().mul_(scale).add_(shift)
+        return images.to(torch.float32, copy=True).mul_(scale).add_(shift)  # a copy: never the caller's tensor
 
 
 @functools.lru_cache(maxsize=32)

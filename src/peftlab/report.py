@@ -165,6 +165,12 @@ def summary_markdown(results: list[dict]) -> str:
 REPORT_PLOTS = "report-plots"  # report.md's PNG files, beside it; report.html carries its own copies
 
 
+def class_mean(runs: list[dict], c: str) -> float | None:
+    """Mean accuracy on class c over the runs whose eval split has it; None when none has."""
+    vals = [v for r in runs if (v := r["metrics"]["per_class_accuracy"].get(c)) is not None]
+    return sum(vals) / len(vals) if vals else None
+
+
 def per_class_table(results: list[dict]):
     """Per-class accuracy (mean over seeds): one row per class, one column per configuration; the best
     configuration of each class in bold."""
@@ -178,13 +184,12 @@ def per_class_table(results: list[dict]):
     counts = (r0.get("coverage") or {}).get("eval", {}).get("per_class", {})
     rows = []
     for c in names:
-        if r0["metrics"]["per_class_accuracy"].get(c) is None:  # no eval image of this class: no accuracy
-            rows.append([c, str(counts.get(c, 0))] + ["-"] * len(gs))
-            continue
-        accs = {g: sum(r["metrics"]["per_class_accuracy"][c] for r in rs) / len(rs) for g, rs in gs.items()}
-        top = max(accs.values())
-        rows.append([c, str(counts.get(c, "-"))] + [f"**{a:.3f}**" if a == top and len(accs) > 1 else f"{a:.3f}"
-                                                     for a in accs.values()])
+        # mean over the seeds whose eval sample has this class (None: no eval image of it, no accuracy)
+        accs = {g: class_mean(rs, c) for g, rs in gs.items()}
+        known = [a for a in accs.values() if a is not None]
+        top = max(known) if known else None
+        rows.append([c, str(counts.get(c, 0))] + ["-" if a is None else f"**{a:.3f}**" if a == top and len(known) > 1
+                                                  else f"{a:.3f}" for a in accs.values()])
     return Table(["class", "eval images"] + list(gs), rows, left=1)
 
 

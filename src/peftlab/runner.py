@@ -206,6 +206,7 @@ class Worker:
     def data(self, seed: int) -> Task:
         if self.task_seed != seed:  # the data sample depends on the seed: drawn and decoded once per seed
             cfg, t0 = self.cfg, time.perf_counter()
+            self.task = self.task_seed = None  # the last seed's images go before the next ones are decoded
             self.task = load_task(
                 cfg.dataset, self.spec, train_size=cfg.train_size, eval_size=cfg.eval_size, seed=seed,
                 image_column=cfg.image_column, label_column=cfg.label_column, train_split=cfg.train_split,
@@ -233,6 +234,7 @@ class Worker:
         except (UserError, KeyboardInterrupt):
             raise
         except Exception as e:  # noqa: BLE001 - any failure of one run is recorded; the sweep goes on
+            self.data_s = 0.0  # the data stays for the next run of this seed, its time with this one
             status = ("diverged" if isinstance(e, Diverged) else
                       "oom" if isinstance(e, torch.cuda.OutOfMemoryError) else "failed")
             message = (str(e).strip().splitlines() or [type(e).__name__])[0]

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .data import Split, Task, is_mapped
+from .data import Split, Task
 from .errors import UserError
 from .measure import step_flops
 from .methods import Prepared
@@ -112,14 +112,12 @@ def augment_batch(x: torch.Tensor, kind: str, gen: torch.Generator) -> torch.Ten
 def resident(images: torch.Tensor, device: torch.device) -> torch.Tensor:
     """Where a split's uint8 images wait for their batches. On a GPU: moved there once when they take
     under a quarter of its free memory (a batch is then a gather on the device: no host copy, no sync
-    per step), else pinned so each batch's copy is asynchronous (unless they are
-    a memory-mapped file). On the CPU: as they are."""
+    per step); else, and on the CPU, where they are (each batch is then gathered and copied)."""
     if device.type != "cuda":
         return images
     free, _ = torch.cuda.mem_get_info(device)
-    if images.numel() * images.element_size() < free / 4:
-        return images.to(device)
-    return images if is_mapped(images) else images.pin_memory()  # pinning a mapped file would load it all
+    free += torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)  # the allocator's spare
+    return images.to(device) if images.numel() * images.element_size() < free / 4 else images
 
 
 def data_path(model, task: Task, spec: ImageSpec, cfg: TrainConfig, accelerator, seed: int):
@@ -132,20 +130,19 @@ def data_path(model, task: Task, spec: ImageSpec, cfg: TrainConfig, accelerator,
     k = PrefixCache.frozen_blocks(raw) if cfg.prefix_cache and cfg.augment == "none" \
         and accelerator.num_processes == 1 else 0
     cache = PrefixCache(raw, k) if k and PrefixCache.deterministic(raw, k) else None
-    stored = {id(split): resident(split.images, device) for split in (task.train, task.eval)}
+    stored = {id(split): split.images for split in (task.train, task.eval)}  # where batches are gathered from
     pixels = lambda split, idx: spec.normalize(  # noqa: E731
         stored[id(split)][idx.to(stored[id(split)].device)].to(device, non_blocking=True))
     fallback = {}
     if cache is not None:
-        # under the training's autocast: a model prepared for bf16 autocasts its own forward; bf16 rounding
-        # (2^-8) bounds how closely the two paths agree there
+        # under the training's autocast: a model prepared for bf16 autocasts its own forward
         with accelerator.autocast():
-            x = pixels(task.eval, torch.arange(min(8, len(task.eval))))
-            same = cache.matches_model(x) if accelerator.mixed_precision == "no" else \
-                cache.matches_model(x, atol=2e-2, rtol=2e-2)
+            same = cache.matches_model(pixels(task.eval, torch.arange(min(8, len(task.eval)))),
+                                       low_precision=accelerator.mixed_precision != "no")
         if not same:
             cache, fallback = None, {"prefix_cache": "not used: its forward differs from the model's own"}
-    if cache is None:
+    if cache is None:  # every epoch reads every image: on a GPU, from its memory when they fit there
+        stored.update({id(split): resident(split.images, device) for split in (task.train, task.eval)})
         gen = torch.Generator().manual_seed(seed + 1)  # augmentation draws, seeded apart from the data order
 
         def train_loss(idx, y):
