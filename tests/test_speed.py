@@ -59,6 +59,22 @@ def test_training_on_memory_mapped_images_gives_the_same_results(tiny_vit, image
     assert a["history"] == [h | {"seconds": g["seconds"]} for h, g in zip(b["history"], a["history"])]
 
 
+def test_last_block_on_the_cls_row_equals_the_whole_block(tiny_vit):
+    from peftlab.models import describe, load_model
+    from peftlab.prefix import _cls_row_forward
+
+    model = load_model(str(tiny_vit), ["a", "b", "c"], seed=0).eval()
+    arch = describe(model)
+    block = model.get_submodule(arch.blocks_path)[-1]
+    row = _cls_row_forward(block, arch.roles)
+    h = torch.randn(4, 5, 32)
+    whole = block(h)
+    whole = whole[0] if isinstance(whole, tuple) else whole
+    assert row is not None and torch.allclose(row(h), whole[:, :1], atol=1e-5)
+    block.dropout.p = 0.1  # random outputs: no shortcut
+    assert _cls_row_forward(block, arch.roles) is None
+
+
 def test_no_cache_when_the_prefix_is_random(image_folder, tmp_path):
     """Dropout in the frozen blocks, or augmentation, makes the prefix's output change every epoch."""
     from transformers import ViTConfig

@@ -160,7 +160,7 @@ def data_path(model, task: Task, spec: ImageSpec, cfg: TrainConfig, accelerator,
                 parts.append(cache.features(pixels(split, torch.arange(i, min(i + cfg.eval_batch_size, len(split))))))
         feats[name] = torch.cat(parts)
     raw.train()
-    info = {"path": f"cached prefix: embeddings + {k} of {k + len(cache.suffix)} blocks run once per image",
+    info = {"path": cache.describe(),
             "prefix_blocks": k, "cache_s": time.perf_counter() - t0,
             "cache_bytes": sum(f.numel() * f.element_size() for f in feats.values())}
 
