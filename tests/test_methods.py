@@ -484,3 +484,33 @@ def test_lora_branch_dropout_uses_the_cpu_mask(tiny_vit):
     model = load_model(str(tiny_vit), LABELS, seed=0)
     pm = M.get("lora").apply(model, describe(model), M.LoraConfig(dropout=0.0), STEPS).model
     assert not any(type(m) is M.CpuDropout for m in pm.modules())
+
+
+@pytest.mark.parametrize("method", list(M.REGISTRY))
+def test_trimmed_last_block_is_the_same_function_for_every_method(method, tiny_vit):
+    """The [CLS]-row last block (train.py trims it for every method) gives the same logits, the same
+    loss and the same gradients, to the same parameters, as the whole block (eval mode: no dropout)."""
+    from peftlab.prefix import trim_last_block
+
+    torch.manual_seed(0)
+    model = load_model(str(tiny_vit), LABELS, seed=0)
+    pm = M.get(method).apply(model, describe(model), M.get(method).config_cls(), STEPS).model.eval()
+    _nonzero_zero_inits(pm)  # every adapter's branch must count in the comparison
+    x, y = torch.randn(4, 3, 16, 16), torch.tensor([0, 1, 2, 0])
+
+    def step():
+        loss = pm(pixel_values=x, labels=y).loss
+        loss.backward()
+        grads = {n: p.grad.clone() for n, p in pm.named_parameters() if p.grad is not None}
+        pm.zero_grad(set_to_none=True)
+        return pm(pixel_values=x).logits.detach(), loss.detach(), grads
+
+    whole = step()
+    restore = trim_last_block(pm, lambda: True)
+    assert restore is not None
+    trimmed = step()
+    restore()
+    assert torch.allclose(trimmed[0], whole[0], atol=1e-5) and torch.allclose(trimmed[1], whole[1], atol=1e-6)
+    assert trimmed[2].keys() == whole[2].keys() and len(whole[2]) > 0
+    assert all(torch.allclose(trimmed[2][n], whole[2][n], atol=1e-5) for n in whole[2])
+    assert torch.equal(step()[0], whole[0])  # restored: the block's own forward again

@@ -108,13 +108,30 @@ def get_module(model: nn.Module, path: str) -> nn.Module:
     return model.get_submodule(path)
 
 
-def describe(model: nn.Module) -> Arch:
-    """Find blocks, head, final norm and role modules of a classifier, whatever its naming."""
+def blocks_of(model: nn.Module) -> tuple[str, nn.ModuleList]:
+    """The stack of blocks: the longest ModuleList (PEFT's wrappers add ModuleDicts, not lists)."""
     lists = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.ModuleList) and len(m) > 0]
     if not lists:
         raise UserError(f"{type(model).__name__}: found no stack of blocks; peftlab needs a "
                         "transformer-style model (e.g. ViT, DeiT)")
-    blocks_path, blocks = max(lists, key=lambda nm: len(nm[1]))
+    return max(lists, key=lambda nm: len(nm[1]))
+
+
+def role_modules(block: nn.Module) -> dict[str, nn.Module]:
+    """Role -> the module playing it in one block: a Linear, or the PEFT layer wrapping one (which sits
+    at the Linear's path)."""
+    out = {}
+    for role, pattern in ROLE_PATTERNS.items():
+        hits = [m for n, m in block.named_modules() if re.search(pattern, n) and
+                (isinstance(m, nn.Linear) or isinstance(getattr(m, "base_layer", None), nn.Linear))]
+        if len(hits) == 1:
+            out[role] = hits[0]
+    return out
+
+
+def describe(model: nn.Module) -> Arch:
+    """Find blocks, head, final norm and role modules of a classifier, whatever its naming."""
+    blocks_path, blocks = blocks_of(model)
     classifier = next((n for n in ("classifier", "head", "fc")
                        if isinstance(getattr(model, n, None), nn.Linear)), None)
     if classifier is None:

@@ -10,10 +10,12 @@ ordinary path.
 
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 from torch import nn
 
-from .models import describe
+from .models import blocks_of, describe, role_modules
 
 
 def _out(x):
@@ -45,7 +47,7 @@ class PrefixCache:
         # that token is kept (d numbers per image instead of T·d)
         self.cls_only = not self.suffix
         # the last block's other tokens never reach the head: it need only compute the [CLS] token's row
-        self.last_cls = _cls_row_forward(self.suffix[-1], arch.roles) if self.suffix else None
+        self.last_cls = _cls_row_forward(self.suffix[-1]) if self.suffix else None
 
     @staticmethod
     def frozen_blocks(model: nn.Module) -> int:
@@ -83,10 +85,6 @@ class PrefixCache:
             h = self.last_cls(h) if self.last_cls and i == len(self.suffix) - 1 else _out(b(h))
         return self.head(self.norm(h)[:, 0])
 
-    def describe(self) -> str:
-        rows = ", the last on the [CLS] token only" if self.last_cls else ""
-        return (f"cached prefix: embeddings + {self.k} of {self.k + len(self.suffix)} blocks run once per image"
-                f"{rows}")
 
     def matches_model(self, pixel_values: torch.Tensor, low_precision: bool = False) -> bool:
         """As _matches; a [CLS]-row last block that does not match is dropped (the block then runs whole)
@@ -108,41 +106,68 @@ class PrefixCache:
         try:
             ours = self.logits(self.features(pixel_values)).float()
             theirs = self.model(pixel_values=pixel_values).logits.float()
-            if ours.shape != theirs.shape:
-                return False
-            if low_precision:
-                return bool((ours - theirs).norm() <= 1e-2 * theirs.norm())
-            return torch.allclose(ours, theirs, atol=1e-4, rtol=1e-3)
+            return same_logits(ours, theirs, low_precision)
         except Exception:  # noqa: BLE001 - an architecture the suffix forward does not fit
             return False
         finally:
             self.model.train(was)
 
 
-def _cls_row_forward(block: nn.Module, roles: dict[str, str]):
-    """The output of a pre-norm ViT block (layernorm_before, attention with q/k/v/o projections,
-    layernorm_after, mlp; transformers' ViT/DeiT layers) at the [CLS] token only: keys and values for
-    every token, but the query, attention row, output projection and MLP for one token instead of T
-    (~5x fewer FLOPs for the block at T=50). None for any other block shape, or with dropout in it. Its
-    result is checked against the model's own forward before it is used."""
+def same_logits(ours: torch.Tensor, theirs: torch.Tensor, low_precision: bool) -> bool:
+    """Elementwise within 1e-4 + 1e-3·|logit| in fp32; under bf16/fp16 (rounding 2^-8) within 1% of the norm."""
+    if ours.shape != theirs.shape:
+        return False
+    if low_precision:
+        return bool((ours.float() - theirs.float()).norm() <= 1e-2 * theirs.float().norm())
+    return torch.allclose(ours.float(), theirs.float(), atol=1e-4, rtol=1e-3)
+
+
+def trim_last_block(model: nn.Module, check: Callable[[], bool]):
+    """Make the last block compute only the [CLS] token's row (its other rows never reach the head),
+    for any method: the block's forward is replaced on the instance and returns [B, 1, d], which the
+    final norm and head take as before. check() (logits against the whole forward, run by the caller)
+    decides; returns the function that puts the block back, or None when not trimmed."""
+    block = blocks_of(model)[1][-1]
+    row = _cls_row_forward(block)
+    if row is None:
+        return None
+    block.forward = lambda hidden_states, *args, **kwargs: row(hidden_states)
+
+    def restore() -> None:
+        block.__dict__.pop("forward", None)
+
+    if not check():
+        restore()
+        return None
+    return restore
+
+
+def _cls_row_forward(block: nn.Module):
+    """The output of a pre-norm ViT block (layernorm_before, attention with q/k/v/o projections and its
+    dropout, layernorm_after, mlp, dropout: transformers' ViT/DeiT layers) at the [CLS] token only: keys
+    and values for every token, the query, attention row, output projection and MLP for one token
+    instead of T (~5x fewer FLOPs for the block at T=50). Dropout acts on that row as on every row, so
+    training draws from the same distribution; with no dropout active it is the same function. None for
+    any other block shape. The caller checks it against the model's own forward before using it."""
     att = getattr(block, "attention", None)
     heads, dim = getattr(att, "num_attention_heads", None), getattr(att, "head_dim", None)
+    roles = role_modules(block)
     if (att is None or heads is None or dim is None
             or not all(hasattr(block, n) for n in ("layernorm_before", "layernorm_after", "mlp"))
-            or not all(r in roles for r in ("query", "key", "value", "output"))
-            or getattr(att, "attention_dropout", 0) or any(isinstance(m, nn.Dropout) and m.p > 0
-                                                           for m in block.modules())):
+            or not all(r in roles for r in ("query", "key", "value", "output"))):
         return None
-    q, k, v, o = (block.get_submodule(roles[r]) for r in ("query", "key", "value", "output"))
+    q, k, v, o = (roles[r] for r in ("query", "key", "value", "output"))
     scale = getattr(att, "scaling", None)
+    drop = getattr(block, "dropout", None) or nn.Identity()
 
     def forward(h: torch.Tensor) -> torch.Tensor:  # [B, T, d] -> [B, 1, d]
         b, t, _ = h.shape
         a = block.layernorm_before(h)
         heads_of = lambda x, n: x.view(b, n, heads, dim).transpose(1, 2)  # noqa: E731
         row = torch.nn.functional.scaled_dot_product_attention(
-            heads_of(q(a[:, :1]), 1), heads_of(k(a), t), heads_of(v(a), t), scale=scale)
-        x = h[:, :1] + o(row.transpose(1, 2).reshape(b, 1, heads * dim))
-        return x + block.mlp(block.layernorm_after(x))
+            heads_of(q(a[:, :1]), 1), heads_of(k(a), t), heads_of(v(a), t), scale=scale,
+            dropout_p=float(getattr(att, "attention_dropout", 0.0) or 0.0) if block.training else 0.0)
+        x = h[:, :1] + drop(o(row.transpose(1, 2).reshape(b, 1, heads * dim)))
+        return x + drop(block.mlp(block.layernorm_after(x)))
 
     return forward

@@ -123,7 +123,7 @@ def resident(images: torch.Tensor, device: torch.device) -> torch.Tensor:
 def data_path(model, task: Task, spec: ImageSpec, cfg: TrainConfig, accelerator, seed: int):
     """How batches reach the model: (train_loss(idx, y), eval_logits(idx), info). With a frozen prefix
     (and no augmentation, one process) the prefix runs once per image and only the rest trains."""
-    from .prefix import PrefixCache
+    from .prefix import PrefixCache, same_logits, trim_last_block
 
     device = accelerator.device
     raw = accelerator.unwrap_model(model)
@@ -144,12 +144,20 @@ def data_path(model, task: Task, spec: ImageSpec, cfg: TrainConfig, accelerator,
     if cache is None:  # every epoch reads every image: on a GPU, from its memory when they fit there
         stored.update({id(split): resident(split.images, device) for split in (task.train, task.eval)})
         gen = torch.Generator().manual_seed(seed + 1)  # augmentation draws, seeded apart from the data order
+        restore = None
+        if cfg.prefix_cache:  # the last block's other rows never reach the head: compute the [CLS] row only
+            x = pixels(task.eval, torch.arange(min(8, len(task.eval))))
+            whole = _eval_logits(model, raw, x, accelerator)
+            low = accelerator.mixed_precision != "no"
+            restore = trim_last_block(raw, lambda: (t := _eval_logits(model, raw, x, accelerator)) is not None
+                                      and whole is not None and same_logits(t, whole, low))
 
         def train_loss(idx, y):
             x = augment_batch(pixels(task.train, idx), cfg.augment, gen)
             return model(pixel_values=x, labels=y).loss  # the model's loss: PEFT methods may add terms
 
-        return train_loss, lambda idx: model(pixel_values=pixels(task.eval, idx)).logits, {"path": "full"} | fallback
+        info = {"path": "full", "last_block_cls_only": restore is not None} | fallback
+        return train_loss, lambda idx: model(pixel_values=pixels(task.eval, idx)).logits, info, restore
     t0 = time.perf_counter()
     feats = {}
     raw.eval()
@@ -160,14 +168,29 @@ def data_path(model, task: Task, spec: ImageSpec, cfg: TrainConfig, accelerator,
                 parts.append(cache.features(pixels(split, torch.arange(i, min(i + cfg.eval_batch_size, len(split))))))
         feats[name] = torch.cat(parts)
     raw.train()
-    info = {"path": cache.describe(),
+    info = {"path": f"cached prefix: embeddings + {k} of {k + len(cache.suffix)} blocks run once per image",
+            "last_block_cls_only": cache.last_cls is not None,
             "prefix_blocks": k, "cache_s": time.perf_counter() - t0,
             "cache_bytes": sum(f.numel() * f.element_size() for f in feats.values())}
 
     def train_loss(idx, y):
         return torch.nn.functional.cross_entropy(cache.logits(feats["train"][idx.to(device)]), y)
 
-    return train_loss, lambda idx: cache.logits(feats["eval"][idx.to(device)]), info
+    return train_loss, lambda idx: cache.logits(feats["eval"][idx.to(device)]), info, None
+
+
+@torch.no_grad()
+def _eval_logits(model, raw, x: torch.Tensor, accelerator) -> torch.Tensor | None:
+    """The model's logits for x in eval mode under the training's autocast; None if the forward fails."""
+    was = raw.training
+    raw.eval()
+    try:
+        with accelerator.autocast():
+            return model(pixel_values=x).logits.float()
+    except Exception:  # noqa: BLE001 - e.g. a trimmed block the model's forward does not fit
+        return None
+    finally:
+        raw.train(was)
 
 
 def metrics_from_logits(logits: torch.Tensor, labels: torch.Tensor, num_classes: int) -> dict:
@@ -215,7 +238,7 @@ def fit(prepared: Prepared, task: Task, spec: ImageSpec, cfg: TrainConfig, lr: f
     # the scheduler is stepped by hand once per optimizer step: accelerate's wrapper would step it
     # once per process
     model, optimizer = accelerator.prepare(model, optimizer)
-    train_loss_of, eval_logits_of, path = data_path(model, task, spec, cfg, accelerator, seed)
+    train_loss_of, eval_logits_of, path, restore = data_path(model, task, spec, cfg, accelerator, seed)
     train_s = path.get("cache_s", 0.0)  # building a prefix cache is training work: it counts
     evaluate_ = lambda: evaluate(model, eval_logits_of, task.eval, accelerator, cfg.eval_batch_size,  # noqa: E731
                                  task.num_classes)
@@ -272,6 +295,8 @@ def fit(prepared: Prepared, task: Task, spec: ImageSpec, cfg: TrainConfig, lr: f
                         "eval_loss": ev["loss"], "seconds": seconds})
         bar.set_postfix(loss=f"{train_loss:.3f}", acc=f"{ev['accuracy']:.3f}")
     bar.close()
+    if restore:
+        restore()  # the model leaves as it came: its own last block
     best = max(history, key=lambda h: h["eval_accuracy"])
     return {"baseline": baseline, "final": ev, "history": history, "best_epoch": best["epoch"],
             "best_accuracy": best["eval_accuracy"], "train_s": train_s, "eval_s": eval_s,
