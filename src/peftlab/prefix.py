@@ -46,8 +46,9 @@ class PrefixCache:
         # all blocks frozen: the head reads only the [CLS] token and the norm works per token, so only
         # that token is kept (d numbers per image instead of T·d)
         self.cls_only = not self.suffix
-        # the last block's other tokens never reach the head: it need only compute the [CLS] token's row
-        self.last_cls = _cls_row_forward(self.suffix[-1]) if self.suffix else None
+        # the network's last block (in the suffix, or ending the prefix when all are frozen): its other
+        # tokens never reach the head, so it need only compute the [CLS] token's row
+        self.last_cls = _cls_row_forward(list(blocks)[-1])
 
     @staticmethod
     def frozen_blocks(model: nn.Module) -> int:
@@ -75,8 +76,8 @@ class PrefixCache:
     @torch.no_grad()
     def features(self, pixel_values: torch.Tensor) -> torch.Tensor:
         h = _out(self.embeddings(pixel_values))
-        for b in self.prefix:
-            h = _out(b(h))
+        for i, b in enumerate(self.prefix):
+            h = self.last_cls(h) if self.cls_only and self.last_cls and i == len(self.prefix) - 1 else _out(b(h))
         return h[:, :1] if self.cls_only else h
 
     def logits(self, features: torch.Tensor) -> torch.Tensor:
@@ -84,7 +85,6 @@ class PrefixCache:
         for i, b in enumerate(self.suffix):
             h = self.last_cls(h) if self.last_cls and i == len(self.suffix) - 1 else _out(b(h))
         return self.head(self.norm(h)[:, 0])
-
 
     def matches_model(self, pixel_values: torch.Tensor, low_precision: bool = False) -> bool:
         """As _matches; a [CLS]-row last block that does not match is dropped (the block then runs whole)
