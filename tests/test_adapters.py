@@ -152,3 +152,18 @@ def test_default_lora_adapter_is_a_tenth_of_the_model(tmp_path):
     lora, full = read_json(out / "lora-seed0" / "result.json"), read_json(out / "full-seed0" / "result.json")
     assert lora["size"]["adapter_bytes"] * 10 <= full["size"]["adapter_bytes"]
     assert full["size"]["adapter_bytes"] >= (BUNDLED_DIR / "model.safetensors").stat().st_size * 0.99
+
+
+def test_a_run_is_read_with_the_normalization_it_trained_with(runs, tiny_vit):
+    from transformers import AutoConfig
+
+    from peftlab.models import image_spec
+
+    result = read_json(runs / "lora-seed0" / "result.json")
+    config = AutoConfig.from_pretrained(tiny_vit)
+    spec = adapters.run_spec(result, config)
+    assert spec == image_spec(str(tiny_vit), config) and spec.std == (0.25,) * 3
+    result["data"]["normalization"]["mean"] = [0.1] * 3  # what the result records wins over the processor
+    assert adapters.run_spec(result, config).mean == (0.1,) * 3
+    del result["data"]["normalization"]  # a run from before it was recorded: the processor again
+    assert adapters.run_spec(result, config) == spec

@@ -53,7 +53,19 @@ def load_run(run: str | Path) -> tuple[nn.Module, ImageSpec, dict]:
         if unexpected:
             raise UserError(f"saved weights of '{run}' do not fit model '{result['model']}' "
                             f"({len(unexpected)} unknown tensors, e.g. {unexpected[0]})")
-    return model.eval(), image_spec(result["model"], _config(model)), result
+    return model.eval(), run_spec(result, _config(model)), result
+
+
+def run_spec(result: dict, config) -> ImageSpec:
+    """The input spec the run trained with: as recorded in its result (data.image_size, channels and
+    normalization), else read again from the base model's image processor (runs from before it was
+    recorded)."""
+    d = result.get("data", {})
+    norm = d.get("normalization")
+    if not norm or "image_size" not in d or "channels" not in d:
+        return image_spec(result["model"], config)
+    (h, w), c = d["image_size"], d["channels"]
+    return ImageSpec(h, w, c, tuple(norm["mean"]), tuple(norm["std"]), norm["rescale"])
 
 
 def _config(model: nn.Module):
