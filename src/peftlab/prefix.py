@@ -46,9 +46,6 @@ class PrefixCache:
         # all blocks frozen: the head reads only the [CLS] token and the norm works per token, so only
         # that token is kept (d numbers per image instead of T·d)
         self.cls_only = not self.suffix
-        # the network's last block (in the suffix, or ending the prefix when all are frozen): its other
-        # tokens never reach the head, so it need only compute the [CLS] token's row
-        self.last_cls = _cls_row_forward(list(blocks)[-1])
 
     @staticmethod
     def frozen_blocks(model: nn.Module) -> int:
@@ -76,31 +73,20 @@ class PrefixCache:
     @torch.no_grad()
     def features(self, pixel_values: torch.Tensor) -> torch.Tensor:
         h = _out(self.embeddings(pixel_values))
-        for i, b in enumerate(self.prefix):
-            h = self.last_cls(h) if self.cls_only and self.last_cls and i == len(self.prefix) - 1 else _out(b(h))
+        for b in self.prefix:
+            h = _out(b(h))
         return h[:, :1] if self.cls_only else h
 
     def logits(self, features: torch.Tensor) -> torch.Tensor:
         h = features
-        for i, b in enumerate(self.suffix):
-            h = self.last_cls(h) if self.last_cls and i == len(self.suffix) - 1 else _out(b(h))
+        for b in self.suffix:
+            h = _out(b(h))
         return self.head(self.norm(h)[:, 0])
 
-    def matches_model(self, pixel_values: torch.Tensor, low_precision: bool = False) -> bool:
-        """As _matches; a [CLS]-row last block that does not match is dropped (the block then runs whole)
-        before giving up on the cache."""
-        if self._matches(pixel_values, low_precision):
-            return True
-        if self.last_cls is None:
-            return False
-        self.last_cls = None
-        return self._matches(pixel_values, low_precision)
-
     @torch.no_grad()
-    def _matches(self, pixel_values: torch.Tensor, low_precision: bool) -> bool:
-        """Whether features + logits give the model's own logits: elementwise within 1e-4 + 1e-3·|logit| in
-        fp32; under bf16/fp16 autocast (rounding 2^-8) within 1% of their norm. Call it under the autocast
-        the training uses: a wrapped model's forward may autocast by itself."""
+    def matches_model(self, pixel_values: torch.Tensor, low_precision: bool = False) -> bool:
+        """Whether features + logits give the model's own logits (see same_logits). Call it under the
+        autocast the training uses: a wrapped model's forward may autocast by itself."""
         was = self.model.training
         self.model.eval()
         try:
@@ -124,9 +110,10 @@ def same_logits(ours: torch.Tensor, theirs: torch.Tensor, low_precision: bool) -
 
 def trim_last_block(model: nn.Module, check: Callable[[], bool]):
     """Make the last block compute only the [CLS] token's row (its other rows never reach the head),
-    for any method: the block's forward is replaced on the instance and returns [B, 1, d], which the
-    final norm and head take as before. check() (logits against the whole forward, run by the caller)
-    decides; returns the function that puts the block back, or None when not trimmed."""
+    for any method and either data path: the block's forward is replaced on the instance and returns
+    [B, 1, d], which the final norm, the head and a PrefixCache take as before. check() (logits against
+    the whole forward, run by the caller) decides; returns the function that puts the block back, or
+    None when not trimmed."""
     block = blocks_of(model)[1][-1]
     row = _cls_row_forward(block)
     if row is None:

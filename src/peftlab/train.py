@@ -121,43 +121,43 @@ def resident(images: torch.Tensor, device: torch.device) -> torch.Tensor:
 
 
 def data_path(model, task: Task, spec: ImageSpec, cfg: TrainConfig, accelerator, seed: int):
-    """How batches reach the model: (train_loss(idx, y), eval_logits(idx), info). With a frozen prefix
-    (and no augmentation, one process) the prefix runs once per image and only the rest trains."""
+    """How batches reach the model: (train_loss(idx, y), eval_logits(idx), info, restore). With a frozen
+    prefix (and no augmentation, one process) the prefix runs once per image and only the rest trains.
+    Either way the last block computes only the [CLS] row where it can; restore() (or None) undoes that."""
     from .prefix import PrefixCache, same_logits, trim_last_block
 
     device = accelerator.device
     raw = accelerator.unwrap_model(model)
-    k = PrefixCache.frozen_blocks(raw) if cfg.prefix_cache and cfg.augment == "none" \
-        and accelerator.num_processes == 1 else 0
-    cache = PrefixCache(raw, k) if k and PrefixCache.deterministic(raw, k) else None
     stored = {id(split): split.images for split in (task.train, task.eval)}  # where batches are gathered from
     pixels = lambda split, idx: spec.normalize(  # noqa: E731
         stored[id(split)][idx.to(stored[id(split)].device)].to(device, non_blocking=True))
-    fallback = {}
+    probe = pixels(task.eval, torch.arange(min(8, len(task.eval))))  # a few images for the self-checks
+    low = accelerator.mixed_precision != "no"
+    restore = None
+    if cfg.prefix_cache:  # the last block's other rows never reach the head: compute the [CLS] row only
+        whole = _eval_logits(model, raw, probe, accelerator)
+        restore = trim_last_block(raw, lambda: whole is not None and (
+            (t := _eval_logits(model, raw, probe, accelerator)) is not None and same_logits(t, whole, low)))
+    k = PrefixCache.frozen_blocks(raw) if cfg.prefix_cache and cfg.augment == "none" \
+        and accelerator.num_processes == 1 else 0
+    cache = PrefixCache(raw, k) if k and PrefixCache.deterministic(raw, k) else None
+    info = {"last_block_cls_only": restore is not None}
     if cache is not None:
         # under the training's autocast: a model prepared for bf16 autocasts its own forward
         with accelerator.autocast():
-            same = cache.matches_model(pixels(task.eval, torch.arange(min(8, len(task.eval)))),
-                                       low_precision=accelerator.mixed_precision != "no")
+            same = cache.matches_model(probe, low_precision=low)
         if not same:
-            cache, fallback = None, {"prefix_cache": "not used: its forward differs from the model's own"}
+            cache, info["prefix_cache"] = None, "not used: its forward differs from the model's own"
     if cache is None:  # every epoch reads every image: on a GPU, from its memory when they fit there
         stored.update({id(split): resident(split.images, device) for split in (task.train, task.eval)})
         gen = torch.Generator().manual_seed(seed + 1)  # augmentation draws, seeded apart from the data order
-        restore = None
-        if cfg.prefix_cache:  # the last block's other rows never reach the head: compute the [CLS] row only
-            x = pixels(task.eval, torch.arange(min(8, len(task.eval))))
-            whole = _eval_logits(model, raw, x, accelerator)
-            low = accelerator.mixed_precision != "no"
-            restore = trim_last_block(raw, lambda: (t := _eval_logits(model, raw, x, accelerator)) is not None
-                                      and whole is not None and same_logits(t, whole, low))
 
         def train_loss(idx, y):
             x = augment_batch(pixels(task.train, idx), cfg.augment, gen)
             return model(pixel_values=x, labels=y).loss  # the model's loss: PEFT methods may add terms
 
-        info = {"path": "full", "last_block_cls_only": restore is not None} | fallback
-        return train_loss, lambda idx: model(pixel_values=pixels(task.eval, idx)).logits, info, restore
+        eval_logits = lambda idx: model(pixel_values=pixels(task.eval, idx)).logits  # noqa: E731
+        return train_loss, eval_logits, {"path": "full"} | info, restore
     t0 = time.perf_counter()
     feats = {}
     raw.eval()
@@ -169,14 +169,13 @@ def data_path(model, task: Task, spec: ImageSpec, cfg: TrainConfig, accelerator,
         feats[name] = torch.cat(parts)
     raw.train()
     info = {"path": f"cached prefix: embeddings + {k} of {k + len(cache.suffix)} blocks run once per image",
-            "last_block_cls_only": cache.last_cls is not None,
-            "prefix_blocks": k, "cache_s": time.perf_counter() - t0,
+            **info, "prefix_blocks": k, "cache_s": time.perf_counter() - t0,
             "cache_bytes": sum(f.numel() * f.element_size() for f in feats.values())}
 
     def train_loss(idx, y):
         return torch.nn.functional.cross_entropy(cache.logits(feats["train"][idx.to(device)]), y)
 
-    return train_loss, lambda idx: cache.logits(feats["eval"][idx.to(device)]), info, None
+    return train_loss, lambda idx: cache.logits(feats["eval"][idx.to(device)]), info, restore
 
 
 @torch.no_grad()
