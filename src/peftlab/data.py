@@ -755,7 +755,7 @@ def load_task(dataset: str, spec: ImageSpec, *, train_size: int = 0, eval_size: 
                                  option="--eval-size") if eval_size else np.arange(len(held.labels)))
     decoded = {}
     for split_key, pool, idx, s in (("train", train, tr_idx, seed), ("eval", held, ev_idx, seed + 1)):
-        if not len(idx) and split_key == "train" and not decode_train:
+        if split_key == "train" and not decode_train:
             decoded["train"] = Split(pool.name, torch.empty((0, spec.channels, spec.height, spec.width),
                                                             dtype=torch.uint8), torch.empty(0, dtype=torch.int64))
             continue

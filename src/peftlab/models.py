@@ -117,16 +117,22 @@ def blocks_of(model: nn.Module) -> tuple[str, nn.ModuleList]:
     return max(lists, key=lambda nm: len(nm[1]))
 
 
-def role_modules(block: nn.Module) -> dict[str, nn.Module]:
-    """Role -> the module playing it in one block: a Linear, or the PEFT layer wrapping one (which sits
-    at the Linear's path)."""
+def role_paths(block: nn.Module) -> dict[str, str]:
+    """Role -> the path, relative to the block, of the one Linear whose name matches the role's pattern
+    (or of the PEFT layer wrapping it, which sits at the Linear's path)."""
+    linears = [n for n, m in block.named_modules()
+               if isinstance(m, nn.Linear) or isinstance(getattr(m, "base_layer", None), nn.Linear)]
     out = {}
     for role, pattern in ROLE_PATTERNS.items():
-        hits = [m for n, m in block.named_modules() if re.search(pattern, n) and
-                (isinstance(m, nn.Linear) or isinstance(getattr(m, "base_layer", None), nn.Linear))]
+        hits = [n for n in linears if re.search(pattern, n)]
         if len(hits) == 1:
             out[role] = hits[0]
     return out
+
+
+def role_modules(block: nn.Module) -> dict[str, nn.Module]:
+    """Role -> the module playing it in one block (see role_paths)."""
+    return {role: block.get_submodule(path) for role, path in role_paths(block).items()}
 
 
 def describe(model: nn.Module) -> Arch:
@@ -137,12 +143,7 @@ def describe(model: nn.Module) -> Arch:
     if classifier is None:
         raise UserError(f"{type(model).__name__}: found no Linear classification head "
                         "(looked for .classifier, .head, .fc)")
-    linears = {n: m for n, m in blocks[0].named_modules() if isinstance(m, nn.Linear)}
-    roles = {}
-    for role, pattern in ROLE_PATTERNS.items():
-        hits = [n for n in linears if re.search(pattern, n)]
-        if len(hits) == 1:
-            roles[role] = hits[0]
+    roles = role_paths(blocks[0])
     # the final norm: a LayerNorm registered after the blocks, outside them (ViT: vit.layernorm)
     order = [n for n, _ in model.named_modules()]
     after = order[order.index(blocks_path) + 1:]
