@@ -182,8 +182,8 @@ def comparison(gs: list[G], results: list[dict]) -> dict[str, list[str]]:
     noise = noise_lines(results)
     acc += noise[1:] if noisy else noise  # noise[0] names the best, as the first line here does
     pcs = best.rs[0]["metrics"].get("per_class_accuracy") or {}
-    if any(class_mean(best.rs, c) is not None for c in pcs):
-        means = {c: m for c in pcs if (m := class_mean(best.rs, c)) is not None}  # None: no eval image of c
+    means = {c: m for c in pcs if (m := class_mean(best.rs, c)) is not None}  # None: no eval image of c
+    if means:
         lo, hi = min(means, key=means.get), max(means, key=means.get)
         acc.append(f"Per class, {best.label} is weakest on {lo} ({means[lo]:.3f}) and strongest on {hi} "
                    f"({means[hi]:.3f}).")
