@@ -52,8 +52,13 @@ class Transforms:
             if 0 < cw <= w and 0 < ch <= h:
                 top, left = int(torch.randint(0, h - ch + 1, (1,))), int(torch.randint(0, w - cw + 1, (1,)))
                 return left, top, left + cw, top + ch
-        cw, ch = (w, int(round(w / ratio[0]))) if w / h < ratio[0] else \
-            (int(round(h * ratio[1])), h) if w / h > ratio[1] else (w, h)  # fallback: central crop
+        cw, ch = (
+            (w, int(round(w / ratio[0])))
+            if w / h < ratio[0]
+            else (int(round(h * ratio[1])), h)
+            if w / h > ratio[1]
+            else (w, h)
+        )  # fallback: central crop
         return (w - cw) // 2, (h - ch) // 2, (w - cw) // 2 + cw, (h - ch) // 2 + ch
 
     def train(self, img: Image.Image) -> torch.Tensor:
@@ -76,15 +81,18 @@ class Transforms:
 
 def with_transform_fn(transform):
     """The notebook's preprocess_train / preprocess_val: add pixel_values to a batch of examples."""
+
     def fn(batch):
         batch["pixel_values"] = [transform(image) for image in batch["image"]]
         return batch
+
     return fn
 
 
 class ImageFiles(torch.utils.data.Dataset):
     """What `datasets.Dataset.with_transform(fn)` does for an image folder, without `datasets` (the GPU
     machine lacks it): each access opens the file and runs fn on a batch of one example."""
+
     def __init__(self, paths: list[str], labels: list[int], fn):
         self.paths, self.labels, self.fn = paths, labels, fn
 
@@ -97,15 +105,18 @@ class ImageFiles(torch.utils.data.Dataset):
 
 
 def collate_fn(examples):
-    return {"pixel_values": torch.stack([e["pixel_values"] for e in examples]),
-            "labels": torch.tensor([e["label"] for e in examples])}
+    return {
+        "pixel_values": torch.stack([e["pixel_values"] for e in examples]),
+        "labels": torch.tensor([e["label"] for e in examples]),
+    }
 
 
 # ---------------------------------------------------------------- the reference's data and model
 def fmnist_datasets(args):
     """The Fashion-MNIST sample peftlab draws (same reader, same stratified seeded indices), as
     datasets.Dataset objects of PIL images: (label names, train, eval)."""
-    from datasets import ClassLabel, Dataset, Features, Image as ImageFeature
+    from datasets import ClassLabel, Dataset, Features
+    from datasets import Image as ImageFeature
 
     from peftlab.data import read_source, stratified_indices
 
@@ -114,8 +125,12 @@ def fmnist_datasets(args):
     out = [names]
     for raw, n, seed in ((train, args.train_size, args.seed), (held, args.eval_size, args.seed + 1)):
         idx = stratified_indices(raw.labels, n, seed) if n else np.arange(len(raw.labels))
-        out.append(Dataset.from_dict({"image": [Image.fromarray(a) for a in raw.items[idx]],
-                                      "label": raw.labels[idx].tolist()}, features=features))
+        out.append(
+            Dataset.from_dict(
+                {"image": [Image.fromarray(a) for a in raw.items[idx]], "label": raw.labels[idx].tolist()},
+                features=features,
+            )
+        )
     return out
 
 
@@ -139,15 +154,28 @@ def reference_model(model_dir: str, names: list[str], method: str):
 
     logging.disable_progress_bar()  # peftlab's loader turns the weight-loading bar back on
     model = AutoModelForImageClassification.from_pretrained(
-        model_dir, num_labels=len(names), id2label=dict(enumerate(names)),
-        label2id={n: i for i, n in enumerate(names)}, ignore_mismatched_sizes=True)
+        model_dir,
+        num_labels=len(names),
+        id2label=dict(enumerate(names)),
+        label2id={n: i for i, n in enumerate(names)},
+        ignore_mismatched_sizes=True,
+    )
     if method == "lora":
         from peft import LoraConfig, get_peft_model
 
         leaves = {n.rsplit(".", 1)[-1] for n, _ in model.named_modules()}
         targets = ["query", "value"] if "query" in leaves else ["q_proj", "v_proj"]  # transformers 5 names
-        return get_peft_model(model, LoraConfig(r=8, lora_alpha=16, target_modules=targets, lora_dropout=0.1,
-                                                bias="none", modules_to_save=["classifier"]))
+        return get_peft_model(
+            model,
+            LoraConfig(
+                r=8,
+                lora_alpha=16,
+                target_modules=targets,
+                lora_dropout=0.1,
+                bias="none",
+                modules_to_save=["classifier"],
+            ),
+        )
     blocks = model.vit.encoder.layer if hasattr(model.vit, "encoder") else model.vit.layers
     for p in model.parameters():
         p.requires_grad = method == "full"
@@ -171,25 +199,48 @@ def reference_run(args, method: str, model_dir: str, data, out_dir: str) -> tupl
         eval_ds = eval_ds.with_transform(with_transform_fn(tf.eval))
     else:  # an image folder, read with PIL on every access
         names, ((tp, tl), (ep, el)) = folder_datasets(data)
-        tp, tl, ep, el = (v[:n or None] for v, n in ((tp, args.train_size), (tl, args.train_size),
-                                                      (ep, args.eval_size), (el, args.eval_size)))  # 0 = all
-        train_ds, eval_ds = ImageFiles(tp, tl, with_transform_fn(tf.train)), ImageFiles(ep, el, with_transform_fn(tf.eval))
+        tp, tl, ep, el = (
+            v[: n or None]
+            for v, n in ((tp, args.train_size), (tl, args.train_size), (ep, args.eval_size), (el, args.eval_size))
+        )  # 0 = all
+        train_ds, eval_ds = (
+            ImageFiles(tp, tl, with_transform_fn(tf.train)),
+            ImageFiles(ep, el, with_transform_fn(tf.eval)),
+        )
     model = reference_model(model_dir, names, method)
     gpu = args.device == "cuda" and not args.dry_run_cpu
     targs = TrainingArguments(
-        output_dir=out_dir, remove_unused_columns=False, eval_strategy="epoch", save_strategy="no",
-        learning_rate=REFERENCE_LR, per_device_train_batch_size=args.batch_size,
-        per_device_eval_batch_size=args.batch_size, num_train_epochs=args.epochs, bf16=gpu, use_cpu=not gpu,
-        dataloader_num_workers=args.ref_workers, logging_strategy="no", report_to="none", disable_tqdm=True,
-        label_names=["labels"], seed=args.seed)
+        output_dir=out_dir,
+        remove_unused_columns=False,
+        eval_strategy="epoch",
+        save_strategy="no",
+        learning_rate=REFERENCE_LR,
+        per_device_train_batch_size=args.batch_size,
+        per_device_eval_batch_size=args.batch_size,
+        num_train_epochs=args.epochs,
+        bf16=gpu,
+        use_cpu=not gpu,
+        dataloader_num_workers=args.ref_workers,
+        logging_strategy="no",
+        report_to="none",
+        disable_tqdm=True,
+        label_names=["labels"],
+        seed=args.seed,
+    )
     accuracies = []
 
     def compute_metrics(p):  # the notebook's evaluate.load("accuracy"), computed locally
         accuracies.append(float((np.argmax(p.predictions, axis=1) == p.label_ids).mean()))
         return {"accuracy": accuracies[-1]}
 
-    trainer = Trainer(model=model, args=targs, train_dataset=train_ds, eval_dataset=eval_ds,
-                      data_collator=collate_fn, compute_metrics=compute_metrics)
+    trainer = Trainer(
+        model=model,
+        args=targs,
+        train_dataset=train_ds,
+        eval_dataset=eval_ds,
+        data_collator=collate_fn,
+        compute_metrics=compute_metrics,
+    )
     trainer.remove_callback(PrinterCallback)  # logging off: no metric dicts printed
     trainer.evaluate()  # the baseline accuracy the exercise reports (peftlab evaluates it too)
     trainer.train()
@@ -204,10 +255,22 @@ def peftlab_run(args, method: str, model: str, dataset: str, out_dir: str) -> tu
     torch.set_num_threads(args.threads)
     CACHE.clear()  # each method pays its own decode, as the reference does (a sweep would decode once)
     t0 = time.perf_counter()
-    cfg = config.build({"model": model, "dataset": dataset, "methods": method, "seeds": args.seed,
-                        "train_size": args.train_size, "eval_size": args.eval_size, "epochs": args.epochs,
-                        "batch_size": args.batch_size, "device": "cpu" if args.dry_run_cpu else args.device,
-                        "min_per_class": 1, "out": out_dir, "quiet": True})
+    cfg = config.build(
+        {
+            "model": model,
+            "dataset": dataset,
+            "methods": method,
+            "seeds": args.seed,
+            "train_size": args.train_size,
+            "eval_size": args.eval_size,
+            "epochs": args.epochs,
+            "batch_size": args.batch_size,
+            "device": "cpu" if args.dry_run_cpu else args.device,
+            "min_per_class": 1,
+            "out": out_dir,
+            "quiet": True,
+        }
+    )
     [result] = runner.execute(cfg, cfg.plan())
     _sync()
     seconds = time.perf_counter() - t0
@@ -226,14 +289,35 @@ def make_vit(folder: Path, classes: int, tiny: bool) -> int:
     from transformers import ViTConfig, ViTForImageClassification
 
     torch.manual_seed(0)
-    cfg = ViTConfig(num_labels=classes) if not tiny else ViTConfig(
-        num_labels=classes, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
-        image_size=32, patch_size=16)
+    cfg = (
+        ViTConfig(num_labels=classes)
+        if not tiny
+        else ViTConfig(
+            num_labels=classes,
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=64,
+            image_size=32,
+            patch_size=16,
+        )
+    )
     ViTForImageClassification(cfg).save_pretrained(folder)
-    (folder / "preprocessor_config.json").write_text(json.dumps({
-        "image_processor_type": "ViTImageProcessor", "do_resize": True, "do_rescale": True, "do_normalize": True,
-        "size": {"height": cfg.image_size, "width": cfg.image_size}, "resample": 2, "rescale_factor": 1 / 255,
-        "image_mean": [0.5] * 3, "image_std": [0.5] * 3}))
+    (folder / "preprocessor_config.json").write_text(
+        json.dumps(
+            {
+                "image_processor_type": "ViTImageProcessor",
+                "do_resize": True,
+                "do_rescale": True,
+                "do_normalize": True,
+                "size": {"height": cfg.image_size, "width": cfg.image_size},
+                "resample": 2,
+                "rescale_factor": 1 / 255,
+                "image_mean": [0.5] * 3,
+                "image_std": [0.5] * 3,
+            }
+        )
+    )
     return cfg.image_size
 
 
@@ -250,8 +334,9 @@ def write_jpegs(root: Path, n_train: int, n_eval: int, classes: int, sides: tupl
         w, h = (int(v) for v in rng.integers(sides[0], sides[1] + 1, 2))
         coarse = Image.fromarray(rng.integers(0, 256, (h // 16 + 2, w // 16 + 2, 3), dtype=np.uint8))
         img = np.asarray(coarse.resize((w, h), Image.BICUBIC), dtype=np.int16) + rng.integers(-16, 17, (h, w, 3))
-        Image.fromarray(img.clip(0, 255).astype(np.uint8)).save(root / split / f"c{i % classes:03d}" / f"{i:05d}.jpg",
-                                                                quality=90)
+        Image.fromarray(img.clip(0, 255).astype(np.uint8)).save(
+            root / split / f"c{i % classes:03d}" / f"{i:05d}.jpg", quality=90
+        )
 
     with ThreadPoolExecutor(os.cpu_count() or 1) as pool:
         list(pool.map(one, jobs))
@@ -295,8 +380,11 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=os.cpu_count(), help="torch threads, both sides")
     ap.add_argument("--ref-workers", type=int, default=0, help="reference dataloader workers (notebook: 0)")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--reference", default=",".join(METHODS),
-                    help="methods that also get the reference run (comma-separated; 'none': peftlab only)")
+    ap.add_argument(
+        "--reference",
+        default=",".join(METHODS),
+        help="methods that also get the reference run (comma-separated; 'none': peftlab only)",
+    )
     ap.add_argument("--json", help="also write the figures and peftlab's result.json of each method to this file")
     args = ap.parse_args()
     synthetic = args.device == "cuda"
@@ -311,8 +399,10 @@ def main() -> None:
         setattr(args, name, d if getattr(args, name) is None else getattr(args, name))
     torch.set_num_threads(args.threads)
     if hasattr(os, "getloadavg") and os.getloadavg()[0] > 0.5:
-        print(f"warning: load average {os.getloadavg()[0]:.1f}: other processes use the CPUs, timings will be noisy "
-              "(with a core taken, --threads 1 is far steadier than all cores)")
+        print(
+            f"warning: load average {os.getloadavg()[0]:.1f}: other processes use the CPUs, timings will be noisy "
+            "(with a core taken, --threads 1 is far steadier than all cores)"
+        )
 
     # one-off imports (several seconds of lazy transformers modules, matplotlib for peftlab's report),
     # paid once per process before any clock starts, so no method's time carries them
@@ -323,6 +413,7 @@ def main() -> None:
 
     import peftlab.plots  # noqa: F401
     import peftlab.runner  # noqa: F401
+
     transformers.logging.set_verbosity_error()  # the new head's "newly initialized" warnings
     transformers.logging.disable_progress_bar()
     warnings.filterwarnings("ignore", category=FutureWarning)  # Trainer's own deprecation notices
@@ -345,42 +436,63 @@ def main() -> None:
 
         model, dataset, model_dir, data = BUNDLED_NAME, args.dataset, str(BUNDLED_DIR), None
         # check, untimed, that the reference's sample is peftlab's: same images, same labels, same order
-        task = load_task(dataset, image_spec(model, AutoConfig.from_pretrained(model_dir)), train_size=n_train,
-                         eval_size=n_eval, seed=args.seed, warn=lambda s: None)
+        task = load_task(
+            dataset,
+            image_spec(model, AutoConfig.from_pretrained(model_dir)),
+            train_size=n_train,
+            eval_size=n_eval,
+            seed=args.seed,
+            warn=lambda s: None,
+        )
         for split, ref in zip((task.train, task.eval), fmnist_datasets(args)[1:]):
             same = torch.equal(split.images[:, 0], torch.from_numpy(np.stack([np.asarray(i) for i in ref["image"]])))
             assert same and split.labels.tolist() == ref["label"], "the reference's sample differs from peftlab's"
-    print(f"data: {dataset}, {n_train:,} train / {n_eval:,} eval images; {args.epochs} epochs, batch "
-          f"{args.batch_size}; device {device}, {args.threads} torch threads; reference dataloader workers "
-          f"{args.ref_workers}")
+    print(
+        f"data: {dataset}, {n_train:,} train / {n_eval:,} eval images; {args.epochs} epochs, batch "
+        f"{args.batch_size}; device {device}, {args.threads} torch threads; reference dataloader workers "
+        f"{args.ref_workers}"
+    )
 
     ceil = {}
     if synthetic:  # the synthetic compute ceiling, measured first (it also warms the GPU up)
         batch, steps = (8, 2) if args.dry_run_cpu else (128, 20)
         for m in ("lora", "last", "head", "full"):
             ceil[m] = ceiling(model_dir, [f"c{c:03d}" for c in range(classes)], m, side, batch, steps, device)
-        print(f"compute ceiling (bare bf16 train steps on random tensors on the device, batch {batch}): "
-              + ", ".join(f"{m} {v:,.0f} img/s" for m, v in ceil.items()))
+        print(
+            f"compute ceiling (bare bf16 train steps on random tensors on the device, batch {batch}): "
+            + ", ".join(f"{m} {v:,.0f} img/s" for m, v in ceil.items())
+        )
 
     # process-level one-off costs (first autograd pass, kernel and allocator set-up, matplotlib's font
     # cache, Trainer/accelerate set-up) would fall on whichever side runs first: pay them untimed, once each
-    warm = argparse.Namespace(**{**vars(args), "epochs": 1, "train_size": min(2 * args.batch_size, n_eval),
-                                 "eval_size": min(2 * args.batch_size, n_eval)})
+    warm = argparse.Namespace(
+        **{
+            **vars(args),
+            "epochs": 1,
+            "train_size": min(2 * args.batch_size, n_eval),
+            "eval_size": min(2 * args.batch_size, n_eval),
+        }
+    )
     t0 = time.perf_counter()
     peftlab_run(warm, "lora", model, dataset, str(work / "warm-peftlab"))
     t1 = time.perf_counter()
     reference_run(warm, "lora", model_dir, data, str(work / "warm-trainer"))
-    print(f"warm-up, lora on {warm.train_size} images, untimed: peftlab {t1 - t0:.1f} s, reference "
-          f"{time.perf_counter() - t1:.1f} s")
+    print(
+        f"warm-up, lora on {warm.train_size} images, untimed: peftlab {t1 - t0:.1f} s, reference "
+        f"{time.perf_counter() - t1:.1f} s"
+    )
 
     rows = {}
     for m in METHODS:  # one method at a time, so load drift hits both alike
         ours_s, r = peftlab_run(args, m, model, dataset, str(work / f"peftlab-{m}"))
         t = r["time"]
-        print(f"  {m}: peftlab {ours_s:.1f} s (accuracy {r['metrics']['accuracy']:.3f}; train {t['train_s']:.1f} s, "
-              f"eval {t['eval_s']:.1f} s, model + save {t['total_s'] - t['train_s'] - t['eval_s']:.1f} s, data "
-              f"{t['data_s']:.1f} s, set-up + report {ours_s - t['total_s'] - t['data_s']:.1f} s; path: "
-              f"{r['train']['path']})", flush=True)
+        print(
+            f"  {m}: peftlab {ours_s:.1f} s (accuracy {r['metrics']['accuracy']:.3f}; train {t['train_s']:.1f} s, "
+            f"eval {t['eval_s']:.1f} s, model + save {t['total_s'] - t['train_s'] - t['eval_s']:.1f} s, data "
+            f"{t['data_s']:.1f} s, set-up + report {ours_s - t['total_s'] - t['data_s']:.1f} s; path: "
+            f"{r['train']['path']})",
+            flush=True,
+        )
         ref_s = math.nan
         if m in args.reference:
             ref_s, ref_acc = reference_run(args, m, model_dir, data, str(work / f"trainer-{m}"))
@@ -390,21 +502,39 @@ def main() -> None:
 
     print(f"\n{'method':<8}{'reference s':>12}{'peftlab s':>11}{'ratio':>8}")
     for m, (ref_s, ours_s, _) in rows.items():
-        print(f"{m:<8}{ref_s:>12.1f}{ours_s:>11.1f}{ref_s / ours_s:>7.2f}x" if m in args.reference else
-              f"{m:<8}{'-':>12}{ours_s:>11.1f}{'-':>8}")
+        print(
+            f"{m:<8}{ref_s:>12.1f}{ours_s:>11.1f}{ref_s / ours_s:>7.2f}x"
+            if m in args.reference
+            else f"{m:<8}{'-':>12}{ours_s:>11.1f}{'-':>8}"
+        )
     if synthetic:
         for m, (_, _, r) in rows.items():
             img_s = r["throughput"]["train_img_s"]  # cached paths: the cache build counts as training time
-            print(f"peftlab {m}: training throughput {img_s:,.0f} img/s = {100 * img_s / ceil[m]:.0f}% of the "
-                  f"{m} ceiling; mean epoch {np.mean([h['seconds'] for h in r['history']]):.2f} s"
-                  + (f" (+ {r['train']['cache_s']:.2f} s prefix cache, once)" if "cache_s" in r["train"] else ""))
+            print(
+                f"peftlab {m}: training throughput {img_s:,.0f} img/s = {100 * img_s / ceil[m]:.0f}% of the "
+                f"{m} ceiling; mean epoch {np.mean([h['seconds'] for h in r['history']]):.2f} s"
+                + (f" (+ {r['train']['cache_s']:.2f} s prefix cache, once)" if "cache_s" in r["train"] else "")
+            )
         epoch = {m: np.mean([h["seconds"] for h in r["history"]]) for m, (_, _, r) in rows.items()}
-        print(f"epoch time vs lora: last {epoch['lora'] / epoch['last']:.1f}x faster, "
-              f"head {epoch['lora'] / epoch['head']:.1f}x faster")
+        print(
+            f"epoch time vs lora: last {epoch['lora'] / epoch['last']:.1f}x faster, "
+            f"head {epoch['lora'] / epoch['head']:.1f}x faster"
+        )
     if args.json:
-        Path(args.json).write_text(json.dumps({"args": vars(args), "ceiling_img_s": ceil, "methods": {
-            m: {"reference_s": ref_s, "peftlab_s": ours_s, "result": r} for m, (ref_s, ours_s, r) in rows.items()}},
-            indent=1, default=str))
+        Path(args.json).write_text(
+            json.dumps(
+                {
+                    "args": vars(args),
+                    "ceiling_img_s": ceil,
+                    "methods": {
+                        m: {"reference_s": ref_s, "peftlab_s": ours_s, "result": r}
+                        for m, (ref_s, ours_s, r) in rows.items()
+                    },
+                },
+                indent=1,
+                default=str,
+            )
+        )
     print("speedup: " + " ".join(f"{m}={rows[m][0] / rows[m][1]:.2f}" for m in METHODS if m in args.reference))
 
 

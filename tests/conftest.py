@@ -55,18 +55,35 @@ def write_image_folder(root: Path, per_split: dict[str, dict[str, int]], seed: i
     return root
 
 
-def save_tiny_vit(folder: Path, *, hidden: int = 32, layers: int = 2, image: int = TINY_IMAGE, patch: int = 8,
-                  channels: int = 3, num_labels: int = 2, seed: int = 0) -> Path:
+def save_tiny_vit(
+    folder: Path,
+    *,
+    hidden: int = 32,
+    layers: int = 2,
+    image: int = TINY_IMAGE,
+    patch: int = 8,
+    channels: int = 3,
+    num_labels: int = 2,
+    seed: int = 0,
+) -> Path:
     """A random ViT plus its image processor, saved the way a hub model is laid out."""
     from transformers import ViTConfig, ViTForImageClassification, ViTImageProcessorPil
 
     torch.manual_seed(seed)
-    config = ViTConfig(hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=2,
-                       intermediate_size=2 * hidden, image_size=image, patch_size=patch, num_channels=channels,
-                       num_labels=num_labels)
+    config = ViTConfig(
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=2,
+        intermediate_size=2 * hidden,
+        image_size=image,
+        patch_size=patch,
+        num_channels=channels,
+        num_labels=num_labels,
+    )
     ViTForImageClassification(config).save_pretrained(folder)
-    ViTImageProcessorPil(size={"height": image, "width": image}, image_mean=[0.5] * channels,
-                         image_std=[0.25] * channels).save_pretrained(folder)
+    ViTImageProcessorPil(
+        size={"height": image, "width": image}, image_mean=[0.5] * channels, image_std=[0.25] * channels
+    ).save_pretrained(folder)
     return folder
 
 

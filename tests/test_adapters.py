@@ -18,9 +18,30 @@ from .conftest import CLASSES, read_json
 @pytest.fixture(scope="module")
 def runs(tiny_vit, image_folder, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("adapter-runs")
-    args = ["run", "--model", str(tiny_vit), "--dataset", str(image_folder), "--out", str(out), "--quiet",
-            "--train-size", "0", "--eval-size", "0", "--min-per-class", "1", "--epochs", "4", "--batch-size", "8",
-            "--methods", "head,lora,full", "--lora-lr", "0.02"]
+    args = [
+        "run",
+        "--model",
+        str(tiny_vit),
+        "--dataset",
+        str(image_folder),
+        "--out",
+        str(out),
+        "--quiet",
+        "--train-size",
+        "0",
+        "--eval-size",
+        "0",
+        "--min-per-class",
+        "1",
+        "--epochs",
+        "4",
+        "--batch-size",
+        "8",
+        "--methods",
+        "head,lora,full",
+        "--lora-lr",
+        "0.02",
+    ]
     assert cli.main(args) == 0
     return out
 
@@ -39,7 +60,8 @@ def test_plain_peft_reloads_the_adapter_with_its_head(runs, tiny_vit):
     labels = json.loads((run / "adapter" / "labels.json").read_text())
     assert labels["base_model"] == str(tiny_vit) and list(labels["id2label"].values()) == CLASSES
     base = AutoModelForImageClassification.from_pretrained(  # what a user does with plain transformers + PEFT
-        labels["base_model"], num_labels=len(labels["id2label"]), ignore_mismatched_sizes=True)
+        labels["base_model"], num_labels=len(labels["id2label"]), ignore_mismatched_sizes=True
+    )
     plain = PeftModel.from_pretrained(base, str(run / "adapter")).eval()
     x = batch()
     with torch.no_grad():
@@ -47,7 +69,8 @@ def test_plain_peft_reloads_the_adapter_with_its_head(runs, tiny_vit):
     # the trained head came back, not the freshly initialised one
     trained = plain.base_model.model.classifier.modules_to_save["default"].weight
     fresh = AutoModelForImageClassification.from_pretrained(
-        labels["base_model"], num_labels=3, ignore_mismatched_sizes=True).classifier.weight
+        labels["base_model"], num_labels=3, ignore_mismatched_sizes=True
+    ).classifier.weight
     assert not torch.allclose(trained, fresh)
 
 
@@ -84,8 +107,9 @@ def test_predict_on_image_files_agrees_with_the_evaluation(runs, image_folder, c
     """Predicting the test images one file at a time gives the run's own confusion matrix."""
     run = runs / "full-seed0"
     (image_folder.parent / "notes.txt").write_text("not an image")
-    assert cli.main(["predict", str(run), str(image_folder / "test"), "--json", "--top-k", "2",
-                     "--batch-size", "5"]) == 0
+    assert (
+        cli.main(["predict", str(run), str(image_folder / "test"), "--json", "--top-k", "2", "--batch-size", "5"]) == 0
+    )
     rows = json.loads(capsys.readouterr().out)
     result = read_json(run / "result.json")
     conf = np.zeros((3, 3), dtype=int)
@@ -103,8 +127,19 @@ def test_predict_reports_unreadable_files_and_text_output(runs, tmp_path, capsys
     from PIL import Image
 
     Image.new("RGB", (40, 30), (250, 250, 250)).save(tmp_path / "light.jpg")
-    assert cli.main(["predict", str(runs / "full-seed0"), str(tmp_path / "broken.png"),
-                     str(tmp_path / "light.jpg"), "--top-k", "1"]) == 0
+    assert (
+        cli.main(
+            [
+                "predict",
+                str(runs / "full-seed0"),
+                str(tmp_path / "broken.png"),
+                str(tmp_path / "light.jpg"),
+                "--top-k",
+                "1",
+            ]
+        )
+        == 0
+    )
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith(f"{tmp_path / 'broken.png'}: cannot read image")
     assert lines[1].startswith(f"{tmp_path / 'light.jpg'}: ") and len(lines[1].split()) == 3
@@ -126,10 +161,13 @@ def test_eval_reproduces_the_runs_accuracy(runs, image_folder, capsys, monkeypat
     assert r["macro_f1"] == pytest.approx(result["metrics"]["macro_f1"])
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["predict", "/nonexistent-run", "x.png"], "is not a run folder (no result.json)"),
-    (["merge", "/nonexistent-run", "--out", "/tmp/x"], "is not a run folder (no result.json)"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["predict", "/nonexistent-run", "x.png"], "is not a run folder (no result.json)"),
+        (["merge", "/nonexistent-run", "--out", "/tmp/x"], "is not a run folder (no result.json)"),
+    ],
+)
 def test_bad_run_folders_are_one_line_errors(argv, message, capsys):
     assert cli.main(argv) == 2
     err = capsys.readouterr().err
@@ -147,8 +185,25 @@ def test_a_failed_run_cannot_be_loaded(runs, tmp_path, capsys):
 @pytest.mark.skipif(not (BUNDLED_DIR / "model.safetensors").exists(), reason="bundled model not built")
 def test_default_lora_adapter_is_a_tenth_of_the_model(tmp_path):
     out = tmp_path / "out"
-    assert cli.main(["run", "--methods", "lora,full", "--train-size", "100", "--eval-size", "100", "--epochs", "1",
-                     "--out", str(out), "--quiet"]) == 0
+    assert (
+        cli.main(
+            [
+                "run",
+                "--methods",
+                "lora,full",
+                "--train-size",
+                "100",
+                "--eval-size",
+                "100",
+                "--epochs",
+                "1",
+                "--out",
+                str(out),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     lora, full = read_json(out / "lora-seed0" / "result.json"), read_json(out / "full-seed0" / "result.json")
     assert lora["size"]["adapter_bytes"] * 10 <= full["size"]["adapter_bytes"]
     assert full["size"]["adapter_bytes"] >= (BUNDLED_DIR / "model.safetensors").stat().st_size * 0.99

@@ -34,9 +34,29 @@ def run_cli(capsys, *args: str) -> tuple[int, str, str]:
 
 
 def run_args(model: Path, dataset, out: Path, *extra: str) -> list[str]:
-    return ["run", "--model", str(model), "--dataset", str(dataset), "--out", str(out), "--quiet", "--methods",
-            "head", "--epochs", "1", "--batch-size", "8", "--train-size", "0", "--eval-size", "0",
-            "--min-per-class", "1", *extra]
+    return [
+        "run",
+        "--model",
+        str(model),
+        "--dataset",
+        str(dataset),
+        "--out",
+        str(out),
+        "--quiet",
+        "--methods",
+        "head",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "8",
+        "--train-size",
+        "0",
+        "--eval-size",
+        "0",
+        "--min-per-class",
+        "1",
+        *extra,
+    ]
 
 
 def assert_one_error_line(rc: int, err: str, message: str) -> None:
@@ -84,16 +104,26 @@ def test_unreadable_images_are_skipped_counted_and_reported_once(tmp_path):
     for m, y in zip(means, task.train.labels):  # labels and images still aligned, no black stand-ins
         assert abs(m - BRIGHTNESS[CLASSES[y]]) < 12
     assert task.skipped["train"] == {
-        "tried": 21, "unreadable": 3, "replaced": 0, "dropped": 3, "unlabelled": 0, "not_images": 1,
-        "unreadable_examples": [f"{bad[0]} (empty file)", f"{bad[1]} (not an image Pillow can read)",
-                                f"{bad[2]} (truncated file)"],
-        "not_image_examples": [str(root / "train" / "dark" / "notes.txt")]}
+        "tried": 21,
+        "unreadable": 3,
+        "replaced": 0,
+        "dropped": 3,
+        "unlabelled": 0,
+        "not_images": 1,
+        "unreadable_examples": [
+            f"{bad[0]} (empty file)",
+            f"{bad[1]} (not an image Pillow can read)",
+            f"{bad[2]} (truncated file)",
+        ],
+        "not_image_examples": [str(root / "train" / "dark" / "notes.txt")],
+    }
     assert task.skipped["eval"]["tried"] == 9 and task.skipped["eval"]["unreadable"] == 0
     assert warnings == [
         f"WARNING ignored 1 file(s) in class folders that are not images by their type (e.g. "
         f"{root}/train/dark/notes.txt); image types read: .bmp, .gif, .jpeg, .jpg, .png, .tif, .tiff, .webp",
         f"WARNING skipped unreadable images: train 3 of 21 tried, 3 fewer images (e.g. {bad[0]} (empty file); "
-        f"{bad[1]} (not an image Pillow can read); {bad[2]} (truncated file))"]
+        f"{bad[1]} (not an image Pillow can read); {bad[2]} (truncated file))",
+    ]
     assert task.notes == [w.removeprefix("WARNING ") for w in warnings]
 
 
@@ -113,8 +143,9 @@ def test_unreadable_images_in_a_sample_are_replaced_by_unused_ones_of_their_clas
     assert (stats["tried"], stats["unreadable"], stats["replaced"], stats["dropped"]) == (9, 3, 3, 0)
     # too few spares: 8 of the 9 dark files asked for, 3 of them unreadable; the one left over replaces one
     stats = data.skip_stats()
-    split = data.decode_sample(pool, np.array(bad_idx + good_dark[:5]), RGB16, seed=0, max_bad_fraction=0.9,
-                               split_key="train", stats=stats)
+    split = data.decode_sample(
+        pool, np.array(bad_idx + good_dark[:5]), RGB16, seed=0, max_bad_fraction=0.9, split_key="train", stats=stats
+    )
     assert split.labels.tolist() == [0] * 6 and len({bytes(img.numpy()) for img in split.images}) == 6
     assert (stats["tried"], stats["unreadable"], stats["replaced"], stats["dropped"]) == (9, 3, 1, 2)
 
@@ -123,10 +154,14 @@ def test_too_many_unreadable_images_is_an_error(tiny_vit, tmp_path, capsys):
     root = write_image_folder(tmp_path / "data", {"train": {c: 6 for c in CLASSES}, "test": {c: 3 for c in CLASSES}})
     bad = add_bad_files(root / "train" / "dark")
     rc, _, err = run_cli(capsys, *run_args(tiny_vit, root, tmp_path / "out"))
-    assert_one_error_line(rc, err, f"peftlab: error: train split: 3 of 21 images tried are unreadable (14%, more "
-                                   f"than --max-bad-fraction 0.1), e.g. {bad[0]} (empty file); {bad[1]} (not an "
-                                   f"image Pillow can read); {bad[2]} (truncated file); fix or remove those files, "
-                                   "or raise --max-bad-fraction")
+    assert_one_error_line(
+        rc,
+        err,
+        f"peftlab: error: train split: 3 of 21 images tried are unreadable (14%, more "
+        f"than --max-bad-fraction 0.1), e.g. {bad[0]} (empty file); {bad[1]} (not an "
+        f"image Pillow can read); {bad[2]} (truncated file); fix or remove those files, "
+        "or raise --max-bad-fraction",
+    )
     assert not list(tmp_path.rglob("result.json"))
     with pytest.raises(UserError, match="--max-bad-fraction must be between 0 and 1"):
         data.load_task(str(root), RGB16, max_bad_fraction=1.5)
@@ -137,8 +172,10 @@ def test_a_few_unreadable_images_warn_once_and_the_run_goes_on(tiny_vit, tmp_pat
     (root / "train" / "mid" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 20)
     rc, out, err = run_cli(capsys, *run_args(tiny_vit, root, tmp_path / "out"))
     assert rc == 0 and err == ""
-    line = (f"WARNING skipped unreadable images: train 1 of 22 tried, 1 fewer images "
-            f"(e.g. {root}/train/mid/broken.png (not an image Pillow can read))")
+    line = (
+        f"WARNING skipped unreadable images: train 1 of 22 tried, 1 fewer images "
+        f"(e.g. {root}/train/mid/broken.png (not an image Pillow can read))"
+    )
     assert out.splitlines() == [line]  # --quiet: the warning is all there is
     r = read_json(tmp_path / "out" / "head-seed0" / "result.json")
     assert r["data"]["notes"] == [line.removeprefix("WARNING ")] and r["data"]["train_examples"] == 21
@@ -163,8 +200,16 @@ def test_image_modes_convert_to_the_right_pixel_values(tmp_path):
     Image.new("RGB", (16, 16), (0, 150, 0)).convert("P", palette=Image.Palette.ADAPTIVE).save(d / "b" / "2-pal.png")
     Image.fromarray(np.full((16, 16), 0.5, np.float32)).save(d / "b" / "3-float.tif")  # mode F in [0, 1]
     names, raw, _ = data.read_source(str(d))
-    assert [Path(p).name for p in raw.items] == ["0-ramp16.png", "1-dark16.png", "2-cmyk.jpg", "3-cmyk.tif",
-                                                 "0-gray.png", "1-half-transparent.png", "2-pal.png", "3-float.tif"]
+    assert [Path(p).name for p in raw.items] == [
+        "0-ramp16.png",
+        "1-dark16.png",
+        "2-cmyk.jpg",
+        "3-cmyk.tif",
+        "0-gray.png",
+        "1-half-transparent.png",
+        "2-pal.png",
+        "3-float.tif",
+    ]
     assert Image.open(raw.items[0]).mode == "I;16" and Image.open(raw.items[7]).mode == "F"
     img = data.decode(raw, spec(16)).images
     want = torch.from_numpy(np.rint(ramp / 257).astype(np.uint8))
@@ -227,8 +272,12 @@ def test_exif_orientation_is_applied(orientation, top, bottom, tmp_path):
 def test_one_class_is_an_error(tiny_vit, tmp_path, capsys):
     root = write_image_folder(tmp_path / "data", {"train": {"dark": 4}, "test": {"dark": 2}})
     rc, _, err = run_cli(capsys, *run_args(tiny_vit, root, tmp_path / "out"))
-    assert_one_error_line(rc, err, f"peftlab: error: dataset '{root}' has 1 class; a classifier needs at least 2 "
-                                   "(only 'dark'); lay the folder out as one subfolder per class")
+    assert_one_error_line(
+        rc,
+        err,
+        f"peftlab: error: dataset '{root}' has 1 class; a classifier needs at least 2 "
+        "(only 'dark'); lay the folder out as one subfolder per class",
+    )
 
 
 def test_class_without_training_images_is_an_error(tiny_vit, tmp_path, capsys):
@@ -237,15 +286,23 @@ def test_class_without_training_images_is_an_error(tiny_vit, tmp_path, capsys):
     (root / "train" / "mid").mkdir()
     (root / "train" / "mid" / "notes.txt").write_text("no images here")
     rc, _, err = run_cli(capsys, *run_args(tiny_vit, root, tmp_path / "out"))
-    assert_one_error_line(rc, err, f"peftlab: error: class 'mid' has no training examples (folder "
-                                   f"'{root}/train/mid' has no image files); a class without training examples "
-                                   "cannot be learned: add images, or remove the folder")
+    assert_one_error_line(
+        rc,
+        err,
+        f"peftlab: error: class 'mid' has no training examples (folder "
+        f"'{root}/train/mid' has no image files); a class without training examples "
+        "cannot be learned: add images, or remove the folder",
+    )
     (root / "train" / "mid" / "notes.txt").unlink()
     (root / "train" / "mid").rmdir()  # now 'mid' is only in test/
     rc, _, err = run_cli(capsys, *run_args(tiny_vit, root, tmp_path / "out"))
-    assert_one_error_line(rc, err, f"peftlab: error: class folder '{root}/test/mid' has images but "
-                                   f"'{root}/train/mid' does not exist; a class without training images cannot be "
-                                   "learned: add training images or remove the class")
+    assert_one_error_line(
+        rc,
+        err,
+        f"peftlab: error: class folder '{root}/test/mid' has images but "
+        f"'{root}/train/mid' does not exist; a class without training images cannot be "
+        "learned: add training images or remove the class",
+    )
     assert not list(tmp_path.rglob("result.json"))
 
 
@@ -257,8 +314,9 @@ def save_hf(root: Path, train_labels: list[int | None], test_labels: list[int | 
     img = PILImage.new("RGB", (8, 8), (90, 90, 90))
 
     def split(labels):
-        ds = Dataset.from_dict({"img": [img] * len(labels), "label": labels},
-                               features=Features({"img": Image(), "label": Value("int64")}))
+        ds = Dataset.from_dict(
+            {"img": [img] * len(labels), "label": labels}, features=Features({"img": Image(), "label": Value("int64")})
+        )
         return ds.cast(Features({"img": Image(), "label": ClassLabel(names=CLASSES)}))
 
     DatasetDict({"train": split(train_labels), "test": split(test_labels)}).save_to_disk(str(root))
@@ -268,9 +326,13 @@ def save_hf(root: Path, train_labels: list[int | None], test_labels: list[int | 
 def test_labels_outside_the_class_list_are_an_error(tiny_vit, tmp_path, capsys):
     ds = save_hf(tmp_path / "ds", [0, 1, 2, 5, 0, 1, 2, 7], [0, 1, 2])
     rc, _, err = run_cli(capsys, *run_args(tiny_vit, ds, tmp_path / "out"))
-    assert_one_error_line(rc, err, "peftlab: error: train split has 2 label(s) outside the 3 classes (values 5, 7; "
-                                   "valid are 0..2, or -1 for 'no label'); fix the label column or its ClassLabel "
-                                   "names")
+    assert_one_error_line(
+        rc,
+        err,
+        "peftlab: error: train split has 2 label(s) outside the 3 classes (values 5, 7; "
+        "valid are 0..2, or -1 for 'no label'); fix the label column or its ClassLabel "
+        "names",
+    )
 
 
 def test_unlabelled_rows(tiny_vit, tmp_path, capsys):
@@ -279,13 +341,19 @@ def test_unlabelled_rows(tiny_vit, tmp_path, capsys):
     ds = save_hf(tmp_path / "ds", [0, 1, 2] * 4 + [-1, -1], [-1] * 6)
     warnings: list[str] = []
     task = data.load_task(str(ds), RGB16, min_per_class=1, warn=warnings.append)
-    assert warnings == ["WARNING the test split has no labels (all -1): holding out part of train instead",
-                        "WARNING skipped rows without a label (-1): train 2"]
+    assert warnings == [
+        "WARNING the test split has no labels (all -1): holding out part of train instead",
+        "WARNING skipped rows without a label (-1): train 2",
+    ]
     assert task.eval.name == "train (held out 20%)" and len(task.train) + len(task.eval) == 12
     assert task.skipped["train"]["unlabelled"] == 2 and (task.train.labels >= 0).all()
     rc, _, err = run_cli(capsys, *run_args(tiny_vit, ds, tmp_path / "out", "--eval-split", "test"))
-    assert_one_error_line(rc, err, "peftlab: error: test split has no labels (all 6 are -1, which datasets uses for "
-                                   "'no label', e.g. in hidden test splits); pass --eval-split with a labelled split")
+    assert_one_error_line(
+        rc,
+        err,
+        "peftlab: error: test split has no labels (all 6 are -1, which datasets uses for "
+        "'no label', e.g. in hidden test splits); pass --eval-split with a labelled split",
+    )
 
 
 # ---------------------------------------------------------------- what does not exist, sizes
@@ -320,8 +388,16 @@ def test_missing_dataset(tiny_vit, tmp_path, capsys, offline):
 
 def test_train_size_larger_than_the_data(tiny_vit, image_folder, tmp_path, capsys):
     rc, _, err = run_cli(capsys, *run_args(tiny_vit, image_folder, tmp_path / "out", "--train-size", "100"))
-    assert_one_error_line(rc, err, "peftlab: error: asked for 100 examples but the split has only 24 training "
-                                   "images in 'train'; lower --train-size or pass 0 for all")
+    assert_one_error_line(
+        rc,
+        err,
+        "peftlab: error: asked for 100 examples but the split has only 24 training "
+        "images in 'train'; lower --train-size or pass 0 for all",
+    )
     rc, _, err = run_cli(capsys, *run_args(tiny_vit, image_folder, tmp_path / "out", "--eval-size", "13"))
-    assert_one_error_line(rc, err, "peftlab: error: asked for 13 examples but the split has only 12 evaluation "
-                                   "images in 'test'; lower --eval-size or pass 0 for all")
+    assert_one_error_line(
+        rc,
+        err,
+        "peftlab: error: asked for 13 examples but the split has only 12 evaluation "
+        "images in 'test'; lower --eval-size or pass 0 for all",
+    )

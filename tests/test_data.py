@@ -14,10 +14,18 @@ from .conftest import BRIGHTNESS, CLASSES, write_image_folder
 
 RGB16 = ImageSpec(16, 16, 3, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
 GRAY12 = ImageSpec(12, 12, 1, (0.5,), (0.25,))
-FMNIST_OK = all((data.FMNIST_DIR / f).exists() for f in (
-    "train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"))
-needs_fmnist = pytest.mark.skipif(not FMNIST_OK, reason=f"Fashion-MNIST not found in {data.FMNIST_DIR} "
-                                  "(apt-get install dataset-fashion-mnist)")
+FMNIST_OK = all(
+    (data.FMNIST_DIR / f).exists()
+    for f in (
+        "train-images-idx3-ubyte.gz",
+        "train-labels-idx1-ubyte.gz",
+        "t10k-images-idx3-ubyte.gz",
+        "t10k-labels-idx1-ubyte.gz",
+    )
+)
+needs_fmnist = pytest.mark.skipif(
+    not FMNIST_OK, reason=f"Fashion-MNIST not found in {data.FMNIST_DIR} (apt-get install dataset-fashion-mnist)"
+)
 
 
 # ---------------------------------------------------------------- stratified sampling
@@ -60,8 +68,7 @@ def test_first_n_rows_miss_classes_that_stratified_covers():
     names = [f"c{i}" for i in range(8)]
     first = data.coverage(labels[:180], names, min_per_class=5)
     assert first["classes_present"] == 1 and len(first["missing"]) == 7
-    assert data.coverage_problems(first, "train", 5) == [
-        "train split misses 7 of 8 classes (c1, c2, c3, c4, c5 ...)"]
+    assert data.coverage_problems(first, "train", 5) == ["train split misses 7 of 8 classes (c1, c2, c3, c4, c5 ...)"]
     strat = data.coverage(labels[data.stratified_indices(labels, 180, seed=0)], names, min_per_class=5)
     assert strat["classes_present"] == 8 and strat["missing"] == [] and strat["below_min"] == []
     assert strat["min_per_class"] == 5 and data.coverage_problems(strat, "train", 5) == []
@@ -74,8 +81,9 @@ def test_sample_larger_than_split_is_an_error():
 
 # ---------------------------------------------------------------- coverage on a real folder
 def test_coverage_warns_when_eval_misses_a_class(tmp_path):
-    root = write_image_folder(tmp_path, {"train": {c: 6 for c in CLASSES},
-                                         "test": {"dark": 3, "light": 3}})  # no 'mid' test images
+    root = write_image_folder(
+        tmp_path, {"train": {c: 6 for c in CLASSES}, "test": {"dark": 3, "light": 3}}
+    )  # no 'mid' test images
     (root / "test" / "mid").mkdir()
     warnings: list[str] = []
     task = data.load_task(str(root), RGB16, seed=0, min_per_class=5, warn=warnings.append)
@@ -86,8 +94,11 @@ def test_coverage_warns_when_eval_misses_a_class(tmp_path):
     assert "WARNING class coverage: eval split misses 1 of 3 classes (mid)" in warnings
     assert "WARNING class coverage: eval split has fewer than 5 examples for 2 classes (dark, light)" in warnings
     assert len(warnings) == 2 and task.notes == [w.removeprefix("WARNING class coverage: ") for w in warnings]
-    with pytest.raises(UserError, match=r"class coverage: eval split misses 1 of 3 classes \(mid\) "
-                                        r"\(drop --strict-coverage"):
+    with pytest.raises(
+        UserError,
+        match=r"class coverage: eval split misses 1 of 3 classes \(mid\) "
+        r"\(drop --strict-coverage",
+    ):
         data.load_task(str(root), RGB16, seed=0, strict_coverage=True, warn=warnings.append)
 
 
@@ -101,8 +112,9 @@ def test_full_coverage_gives_no_warning(image_folder):
 
 # ---------------------------------------------------------------- image folders and decoding
 def test_image_folder_task(image_folder):
-    task = data.load_task(str(image_folder), RGB16, train_size=12, eval_size=6, seed=0, min_per_class=2,
-                          warn=lambda s: pytest.fail(s))
+    task = data.load_task(
+        str(image_folder), RGB16, train_size=12, eval_size=6, seed=0, min_per_class=2, warn=lambda s: pytest.fail(s)
+    )
     assert task.label_names == CLASSES and task.num_classes == 3
     assert task.train.images.shape == (12, 3, 16, 16) and task.train.images.dtype == torch.uint8
     assert task.eval.images.shape == (6, 3, 16, 16) and task.eval.name == "test"
@@ -118,8 +130,15 @@ def test_image_folder_task(image_folder):
 def test_splits_larger_than_memory_are_mapped_files(image_folder, tmp_path, monkeypatch):
     """Past IN_MEMORY_LIMIT the decoded images live in a memory-mapped file (unlinked at once: nothing
     stays in the cache folder) and hold the same pixels as in RAM."""
-    load = lambda: data.load_task(str(image_folder), RGB16, train_size=12, eval_size=6, seed=0,  # noqa: E731
-                                  min_per_class=2, warn=lambda s: None)
+    load = lambda: data.load_task(
+        str(image_folder),
+        RGB16,
+        train_size=12,
+        eval_size=6,
+        seed=0,  # noqa: E731
+        min_per_class=2,
+        warn=lambda s: None,
+    )
     in_ram = load()
     assert not data.is_mapped(in_ram.train.images)
     monkeypatch.setattr(data, "IN_MEMORY_LIMIT", 0)
@@ -218,8 +237,9 @@ def test_fashion_mnist_task_is_classes_5_to_9_relabelled():
     assert len(train.labels) == 30000 and len(test.labels) == 5000  # 6000 / 1000 per class
     assert np.array_equal(np.bincount(train.labels), [6000] * 5)
     assert train.items.shape == (30000, 28, 28) and train.items.dtype == np.uint8
-    task = data.load_task("fashion-mnist:5-9", GRAY12, train_size=50, eval_size=25, seed=0,
-                          warn=lambda s: pytest.fail(s))
+    task = data.load_task(
+        "fashion-mnist:5-9", GRAY12, train_size=50, eval_size=25, seed=0, warn=lambda s: pytest.fail(s)
+    )
     assert task.train.images.shape == (50, 1, 12, 12) and len(task.eval) == 25
     assert task.coverage["train"]["per_class"] == dict.fromkeys(names, 10)
     assert task.coverage["eval"]["per_class"] == dict.fromkeys(names, 5)
@@ -229,7 +249,8 @@ def test_fashion_mnist_task_is_classes_5_to_9_relabelled():
 
 @needs_fmnist
 def test_fashion_mnist_all_classes_to_rgb():
-    task = data.load_task("fashion-mnist:all", RGB16, train_size=20, eval_size=10, min_per_class=1,
-                          warn=lambda s: pytest.fail(s))
+    task = data.load_task(
+        "fashion-mnist:all", RGB16, train_size=20, eval_size=10, min_per_class=1, warn=lambda s: pytest.fail(s)
+    )
     assert task.num_classes == 10 and task.train.images.shape == (20, 3, 16, 16)
     assert torch.equal(task.train.images[:, 0], task.train.images[:, 1])  # grey copied to every channel

@@ -17,9 +17,29 @@ from .conftest import read_json
 
 
 def run_args(model: Path, dataset: Path, out: Path, *extra: str) -> list[str]:
-    return ["run", "--model", str(model), "--dataset", str(dataset), "--out", str(out), "--quiet",
-            "--train-size", "0", "--eval-size", "0", "--min-per-class", "1", "--epochs", "3",
-            "--batch-size", "8", "--methods", "head,full", *extra]
+    return [
+        "run",
+        "--model",
+        str(model),
+        "--dataset",
+        str(dataset),
+        "--out",
+        str(out),
+        "--quiet",
+        "--train-size",
+        "0",
+        "--eval-size",
+        "0",
+        "--min-per-class",
+        "1",
+        "--epochs",
+        "3",
+        "--batch-size",
+        "8",
+        "--methods",
+        "head,full",
+        *extra,
+    ]
 
 
 def test_two_processes_match_one(tiny_vit, image_folder, tmp_path):
@@ -28,14 +48,30 @@ def test_two_processes_match_one(tiny_vit, image_folder, tmp_path):
     torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent))
     env = os.environ | {"OMP_NUM_THREADS": "1"}
     two = tmp_path / "two"
-    proc = subprocess.run([torchrun, "--nproc_per_node", "2", "--master_port", "29533", "-m", "peftlab",
-                           *run_args(tiny_vit, image_folder, two)], env=env, capture_output=True, text=True,
-                          timeout=300)
+    proc = subprocess.run(
+        [
+            torchrun,
+            "--nproc_per_node",
+            "2",
+            "--master_port",
+            "29533",
+            "-m",
+            "peftlab",
+            *run_args(tiny_vit, image_folder, two),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert cli.main(run_args(tiny_vit, image_folder, tmp_path / "one")) == 0
     for method in ("head", "full"):
         assert sorted(p.name for p in two.glob("*/result.json")) == ["result.json"] * 2  # written once each
-        a, b = read_json(tmp_path / "one" / f"{method}-seed0" / "result.json"), read_json(two / f"{method}-seed0" / "result.json")
+        a, b = (
+            read_json(tmp_path / "one" / f"{method}-seed0" / "result.json"),
+            read_json(two / f"{method}-seed0" / "result.json"),
+        )
         assert b["throughput"]["processes"] == 2 and a["throughput"]["processes"] == 1
         assert b["metrics"]["evaluated_examples"] == b["data"]["eval_examples"] == 12
         assert b["metrics"]["baseline_accuracy"] == a["metrics"]["baseline_accuracy"]
@@ -45,9 +81,24 @@ def test_two_processes_match_one(tiny_vit, image_folder, tmp_path):
 
 def test_batch_must_split_evenly_across_processes(tiny_vit, image_folder, tmp_path):
     torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent))
-    proc = subprocess.run([torchrun, "--nproc_per_node", "2", "--master_port", "29534", "-m", "peftlab",
-                           *run_args(tiny_vit, image_folder, tmp_path / "o"), "--batch-size", "7"],
-                          env=os.environ | {"OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [
+            torchrun,
+            "--nproc_per_node",
+            "2",
+            "--master_port",
+            "29534",
+            "-m",
+            "peftlab",
+            *run_args(tiny_vit, image_folder, tmp_path / "o"),
+            "--batch-size",
+            "7",
+        ],
+        env=os.environ | {"OMP_NUM_THREADS": "1"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode != 0
     ours = [line for line in proc.stderr.splitlines() if line.startswith("peftlab: error:")]
     assert ours and "must be a multiple of the 2 processes" in ours[0]
@@ -60,9 +111,21 @@ def test_ray_sweep_completes_and_a_rerun_skips_everything(tiny_vit, image_folder
 
     out = tmp_path / "sweep"
     f = tmp_path / "s.json"
-    f.write_text(json.dumps({"model": str(tiny_vit), "dataset": str(image_folder), "out": str(out), "train_size": 0,
-                             "eval_size": 0, "min_per_class": 1, "epochs": 2, "batch_size": 8,
-                             "grid": {"head": {"lr": [0.01, 0.1]}, "lora": {"r": [2, 4]}}}))
+    f.write_text(
+        json.dumps(
+            {
+                "model": str(tiny_vit),
+                "dataset": str(image_folder),
+                "out": str(out),
+                "train_size": 0,
+                "eval_size": 0,
+                "min_per_class": 1,
+                "epochs": 2,
+                "batch_size": 8,
+                "grid": {"head": {"lr": [0.01, 0.1]}, "lora": {"r": [2, 4]}},
+            }
+        )
+    )
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         assert cli.main(["sweep", str(f), "--ray"]) == 0
@@ -82,9 +145,22 @@ def test_ray_sweep_completes_and_a_rerun_skips_everything(tiny_vit, image_folder
 
 def test_only_index_runs_one_grid_point(tiny_vit, image_folder, tmp_path, capsys):
     f = tmp_path / "s.json"
-    f.write_text(json.dumps({"model": str(tiny_vit), "dataset": str(image_folder), "out": str(tmp_path / "o"),
-                             "train_size": 0, "eval_size": 0, "min_per_class": 1, "epochs": 1, "batch_size": 8,
-                             "seeds": [0, 1], "grid": {"head": {}, "last": {}}}))
+    f.write_text(
+        json.dumps(
+            {
+                "model": str(tiny_vit),
+                "dataset": str(image_folder),
+                "out": str(tmp_path / "o"),
+                "train_size": 0,
+                "eval_size": 0,
+                "min_per_class": 1,
+                "epochs": 1,
+                "batch_size": 8,
+                "seeds": [0, 1],
+                "grid": {"head": {}, "last": {}},
+            }
+        )
+    )
     assert cli.main(["sweep", str(f), "--count"]) == 0
     assert capsys.readouterr().out.strip() == "4"
     assert cli.main(["sweep", str(f), "--only-index", "3", "--quiet"]) == 0

@@ -39,15 +39,20 @@ def _peft(modules: str, tensors: str):
     return lambda name, arch: bool(adapter.match(name) or _LORA_HEAD.match(name))
 
 
-_LN_COPY = re.compile(r"^base_model\.model\.vit\.(layers\.\d+\.layernorm_(before|after)|layernorm)"
-                      r"\.ln_tuning_layers\.default\.(weight|bias)$")
+_LN_COPY = re.compile(
+    r"^base_model\.model\.vit\.(layers\.\d+\.layernorm_(before|after)|layernorm)"
+    r"\.ln_tuning_layers\.default\.(weight|bias)$"
+)
 EXPECTED = {
     "head": lambda name, arch: name in _HEAD,
     "last": lambda name, arch: name.startswith(f"vit.layers.{arch.num_blocks - 1}.") or name in _HEAD,
     # default: the first half of the blocks (rounded down) frozen with the embeddings; the rest trains
-    "freeze-first": lambda name, arch: name.startswith(
-        tuple(f"vit.layers.{i}." for i in range(arch.num_blocks // 2, arch.num_blocks)) + ("vit.layernorm.",))
-    or name in _HEAD,
+    "freeze-first": lambda name, arch: (
+        name.startswith(
+            tuple(f"vit.layers.{i}." for i in range(arch.num_blocks // 2, arch.num_blocks)) + ("vit.layernorm.",)
+        )
+        or name in _HEAD
+    ),
     "bitfit": lambda name, arch: name.endswith(".bias") or name in _HEAD,
     "layernorm": lambda name, arch: bool(_LN_COPY.match(name) or _LORA_HEAD.match(name)),
     "lora": lambda name, arch: bool(_LORA_QV.match(name) or _LORA_HEAD.match(name)),
@@ -66,7 +71,9 @@ EXPECTED = {
 # Adapters that start as the identity have a zero factor, so on the very first step the factors
 # multiplied by it get an exactly zero gradient (still trainable). Which ones, from each method's init:
 FIRST_STEP_ZERO_GRAD = {
-    "lora": r"\.lora_A\.", "lora-all": r"\.lora_A\.", "rslora": r"\.lora_A\.",
+    "lora": r"\.lora_A\.",
+    "lora-all": r"\.lora_A\.",
+    "rslora": r"\.lora_A\.",
     "dora": r"\.lora_A\.",  # B = 0
     "loha": r"\.hada_w(1_a|1_b|2_a)\.",  # hada_w2_b = 0 makes the second factor, hence the product, zero
     "lokr": r"\.lokr_w2",  # W₁ = 0
@@ -137,8 +144,9 @@ def test_one_step_gives_gradients_exactly_to_the_methods_parameters(method, tiny
             wrong.append(f"{n}: expected no gradient")
     assert not wrong, "\n".join(wrong)
     # the trainable count reported is the size of that set
-    assert count_params(pm, sum(p.numel() for p in model.parameters()))["trainable"] == \
-        sum(p.numel() for n, p in pm.named_parameters() if n in expected)
+    assert count_params(pm, sum(p.numel() for p in model.parameters()))["trainable"] == sum(
+        p.numel() for n, p in pm.named_parameters() if n in expected
+    )
 
 
 @pytest.mark.parametrize("method", list(M.REGISTRY))
@@ -200,8 +208,10 @@ def test_lora_without_perturbation_gives_b_gradients_and_requires_grad_on_a(tiny
     assert all(p.requires_grad and p.grad is not None and torch.all(p.grad == 0) for p in a)
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in b)
     head = {n: p for n, p in named.items() if "classifier" in n and p.requires_grad}
-    assert set(head) == {"base_model.model.classifier.modules_to_save.default.weight",
-                         "base_model.model.classifier.modules_to_save.default.bias"}
+    assert set(head) == {
+        "base_model.model.classifier.modules_to_save.default.weight",
+        "base_model.model.classifier.modules_to_save.default.bias",
+    }
     assert all(p.grad.abs().sum() > 0 for p in head.values())
 
 
@@ -210,8 +220,11 @@ def test_last_with_more_blocks_and_final_norm(tiny_vit):
     arch = describe(model)
     M.get("last").apply(model, arch, M.LastConfig(blocks=2, final_norm=True), STEPS)
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
-    want = {n for n, _ in model.named_parameters()
-            if n.startswith(("vit.layers.0.", "vit.layers.1.", "vit.layernorm.", "classifier."))}
+    want = {
+        n
+        for n, _ in model.named_parameters()
+        if n.startswith(("vit.layers.0.", "vit.layers.1.", "vit.layernorm.", "classifier."))
+    }
     assert trainable == want and "vit.embeddings.cls_token" not in trainable
 
 
@@ -231,24 +244,27 @@ def test_method_option_checks(tiny_vit):
         M.get("last").apply(model, describe(model), M.LastConfig(blocks=3), STEPS)
 
 
-@pytest.mark.parametrize("cls,opts,message", [
-    (M.DoraConfig, {"r": 0}, r"dora\.r must be >= 1 \(got 0\)"),  # the variants name themselves
-    (M.RsLoraConfig, {"dropout": -0.1}, r"rslora\.dropout must be in \[0, 1\)"),
-    (M.LoraAllConfig, {"bias": "x"}, r"lora-all\.bias must be none, all or lora_only \(got 'x'\)"),
-    (M.FreezeFirstConfig, {"blocks": -1}, r"freeze-first\.blocks must be >= 0"),
-    (M.AdaLoraConfig, {"target_r": 13}, r"adalora\.target_r must be in \[1, init_r=12\] \(got 13\)"),
-    (M.AdaLoraConfig, {"tinit": 0.5, "tfinal": 0.5}, r"adalora\.tfinal must be in \[0, 1 - tinit\)"),
-    (M.AdaLoraConfig, {"delta_t": 0}, r"adalora\.delta_t must be >= 1"),
-    (M.AdaLoraConfig, {"orth_reg_weight": -1.0}, r"adalora\.orth_reg_weight must be >= 0"),
-    (M.LohaConfig, {"r": 0}, r"loha\.r must be >= 1"),
-    (M.LohaConfig, {"module_dropout": 1.0}, r"loha\.module_dropout must be in \[0, 1\)"),
-    (M.LokrConfig, {"decompose_factor": 0}, r"lokr\.decompose_factor must be -1 or >= 1"),
-    (M.VeraConfig, {"r": 0}, r"vera\.r must be >= 1"),
-    (M.OftConfig, {"block_size": 0}, r"oft\.block_size must be >= 1"),
-    (M.BitFitConfig, {"lr": -1.0}, r"bitfit\.lr must be > 0"),
-    (M.LayerNormConfig, {"lr": 0.0}, r"layernorm\.lr must be > 0"),
-    (M.Ia3Config, {"lr": 0.0}, r"ia3\.lr must be > 0"),
-])
+@pytest.mark.parametrize(
+    "cls,opts,message",
+    [
+        (M.DoraConfig, {"r": 0}, r"dora\.r must be >= 1 \(got 0\)"),  # the variants name themselves
+        (M.RsLoraConfig, {"dropout": -0.1}, r"rslora\.dropout must be in \[0, 1\)"),
+        (M.LoraAllConfig, {"bias": "x"}, r"lora-all\.bias must be none, all or lora_only \(got 'x'\)"),
+        (M.FreezeFirstConfig, {"blocks": -1}, r"freeze-first\.blocks must be >= 0"),
+        (M.AdaLoraConfig, {"target_r": 13}, r"adalora\.target_r must be in \[1, init_r=12\] \(got 13\)"),
+        (M.AdaLoraConfig, {"tinit": 0.5, "tfinal": 0.5}, r"adalora\.tfinal must be in \[0, 1 - tinit\)"),
+        (M.AdaLoraConfig, {"delta_t": 0}, r"adalora\.delta_t must be >= 1"),
+        (M.AdaLoraConfig, {"orth_reg_weight": -1.0}, r"adalora\.orth_reg_weight must be >= 0"),
+        (M.LohaConfig, {"r": 0}, r"loha\.r must be >= 1"),
+        (M.LohaConfig, {"module_dropout": 1.0}, r"loha\.module_dropout must be in \[0, 1\)"),
+        (M.LokrConfig, {"decompose_factor": 0}, r"lokr\.decompose_factor must be -1 or >= 1"),
+        (M.VeraConfig, {"r": 0}, r"vera\.r must be >= 1"),
+        (M.OftConfig, {"block_size": 0}, r"oft\.block_size must be >= 1"),
+        (M.BitFitConfig, {"lr": -1.0}, r"bitfit\.lr must be > 0"),
+        (M.LayerNormConfig, {"lr": 0.0}, r"layernorm\.lr must be > 0"),
+        (M.Ia3Config, {"lr": 0.0}, r"ia3\.lr must be > 0"),
+    ],
+)
 def test_more_option_checks(cls, opts, message):
     with pytest.raises(UserError, match=message):
         cls(**opts)
@@ -273,8 +289,11 @@ def test_freeze_first_options(tiny_vit):
         model = load_model(str(tiny_vit), LABELS)
         M.get("freeze-first").apply(model, describe(model), M.FreezeFirstConfig(blocks=blocks), STEPS)
         trainable = {n for n, p in model.named_parameters() if p.requires_grad}
-        want = {n for n, _ in model.named_parameters()
-                if n.startswith(tuple(f"vit.layers.{i}." for i in trained_blocks) + ("vit.layernorm.", "classifier."))}
+        want = {
+            n
+            for n, _ in model.named_parameters()
+            if n.startswith(tuple(f"vit.layers.{i}." for i in trained_blocks) + ("vit.layernorm.", "classifier."))
+        }
         assert trainable == want and not any(n.startswith("vit.embeddings.") for n in trainable)
 
 
@@ -430,7 +449,8 @@ def test_every_method_gets_the_planned_steps():
 
 # ---------------------------------------------------------------- every method learns the bundled task
 _BUNDLED_READY = (BUNDLED_DIR / "model.safetensors").exists() and all(
-    (data.FMNIST_DIR / f).exists() for f in ("train-images-idx3-ubyte.gz", "t10k-images-idx3-ubyte.gz"))
+    (data.FMNIST_DIR / f).exists() for f in ("train-images-idx3-ubyte.gz", "t10k-images-idx3-ubyte.gz")
+)
 
 
 @pytest.fixture(scope="module")
@@ -438,11 +458,28 @@ def bundled_run(tmp_path_factory):
     """One `peftlab run --methods all` on the bundled model and Fashion-MNIST 5-9 with each method's default
     options: 300 train / 100 eval images, 2 epochs of batches of 32 (20 steps); ~50 s on 2 CPU cores."""
     if not _BUNDLED_READY:
-        pytest.skip("bundled model or Fashion-MNIST missing "
-                    "('peftlab pretrain'; apt-get install dataset-fashion-mnist)")
+        pytest.skip(
+            "bundled model or Fashion-MNIST missing ('peftlab pretrain'; apt-get install dataset-fashion-mnist)"
+        )
     out = tmp_path_factory.mktemp("bundled-all")
-    rc = cli.main(["run", "--methods", "all", "--train-size", "300", "--eval-size", "100", "--epochs", "2",
-                   "--batch-size", "32", "--out", str(out), "--quiet"])
+    rc = cli.main(
+        [
+            "run",
+            "--methods",
+            "all",
+            "--train-size",
+            "300",
+            "--eval-size",
+            "100",
+            "--epochs",
+            "2",
+            "--batch-size",
+            "32",
+            "--out",
+            str(out),
+            "--quiet",
+        ]
+    )
     assert rc == 0
     return out
 

@@ -48,8 +48,9 @@ class _Holder(nn.Module):
 class OldLayer(nn.Module):
     def __init__(self, d: int, with_key: bool = True):
         super().__init__()
-        self_attn = _Holder(query=nn.Linear(d, d), value=nn.Linear(d, d),
-                            **({"key": nn.Linear(d, d)} if with_key else {}))
+        self_attn = _Holder(
+            query=nn.Linear(d, d), value=nn.Linear(d, d), **({"key": nn.Linear(d, d)} if with_key else {})
+        )
         self.attention = _Holder(attention=self_attn, output=_Holder(dense=nn.Linear(d, d)))
         self.intermediate = _Holder(dense=nn.Linear(d, 2 * d))
         self.output = _Holder(dense=nn.Linear(2 * d, d))
@@ -85,16 +86,24 @@ class OldViT(nn.Module):
 def tiny_new_vit(layers: int = 2):
     from transformers import ViTConfig, ViTForImageClassification
 
-    return ViTForImageClassification(ViTConfig(hidden_size=16, num_hidden_layers=layers, num_attention_heads=2,
-                                               intermediate_size=32, image_size=16, patch_size=8, num_labels=3))
+    return ViTForImageClassification(
+        ViTConfig(
+            hidden_size=16,
+            num_hidden_layers=layers,
+            num_attention_heads=2,
+            intermediate_size=32,
+            image_size=16,
+            patch_size=8,
+            num_labels=3,
+        )
+    )
 
 
 def lora_wrapped(model: nn.Module, target_regex: str) -> set[str]:
     """Names (relative to the base model) of the modules PEFT wraps with LoRA for this regex."""
-    pm = peft.get_peft_model(model, peft.LoraConfig(r=2, target_modules=target_regex,
-                                                    modules_to_save=["classifier"]))
+    pm = peft.get_peft_model(model, peft.LoraConfig(r=2, target_modules=target_regex, modules_to_save=["classifier"]))
     prefix = "base_model.model."
-    return {n[len(prefix):] for n, m in pm.named_modules() if isinstance(m, peft.tuners.lora.LoraLayer)}
+    return {n[len(prefix) :] for n, m in pm.named_modules() if isinstance(m, peft.tuners.lora.LoraLayer)}
 
 
 # ---------------------------------------------------------------- loading through --model
@@ -163,9 +172,30 @@ def test_image_spec_without_processor_warns_and_is_recorded(tiny_vit, image_fold
     assert spec.mean == (0.5,) * 3 and spec.std == (0.5,) * 3 and (spec.height, spec.width) == (16, 16)
     assert "no image processor could be read" in spec.fallback
     assert spec == models.ImageSpec(16, 16, 3, (0.5,) * 3, (0.5,) * 3)  # the warning is not part of its identity
-    assert cli.main(["run", "--model", str(folder), "--dataset", str(image_folder), "--out", str(tmp_path / "o"),
-                     "--methods", "head", "--epochs", "1", "--train-size", "0", "--eval-size", "0",
-                     "--min-per-class", "1"]) == 0
+    assert (
+        cli.main(
+            [
+                "run",
+                "--model",
+                str(folder),
+                "--dataset",
+                str(image_folder),
+                "--out",
+                str(tmp_path / "o"),
+                "--methods",
+                "head",
+                "--epochs",
+                "1",
+                "--train-size",
+                "0",
+                "--eval-size",
+                "0",
+                "--min-per-class",
+                "1",
+            ]
+        )
+        == 0
+    )
     assert "WARNING no image processor could be read" in capsys.readouterr().out
     norm = json.loads((tmp_path / "o" / "head-seed0" / "result.json").read_text())["data"]["normalization"]
     assert norm["mean"] == [0.5] * 3 and norm["from"].startswith("defaults: no image processor")
@@ -208,15 +238,29 @@ def test_describe_older_naming():
             assert isinstance(model.get_submodule(f"{block}.{rel}"), nn.Linear), role
 
 
-ROLE_SPECS = [["query"], ["key"], ["value"], ["output"], ["fc1"], ["fc2"], ["query", "value"],
-              ["output", "fc2"], ["all-linear"], ["attention"], ["mlp"]]
+ROLE_SPECS = [
+    ["query"],
+    ["key"],
+    ["value"],
+    ["output"],
+    ["fc1"],
+    ["fc2"],
+    ["query", "value"],
+    ["output", "fc2"],
+    ["all-linear"],
+    ["attention"],
+    ["mlp"],
+]
 
 
 @pytest.mark.parametrize("spec", ROLE_SPECS, ids=",".join)
 @pytest.mark.parametrize("naming", ["old", "new"])
 def test_target_regex_wraps_exactly_the_role_modules(naming, spec):
-    model, names, blocks = (OldViT(blocks=3), OLD_ROLES, "vit.encoder.layer") if naming == "old" \
+    model, names, blocks = (
+        (OldViT(blocks=3), OLD_ROLES, "vit.encoder.layer")
+        if naming == "old"
         else (tiny_new_vit(layers=3), NEW_ROLES, "vit.layers")
+    )
     arch = describe(model)
     roles = arch.resolve_roles(spec)
     groups = {"all-linear": list(names), "attention": ["query", "key", "value", "output"], "mlp": ["fc1", "fc2"]}
@@ -240,10 +284,16 @@ def test_lora_method_on_older_naming_trains_adapters_and_head():
     model = OldViT(blocks=2)
     prepared = REGISTRY["lora"].apply(model, describe(model), LoraConfig(targets="output,fc1", dropout=0.0), 10)
     trainable = {n for n, p in prepared.model.named_parameters() if p.requires_grad}
-    want = {f"base_model.model.vit.encoder.layer.{i}.{rel}.lora_{ab}.default.weight"
-            for i in range(2) for rel in ("attention.output.dense", "intermediate.dense") for ab in "AB"}
-    want |= {"base_model.model.classifier.modules_to_save.default.weight",
-             "base_model.model.classifier.modules_to_save.default.bias"}
+    want = {
+        f"base_model.model.vit.encoder.layer.{i}.{rel}.lora_{ab}.default.weight"
+        for i in range(2)
+        for rel in ("attention.output.dense", "intermediate.dense")
+        for ab in "AB"
+    }
+    want |= {
+        "base_model.model.classifier.modules_to_save.default.weight",
+        "base_model.model.classifier.modules_to_save.default.bias",
+    }
     assert trainable == want
     assert prepared.model(torch.randn(5, 4)).shape == (5, 3)
 

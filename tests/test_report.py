@@ -31,35 +31,77 @@ TRAINABLE = {"head": 325, "last": 50_309, "lora": 12_613, "full": 304_709}
 
 def fake(method: str, seed: int, acc: float, *, baseline: float = 0.15, status: str = "ok", **params) -> dict:
     """A result dict shaped like runner.run_one's, with round numbers: 100 eval images, 20 per class."""
-    head = {"method": method, "label": method, "seed": seed, "model": "tiny-model", "dataset": "toy-data",
-            "method_config": DEFAULTS[method], "status": status, "run_name": f"{method}-seed{seed}"}
+    head = {
+        "method": method,
+        "label": method,
+        "seed": seed,
+        "model": "tiny-model",
+        "dataset": "toy-data",
+        "method_config": DEFAULTS[method],
+        "status": status,
+        "run_name": f"{method}-seed{seed}",
+    }
     if status != "ok":
         return head | {"error": "Diverged: the loss became nan at step 3"}
     k = len(NAMES)
     correct = round(acc * 20)
-    confusion = [[correct if i == j else (20 - correct if j == (i + 1) % k else 0) for j in range(k)]
-                 for i in range(k)]
+    confusion = [[correct if i == j else (20 - correct if j == (i + 1) % k else 0) for j in range(k)] for i in range(k)]
     trainable = TRAINABLE.get(method, 1000)
-    p = {"trainable": trainable, "total": 304_709, "base": 304_709, "added": 0, "peft_all_params": 304_709,
-         "trainable_pct": 100 * trainable / 304_709, "theory_trainable": trainable, "theory_total": 304_709,
-         "theory_match": True, "mismatches": [], "kind": "theory"} | params
-    per_class = {"per_class": dict.fromkeys(NAMES, 20), "examples": 100, "classes_present": k,
-                 "classes_total": k, "missing": [], "min_per_class": 20, "below_min": []}
+    p = {
+        "trainable": trainable,
+        "total": 304_709,
+        "base": 304_709,
+        "added": 0,
+        "peft_all_params": 304_709,
+        "trainable_pct": 100 * trainable / 304_709,
+        "theory_trainable": trainable,
+        "theory_total": 304_709,
+        "theory_match": True,
+        "mismatches": [],
+        "kind": "theory",
+    } | params
+    per_class = {
+        "per_class": dict.fromkeys(NAMES, 20),
+        "examples": 100,
+        "classes_present": k,
+        "classes_total": k,
+        "missing": [],
+        "min_per_class": 20,
+        "below_min": [],
+    }
     return head | {
         "params": p,
-        "metrics": {"baseline_accuracy": baseline, "chance_accuracy": 0.2, "accuracy": acc, "best_accuracy": acc,
-                    "best_epoch": 2, "top5_accuracy": None, "macro_f1": acc - 0.01, "eval_loss": 1.0,
-                    "per_class_accuracy": {n: correct / 20 for n in NAMES}, "confusion": confusion},
-        "history": [{"epoch": 1, "eval_accuracy": (baseline + acc) / 2, "train_loss": 1.2, "seconds": 5.0},
-                    {"epoch": 2, "eval_accuracy": acc, "train_loss": 0.9, "seconds": 5.0}],
+        "metrics": {
+            "baseline_accuracy": baseline,
+            "chance_accuracy": 0.2,
+            "accuracy": acc,
+            "best_accuracy": acc,
+            "best_epoch": 2,
+            "top5_accuracy": None,
+            "macro_f1": acc - 0.01,
+            "eval_loss": 1.0,
+            "per_class_accuracy": {n: correct / 20 for n in NAMES},
+            "confusion": confusion,
+        },
+        "history": [
+            {"epoch": 1, "eval_accuracy": (baseline + acc) / 2, "train_loss": 1.2, "seconds": 5.0},
+            {"epoch": 2, "eval_accuracy": acc, "train_loss": 0.9, "seconds": 5.0},
+        ],
         "time": {"train_s": 10.0 + trainable / 10_000, "eval_s": 1.0, "total_s": 12.0 + trainable / 10_000},
         "throughput": {"train_img_s": 100.0, "steps": 10},
         "memory": {"peak_bytes": 500_000_000 + 100 * trainable, "kind": "process_peak_rss"},
         "size": {"adapter_bytes": 4 * trainable},
         "coverage": {"train": per_class | {"examples": 200, "per_class": dict.fromkeys(NAMES, 40)}, "eval": per_class},
         "data": {"label_names": NAMES, "train_examples": 200, "eval_examples": 100, "eval_split": "test", "notes": []},
-        "train": {"epochs": 2, "batch_size": 64, "eval_batch_size": 256, "weight_decay": 0.01, "warmup_ratio": 0.1,
-                  "max_grad_norm": 1.0, "precision": "no"},
+        "train": {
+            "epochs": 2,
+            "batch_size": 64,
+            "eval_batch_size": 256,
+            "weight_decay": 0.01,
+            "warmup_ratio": 0.1,
+            "max_grad_norm": 1.0,
+            "precision": "no",
+        },
         "env": {"device": "cpu", "device_name": "x86_64"},
     }
 
@@ -110,8 +152,13 @@ def test_markdown_has_the_table_every_plot_and_the_findings(built):
         row = next(line for line in md.splitlines() if line.startswith(f"| {m} | 3 |"))
         assert f"{TRAINABLE[m]:,} ✓" in row  # trainable: measured / theory / match
     assert "| lora | 3 | 12,613 | 12,613 ✓ | 4.14% | 0.150 → 0.750 ± 0.050 |" in md
-    assert set(pngs) == {"accuracy-vs-trainable.png", "accuracy-vs-time.png", "accuracy-vs-memory.png",
-                         "learning-curves.png", "confusion-best.png"}
+    assert set(pngs) == {
+        "accuracy-vs-trainable.png",
+        "accuracy-vs-time.png",
+        "accuracy-vs-memory.png",
+        "learning-curves.png",
+        "confusion-best.png",
+    }
     for name, png in pngs.items():
         assert f"]({report.REPORT_PLOTS}/{name})" in md
         assert png.startswith(b"\x89PNG") and non_blank(png), name
@@ -119,10 +166,19 @@ def test_markdown_has_the_table_every_plot_and_the_findings(built):
     # per-class accuracy: one row per class, a column per configuration, the best in bold
     assert "| class | eval images | head | last | lora | full |" in md
     assert "| Sandal | 20 | 0.650 | 0.700 | **0.750** | 0.317 |" in md
-    for heading in ("## Findings", "### Metric and chance level", "### Baseline",
-                    "### Hyperparameters and their meaning", "### Parameter counts and the theory check",
-                    "### Time and accuracy", "### Comparison: accuracy", "### Comparison: efficiency",
-                    "### Comparison: reliability", "### Advantages and disadvantages", "### Class coverage"):
+    for heading in (
+        "## Findings",
+        "### Metric and chance level",
+        "### Baseline",
+        "### Hyperparameters and their meaning",
+        "### Parameter counts and the theory check",
+        "### Time and accuracy",
+        "### Comparison: accuracy",
+        "### Comparison: efficiency",
+        "### Comparison: reliability",
+        "### Advantages and disadvantages",
+        "### Class coverage",
+    ):
         assert heading in md
 
 
@@ -137,8 +193,10 @@ def test_findings_state_the_numbers_of_the_results(built):
     assert "**lora**: accuracy 0.150 → **0.750 ± 0.050**" in md
     assert "Fewest trainable parameters: head (325); most: full (304,709" in md
     assert "All 12 runs finished: none failed or diverged." in md
-    assert ("every seed — train: 5 of 5 classes, 200 images (40 per class); "
-            "eval: 5 of 5 classes, 100 images (20 per class).") in md
+    assert (
+        "every seed — train: 5 of 5 classes, 200 images (40 per class); "
+        "eval: 5 of 5 classes, 100 images (20 per class)."
+    ) in md
 
 
 def test_option_meanings_come_from_the_method_configs(built):
@@ -167,8 +225,9 @@ def test_differences_within_noise_are_called_so(built):
     assert "lora vs head: +0.100 accuracy — within noise (95% intervals overlap)" in findings
     assert "lora vs full: +0.433 accuracy — a real difference (95% intervals do not overlap)" in findings
     assert "highest mean accuracy (within noise of head and last)" in findings
-    assert ("**full** — advantages: smallest spread over seeds; "
-            "disadvantages: less accurate than lora beyond noise") in findings
+    assert (
+        "**full** — advantages: smallest spread over seeds; disadvantages: less accurate than lora beyond noise"
+    ) in findings
     assert "largest spread over seeds" in findings.split("**last** —")[1].split("\n")[0]  # 0.050, as head and lora
     one_seed = [fake(m, 0, a) for m, a in (("head", 0.6), ("lora", 0.7))]
     md1 = findings_md(one_seed)
@@ -186,8 +245,17 @@ def test_failed_and_diverged_runs_are_listed():
 
 
 def test_a_count_that_differs_from_theory_is_flagged():
-    rs = [fake("lora", 0, 0.7, theory_match=False, theory_trainable=12_000,
-               mismatches=[{"what": "trainable", "theory": 12_000, "measured": 12_613}]), fake("head", 0, 0.6)]
+    rs = [
+        fake(
+            "lora",
+            0,
+            0.7,
+            theory_match=False,
+            theory_trainable=12_000,
+            mismatches=[{"what": "trainable", "theory": 12_000, "measured": 12_613}],
+        ),
+        fake("head", 0, 0.6),
+    ]
     md = report.format_markdown(rs) + findings_md(rs)
     assert "| lora | 1 | 12,613 | 12,000 MISMATCH |" in md
     assert "1 of 2 configurations match their derived counts; mismatches: lora." in md
@@ -200,8 +268,9 @@ def test_coverage_problems_and_notes_are_stated():
     rs[0]["config"] = {"min_per_class": 5}
     rs[0]["data"]["notes"] = ["eval split misses 1 of 5 classes (Bag)"]
     md = findings_md(rs)
-    assert ("eval: 4 of 5 classes, 100 images (20 per class), **missing: Bag**, "
-            "**fewer than 5 images: Shirt (20)**") in md
+    assert (
+        "eval: 4 of 5 classes, 100 images (20 per class), **missing: Bag**, **fewer than 5 images: Shirt (20)**"
+    ) in md
     assert "Note: eval split misses 1 of 5 classes (Bag)" in md
 
 
@@ -231,16 +300,30 @@ def test_html_is_self_contained_and_carries_every_plot(built):
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="headless Chromium not installed (Debian: apt-get install chromium; "
-                                             "'make test' installs it where apt-get exists)")
+@pytest.mark.skipif(
+    CHROMIUM is None,
+    reason="headless Chromium not installed (Debian: apt-get install chromium; "
+    "'make test' installs it where apt-get exists)",
+)
 def test_html_renders_in_headless_chromium(built, tmp_path):
     page = tmp_path / "report.html"
     page.write_text(built[1])
     shot = tmp_path / "shot.png"
-    cmd = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-           "--disable-background-networking", "--disable-component-update", "--disable-sync",
-           f"--user-data-dir={tmp_path / 'profile'}", f"--screenshot={shot}", "--window-size=1280,4000",
-           page.as_uri()]
+    cmd = [
+        CHROMIUM,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={tmp_path / 'profile'}",
+        f"--screenshot={shot}",
+        "--window-size=1280,4000",
+        page.as_uri(),
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert shot.is_file(), proc.stderr[-2000:]
     px = pixels(shot.read_bytes())
@@ -277,8 +360,9 @@ NOTEBOOK = Path(__file__).parent.parent / "examples" / "compare_methods.ipynb"
 FMNIST_OK = all((data.FMNIST_DIR / f).exists() for f in ("train-images-idx3-ubyte.gz", "t10k-images-idx3-ubyte.gz"))
 
 
-@pytest.mark.skipif(not FMNIST_OK, reason=f"Fashion-MNIST not found in {data.FMNIST_DIR} "
-                                          "(apt-get install dataset-fashion-mnist)")
+@pytest.mark.skipif(
+    not FMNIST_OK, reason=f"Fashion-MNIST not found in {data.FMNIST_DIR} (apt-get install dataset-fashion-mnist)"
+)
 @pytest.mark.skipif(not (BUNDLED_DIR / "model.safetensors").exists(), reason="bundled model not built")
 def test_example_notebook_runs_end_to_end(tmp_path, monkeypatch):
     nbformat = pytest.importorskip("nbformat", reason="pip install -e '.[test]' (nbformat, nbclient, ipykernel)")
@@ -287,8 +371,9 @@ def test_example_notebook_runs_end_to_end(tmp_path, monkeypatch):
     monkeypatch.setenv("PEFTLAB_NOTEBOOK_OUT", str(tmp_path / "runs"))
     monkeypatch.setenv("OMP_NUM_THREADS", "1")  # tiny model: one thread is fastest on a shared machine
     nb = nbformat.read(NOTEBOOK, as_version=4)
-    nbclient.NotebookClient(nb, timeout=240, kernel_name="python3",
-                            resources={"metadata": {"path": str(tmp_path)}}).execute()
+    nbclient.NotebookClient(
+        nb, timeout=240, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
+    ).execute()
     outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
     assert not [o for o in outputs if o.output_type == "error"]
     text = "".join(o.get("text", "") + json.dumps(o.get("data", {})) for o in outputs)

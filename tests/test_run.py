@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import importlib.metadata
 import dataclasses
+import importlib.metadata
 import json
 import math
 from pathlib import Path
@@ -23,20 +23,52 @@ from .conftest import CLASSES, read_json
 EPOCHS = 2
 # every key the issue requires of a result.json ("a.b": key b inside a)
 REQUIRED_KEYS = [
-    "method", "method_config", "model", "dataset", "seed",
-    "params.trainable", "params.total", "params.trainable_pct",
-    "metrics.baseline_accuracy", "metrics.chance_accuracy", "metrics.accuracy", "metrics.best_accuracy",
-    "metrics.top5_accuracy", "metrics.macro_f1", "history",
-    "time.train_s", "time.eval_s", "time.total_s", "throughput.train_img_s", "memory.peak_bytes",
-    "size.adapter_bytes", "coverage", "env",
+    "method",
+    "method_config",
+    "model",
+    "dataset",
+    "seed",
+    "params.trainable",
+    "params.total",
+    "params.trainable_pct",
+    "metrics.baseline_accuracy",
+    "metrics.chance_accuracy",
+    "metrics.accuracy",
+    "metrics.best_accuracy",
+    "metrics.top5_accuracy",
+    "metrics.macro_f1",
+    "history",
+    "time.train_s",
+    "time.eval_s",
+    "time.total_s",
+    "throughput.train_img_s",
+    "memory.peak_bytes",
+    "size.adapter_bytes",
+    "coverage",
+    "env",
 ]
 
 
-def tiny_args(model: Path, dataset: Path, out: Path, *extra: str, epochs: int | None = EPOCHS,
-              batch_size: int | None = 8) -> list[str]:
+def tiny_args(
+    model: Path, dataset: Path, out: Path, *extra: str, epochs: int | None = EPOCHS, batch_size: int | None = 8
+) -> list[str]:
     """`peftlab run` on all the data, quietly; epochs/batch_size None leave them to --config or defaults."""
-    args = ["run", "--model", str(model), "--dataset", str(dataset), "--out", str(out), "--quiet",
-            "--train-size", "0", "--eval-size", "0", "--min-per-class", "1"]
+    args = [
+        "run",
+        "--model",
+        str(model),
+        "--dataset",
+        str(dataset),
+        "--out",
+        str(out),
+        "--quiet",
+        "--train-size",
+        "0",
+        "--eval-size",
+        "0",
+        "--min-per-class",
+        "1",
+    ]
     args += ["--epochs", str(epochs)] if epochs is not None else []
     args += ["--batch-size", str(batch_size)] if batch_size is not None else []
     return args + list(extra)
@@ -165,7 +197,7 @@ def test_summary_lists_every_method_and_report_rebuilds_it(folder_run, capsys):
     assert "accuracy (baseline → final)" in printed and "3 classes" in printed
     lines = printed.splitlines()
     first = next(i for i, line in enumerate(lines) if line.startswith("-----")) + 1
-    rows = [line.split()[0] for line in lines[first:first + len(methods.REGISTRY)]]
+    rows = [line.split()[0] for line in lines[first : first + len(methods.REGISTRY)]]
     assert rows == list(methods.REGISTRY)  # one row per result, in registry order (not path order)
     for method in methods.REGISTRY:
         r = read_json(out / f"{method}-seed0" / "result.json")
@@ -183,8 +215,9 @@ def test_same_seed_same_results(folder_run, tiny_vit, image_folder, tmp_path):
         a = read_json(first / f"{method}-seed0" / "result.json")
         b = read_json(tmp_path / f"{method}-seed0" / "result.json")
         assert a["metrics"] == b["metrics"] and a["params"] == b["params"]
-        assert [(e["train_loss"], e["eval_accuracy"], e["eval_loss"]) for e in a["history"]] == \
-               [(e["train_loss"], e["eval_accuracy"], e["eval_loss"]) for e in b["history"]]
+        assert [(e["train_loss"], e["eval_accuracy"], e["eval_loss"]) for e in a["history"]] == [
+            (e["train_loss"], e["eval_accuracy"], e["eval_loss"]) for e in b["history"]
+        ]
         for f in (first / f"{method}-seed0" / "adapter").rglob("*.safetensors"):
             other = tmp_path / f.relative_to(first)
             assert f.read_bytes() == other.read_bytes(), f"{method}: {f.name} differs"
@@ -201,8 +234,9 @@ def test_another_seed_gives_another_run(folder_run, tiny_vit, image_folder, tmp_
 
 def test_full_fine_tuning_learns_a_separable_task(tiny_vit, image_folder, tmp_path):
     """The loop really trains: brightness classes are learnt to near-perfect accuracy."""
-    assert cli.main(tiny_args(tiny_vit, image_folder, tmp_path, "--methods", "full", "--full-lr", "3e-3",
-                              epochs=12)) == 0
+    assert (
+        cli.main(tiny_args(tiny_vit, image_folder, tmp_path, "--methods", "full", "--full-lr", "3e-3", epochs=12)) == 0
+    )
     r = read_json(tmp_path / "full-seed0" / "result.json")
     assert len(r["history"]) == 12
     assert r["metrics"]["accuracy"] >= 0.9 and r["metrics"]["accuracy"] > r["metrics"]["baseline_accuracy"]
@@ -223,8 +257,22 @@ def test_run_on_save_to_disk_dataset(tiny_vit, hf_dataset_dir, tmp_path):
 def test_config_file_then_command_line(tiny_vit, image_folder, tmp_path):
     cfg = tmp_path / "run.yaml"
     cfg.write_text("methods: lora\nepochs: 1\nbatch-size: 4\nlora:\n  r: 4\n  targets: query,key\n")
-    assert cli.main(tiny_args(tiny_vit, image_folder, tmp_path / "out", "--config", str(cfg), "--lora-r", "2",
-                              epochs=None, batch_size=None)) == 0
+    assert (
+        cli.main(
+            tiny_args(
+                tiny_vit,
+                image_folder,
+                tmp_path / "out",
+                "--config",
+                str(cfg),
+                "--lora-r",
+                "2",
+                epochs=None,
+                batch_size=None,
+            )
+        )
+        == 0
+    )
     r = read_json(tmp_path / "out" / "lora-seed0" / "result.json")
     assert r["method_config"]["r"] == 2 and r["method_config"]["targets"] == "query,key"  # CLI beats file
     assert len(r["history"]) == 1 and r["train"]["batch_size"] == 4  # from the file
@@ -254,16 +302,22 @@ BAD_INPUT = {
     "missing dataset folder": (["--dataset", "{tmp}/no-data"], "dataset '{tmp}/no-data' does not exist"),
     "train size too large": (["--train-size", "25"], "asked for 25 examples but the split has only 24"),
     "eval size too large": (["--eval-size", "13"], "asked for 13 examples but the split has only 12"),
-    "unknown lora role": (["--methods", "lora", "--lora-targets", "query,bogus"],
-                          "unknown target role 'bogus'; this model has: query, key, value, output, fc1, fc2"),
+    "unknown lora role": (
+        ["--methods", "lora", "--lora-targets", "query,bogus"],
+        "unknown target role 'bogus'; this model has: query, key, value, output, fc1, fc2",
+    ),
     "config unknown key": (["--config", "{tmp}/bad.yaml"], "unknown option(s): bogus_key; see 'peftlab run --help'"),
     "config unknown method option": (["--config", "{tmp}/bad.json"], "unknown lora option(s): rank; lora takes: "),
-    "config section not a mapping": (["--config", "{tmp}/flat.yaml", "--lora-r", "2"],
-                                     "'lora' must be a mapping of lora options"),
+    "config section not a mapping": (
+        ["--config", "{tmp}/flat.yaml", "--lora-r", "2"],
+        "'lora' must be a mapping of lora options",
+    ),
     "missing config": (["--config", "{tmp}/none.yaml"], "config file '{tmp}/none.yaml' does not exist"),
     "bad device": (["--device", "tpu"], "--device must be auto, cpu or cuda (got 'tpu')"),
-    "strict coverage": (["--strict-coverage", "--min-per-class", "5"],
-                        "class coverage: eval split has fewer than 5 examples for 3 classes (dark, light, mid)"),
+    "strict coverage": (
+        ["--strict-coverage", "--min-per-class", "5"],
+        "class coverage: eval split has fewer than 5 examples for 3 classes (dark, light, mid)",
+    ),
 }
 
 
@@ -284,8 +338,10 @@ def test_bad_input_is_one_line_and_exit_code_2(case, tiny_vit, image_folder, tmp
 
 
 def test_coverage_warning_is_printed_and_recorded(tiny_vit, image_folder, tmp_path, capsys):
-    assert cli.main(tiny_args(tiny_vit, image_folder, tmp_path, "--methods", "head", "--min-per-class", "5",
-                              epochs=1)) == 0
+    assert (
+        cli.main(tiny_args(tiny_vit, image_folder, tmp_path, "--methods", "head", "--min-per-class", "5", epochs=1))
+        == 0
+    )
     problem = "eval split has fewer than 5 examples for 3 classes (dark, light, mid)"
     assert f"WARNING class coverage: {problem}" in capsys.readouterr().out  # shown even with --quiet
     r = read_json(tmp_path / "head-seed0" / "result.json")
@@ -323,18 +379,21 @@ def test_metrics_from_logits_by_hand():
 BUNDLED_WEIGHTS = BUNDLED_DIR / "model.safetensors"
 needs_bundled = pytest.mark.skipif(
     not BUNDLED_WEIGHTS.exists(),
-    reason=f"bundled model not built yet ({BUNDLED_WEIGHTS} missing; 'peftlab pretrain' makes it)")
+    reason=f"bundled model not built yet ({BUNDLED_WEIGHTS} missing; 'peftlab pretrain' makes it)",
+)
 needs_fmnist = pytest.mark.skipif(
     not all((data.FMNIST_DIR / f).exists() for f in ("train-images-idx3-ubyte.gz", "t10k-images-idx3-ubyte.gz")),
-    reason=f"Fashion-MNIST not found in {data.FMNIST_DIR} (apt-get install dataset-fashion-mnist)")
+    reason=f"Fashion-MNIST not found in {data.FMNIST_DIR} (apt-get install dataset-fashion-mnist)",
+)
 FMNIST_5_9 = ["Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
 
 
 @needs_bundled
 @needs_fmnist
 def test_default_job_on_fashion_mnist(tmp_path, capsys):
-    rc = cli.main(["run", "--train-size", "500", "--eval-size", "300", "--epochs", "2", "--out", str(tmp_path),
-                   "--quiet"])
+    rc = cli.main(
+        ["run", "--train-size", "500", "--eval-size", "300", "--epochs", "2", "--out", str(tmp_path), "--quiet"]
+    )
     assert rc == 0, capsys.readouterr().err
     names = [p.parent.name for p in sorted(tmp_path.rglob("result.json"))]
     assert sorted(names) == sorted(f"{m}-seed0" for m in methods.DEFAULT_METHODS)
@@ -368,7 +427,24 @@ def test_default_job_on_fashion_mnist(tmp_path, capsys):
 def test_linear_probe_on_bundled_model_beats_its_baseline_widely(tmp_path):
     """Pretrained features transfer (classes 0-4 -> 5-9): a head alone lifts accuracy far above the fresh
     head's. 10 epochs (80 steps): 2 epochs of 500 images are only 16 AdamW steps, too few for a probe."""
-    assert cli.main(["run", "--methods", "head", "--train-size", "500", "--eval-size", "300", "--epochs", "10",
-                     "--out", str(tmp_path), "--quiet"]) == 0
+    assert (
+        cli.main(
+            [
+                "run",
+                "--methods",
+                "head",
+                "--train-size",
+                "500",
+                "--eval-size",
+                "300",
+                "--epochs",
+                "10",
+                "--out",
+                str(tmp_path),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     m = read_json(tmp_path / "head-seed0" / "result.json")["metrics"]
     assert m["accuracy"] >= m["baseline_accuracy"] + 0.3, m

@@ -13,9 +13,32 @@ from .conftest import read_json, save_tiny_vit
 
 
 def _run(model, dataset, out, *extra) -> None:
-    assert cli.main(["run", "--model", str(model), "--dataset", str(dataset), "--out", str(out), "--quiet",
-                     "--train-size", "0", "--eval-size", "0", "--min-per-class", "1", "--epochs", "3",
-                     "--batch-size", "8", *extra]) == 0
+    assert (
+        cli.main(
+            [
+                "run",
+                "--model",
+                str(model),
+                "--dataset",
+                str(dataset),
+                "--out",
+                str(out),
+                "--quiet",
+                "--train-size",
+                "0",
+                "--eval-size",
+                "0",
+                "--min-per-class",
+                "1",
+                "--epochs",
+                "3",
+                "--batch-size",
+                "8",
+                *extra,
+            ]
+        )
+        == 0
+    )
 
 
 @pytest.mark.parametrize("method, blocks", [("head", 2), ("last", 1)])
@@ -37,8 +60,9 @@ def test_prefix_cache_under_bf16_autocast(tiny_vit, image_folder, tmp_path):
     """With mixed precision the prepared model autocasts its own forward: the cache's self-check must
     compare like with like, or the cache silently never runs on a GPU."""
     _run(tiny_vit, image_folder, tmp_path / "cached", "--methods", "head,last", "--precision", "bf16")
-    _run(tiny_vit, image_folder, tmp_path / "plain", "--methods", "head,last", "--precision", "bf16",
-         "--no-prefix-cache")
+    _run(
+        tiny_vit, image_folder, tmp_path / "plain", "--methods", "head,last", "--precision", "bf16", "--no-prefix-cache"
+    )
     for m in ("head", "last"):
         a = read_json(tmp_path / "cached" / f"{m}-seed0" / "result.json")
         b = read_json(tmp_path / "plain" / f"{m}-seed0" / "result.json")
@@ -76,7 +100,7 @@ def test_last_block_on_the_cls_row_equals_the_whole_block(tiny_vit):
     block.train()
     torch.manual_seed(0)
     kept = (row(h) - row(h)).abs().gt(0).float().mean()
-    assert 0 < kept  # random: two draws differ
+    assert kept > 0  # random: two draws differ
     assert _cls_row_forward(nn.Linear(2, 2)) is None  # not a ViT block
 
 
@@ -121,7 +145,7 @@ def test_flops_and_mfu_are_recorded(tiny_vit, image_folder, tmp_path):
     _run(tiny_vit, image_folder, tmp_path / "f", "--methods", "lora,full", "--no-prefix-cache")
     lora = read_json(tmp_path / "f" / "lora-seed0" / "result.json")["throughput"]
     full = read_json(tmp_path / "f" / "full-seed0" / "result.json")["throughput"]
-    assert 0 < lora["train_flops_per_image"] and 0 < full["train_flops_per_image"]
+    assert lora["train_flops_per_image"] > 0 and full["train_flops_per_image"] > 0
     # LoRA skips the weight gradients of the frozen Linears: fewer FLOPs per image than full training
     assert lora["train_flops_per_image"] < full["train_flops_per_image"]
     assert full["achieved_tflops"] == pytest.approx(full["train_flops_per_image"] * full["train_img_s"] / 1e12)
@@ -145,7 +169,9 @@ def test_images_decode_once_per_process(image_folder, monkeypatch):
     again = data.load_task(str(image_folder), spec, seed=1, min_per_class=1, warn=lambda s: None)
     assert len(calls) == n and data.CACHE.hits == n  # all from the cache
     assert torch.equal(first.eval.images, again.eval.images) or len(first.eval) != len(again.eval)
-    assert sorted(map(bytes, first.train.images.flatten(1).numpy())) == sorted(map(bytes, again.train.images.flatten(1).numpy()))
+    assert sorted(map(bytes, first.train.images.flatten(1).numpy())) == sorted(
+        map(bytes, again.train.images.flatten(1).numpy())
+    )
     other = ImageSpec(8, 8, 1, (0.5,), (0.25,))  # another input size: decoded anew
     data.load_task(str(image_folder), other, min_per_class=1, warn=lambda s: None)
     assert len(calls) == 2 * n

@@ -14,17 +14,34 @@ from pathlib import Path
 
 import pytest
 
-from peftlab import cli, report, results as results_mod
+from peftlab import cli, report
+from peftlab import results as results_mod
 from peftlab.stats import summarize
 
 from .conftest import read_json
 
 
-def write_sweep(path: Path, model: Path, dataset: Path, out: Path, grid: dict, seeds=(0,), epochs: int = 2,
-                **extra) -> Path:
-    path.write_text(json.dumps({"model": str(model), "dataset": str(dataset), "out": str(out), "seeds": list(seeds),
-                                "train_size": 0, "eval_size": 0, "min_per_class": 1, "epochs": epochs,
-                                "batch_size": 8, "quiet": True, "grid": grid, **extra}))
+def write_sweep(
+    path: Path, model: Path, dataset: Path, out: Path, grid: dict, seeds=(0,), epochs: int = 2, **extra
+) -> Path:
+    path.write_text(
+        json.dumps(
+            {
+                "model": str(model),
+                "dataset": str(dataset),
+                "out": str(out),
+                "seeds": list(seeds),
+                "train_size": 0,
+                "eval_size": 0,
+                "min_per_class": 1,
+                "epochs": epochs,
+                "batch_size": 8,
+                "quiet": True,
+                "grid": grid,
+                **extra,
+            }
+        )
+    )
     return path
 
 
@@ -46,11 +63,17 @@ def test_summary_matches_hand_computed_values():
 
 
 def _fake(method: str, seed: int, acc: float) -> dict:
-    return {"method": method, "seed": seed, "status": "ok",
-            "params": {"trainable": 10, "trainable_pct": 1.0, "kind": "theory", "theory_match": True},
-            "metrics": {"accuracy": acc, "baseline_accuracy": 0.2, "top5_accuracy": None, "macro_f1": acc},
-            "time": {"train_s": 1.0}, "throughput": {"train_img_s": 100.0}, "memory": {"peak_bytes": 1000},
-            "size": {"adapter_bytes": 100}}
+    return {
+        "method": method,
+        "seed": seed,
+        "status": "ok",
+        "params": {"trainable": 10, "trainable_pct": 1.0, "kind": "theory", "theory_match": True},
+        "metrics": {"accuracy": acc, "baseline_accuracy": 0.2, "top5_accuracy": None, "macro_f1": acc},
+        "time": {"train_s": 1.0},
+        "throughput": {"train_img_s": 100.0},
+        "memory": {"peak_bytes": 1000},
+        "size": {"adapter_bytes": 100},
+    }
 
 
 def test_noise_lines_call_overlapping_intervals_noise():
@@ -77,9 +100,29 @@ def test_table_shows_mean_std_and_interval_over_seeds():
 # ---------------------------------------------------------------- seeds through the CLI
 def test_seeds_run_every_method_per_seed(tiny_vit, image_folder, tmp_path, capsys):
     out = tmp_path / "out"
-    args = ["run", "--model", str(tiny_vit), "--dataset", str(image_folder), "--out", str(out), "--train-size", "0",
-            "--eval-size", "0", "--min-per-class", "1", "--epochs", "2", "--batch-size", "8",
-            "--methods", "head,full", "--seeds", "0,1,2"]
+    args = [
+        "run",
+        "--model",
+        str(tiny_vit),
+        "--dataset",
+        str(image_folder),
+        "--out",
+        str(out),
+        "--train-size",
+        "0",
+        "--eval-size",
+        "0",
+        "--min-per-class",
+        "1",
+        "--epochs",
+        "2",
+        "--batch-size",
+        "8",
+        "--methods",
+        "head,full",
+        "--seeds",
+        "0,1,2",
+    ]
     assert cli.main(args) == 0
     printed = capsys.readouterr().out
     found = result_files(out)
@@ -94,8 +137,9 @@ def test_seeds_run_every_method_per_seed(tiny_vit, image_folder, tmp_path, capsy
 
 def test_bad_seeds_are_one_line_errors(capsys):
     assert cli.main(["run", "--seeds", "0,x"]) == 2
-    assert capsys.readouterr().err.strip() == ("peftlab: error: --seeds must be comma-separated integers, "
-                                               "e.g. 0,1,2 (got '0,x')")
+    assert capsys.readouterr().err.strip() == (
+        "peftlab: error: --seeds must be comma-separated integers, e.g. 0,1,2 (got '0,x')"
+    )
     assert cli.main(["run", "--seeds", "1,1"]) == 2
     assert "distinct" in capsys.readouterr().err
 
@@ -103,12 +147,19 @@ def test_bad_seeds_are_one_line_errors(capsys):
 # ---------------------------------------------------------------- sweeps
 def test_sweep_runs_the_grid_and_a_rerun_skips_everything(tiny_vit, image_folder, tmp_path, capsys):
     out = tmp_path / "sweep"
-    f = write_sweep(tmp_path / "s.json", tiny_vit, image_folder, out,
-                    {"head": {"lr": [0.01, 0.1]}, "lora": {"r": [2, 4]}}, seeds=(0, 1))
+    f = write_sweep(
+        tmp_path / "s.json",
+        tiny_vit,
+        image_folder,
+        out,
+        {"head": {"lr": [0.01, 0.1]}, "lora": {"r": [2, 4]}},
+        seeds=(0, 1),
+    )
     assert cli.main(["sweep", str(f)]) == 0
     found = result_files(out)
-    assert sorted(found) == sorted(f"{label}-seed{s}" for label in ("head-lr0.01", "head-lr0.1", "lora-r2", "lora-r4")
-                                   for s in (0, 1))
+    assert sorted(found) == sorted(
+        f"{label}-seed{s}" for label in ("head-lr0.01", "head-lr0.1", "lora-r2", "lora-r4") for s in (0, 1)
+    )
     assert found["lora-r4-seed1"]["method_config"]["r"] == 4 and found["lora-r4-seed1"]["label"] == "lora r=4"
     assert found["head-lr0.1-seed0"]["method_config"]["lr"] == 0.1
     assert all(r["status"] == "ok" for r in found.values())
@@ -154,12 +205,15 @@ def test_a_changed_config_never_overwrites_results(tiny_vit, image_folder, tmp_p
     assert (out / "head-seed0" / "result.json").read_text() == before
 
 
-@pytest.mark.parametrize("grid, message", [
-    ({}, "grid' must map method names"),
-    ({"nope": {}}, "unknown method 'nope'"),
-    ({"lora": {"rank": [4]}}, "unknown lora option(s): rank"),
-    ({"lora": {"r": [0]}}, "lora.r must be >= 1"),
-])
+@pytest.mark.parametrize(
+    "grid, message",
+    [
+        ({}, "grid' must map method names"),
+        ({"nope": {}}, "unknown method 'nope'"),
+        ({"lora": {"rank": [4]}}, "unknown lora option(s): rank"),
+        ({"lora": {"r": [0]}}, "lora.r must be >= 1"),
+    ],
+)
 def test_bad_sweep_files_are_one_line_errors(tiny_vit, image_folder, tmp_path, capsys, grid, message):
     f = write_sweep(tmp_path / "s.json", tiny_vit, image_folder, tmp_path / "o", grid)
     assert cli.main(["sweep", str(f)]) == 2
@@ -167,8 +221,9 @@ def test_bad_sweep_files_are_one_line_errors(tiny_vit, image_folder, tmp_path, c
     assert err.startswith("peftlab: error: ") and message in err and err.count("\n") == 1
 
 
-def test_a_full_disk_stops_with_one_line_and_keeps_finished_results(tiny_vit, image_folder, tmp_path, capsys,
-                                                                    monkeypatch):
+def test_a_full_disk_stops_with_one_line_and_keeps_finished_results(
+    tiny_vit, image_folder, tmp_path, capsys, monkeypatch
+):
     out = tmp_path / "sweep"
     f = write_sweep(tmp_path / "s.json", tiny_vit, image_folder, out, {"head": {}, "last": {}})
     real_fsync = os.fsync
@@ -181,8 +236,10 @@ def test_a_full_disk_stops_with_one_line_and_keeps_finished_results(tiny_vit, im
     monkeypatch.setattr(results_mod.os, "fsync", fsync)
     assert cli.main(["sweep", str(f)]) == 2
     err = capsys.readouterr().err.strip()
-    assert err == (f"peftlab: error: cannot write {out / 'last-seed0' / 'result.json'}: the disk is full; free "
-                   "space or pass another --out, then rerun the same command: finished runs are kept and skipped")
+    assert err == (
+        f"peftlab: error: cannot write {out / 'last-seed0' / 'result.json'}: the disk is full; free "
+        "space or pass another --out, then rerun the same command: finished runs are kept and skipped"
+    )
     assert read_json(out / "head-seed0" / "result.json")["status"] == "ok"
     assert not (out / "last-seed0" / "result.json").exists()
     assert not list(out.rglob("*.tmp"))  # no half-written temp file left behind
@@ -202,8 +259,13 @@ def test_an_output_folder_that_cannot_be_created_is_one_line(tmp_path, capsys):
 # ---------------------------------------------------------------- real interruptions of a subprocess
 def _start(f: Path) -> subprocess.Popen:
     env = os.environ | {"OMP_NUM_THREADS": "1"}
-    return subprocess.Popen([sys.executable, "-m", "peftlab", "sweep", str(f)], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "peftlab", "sweep", str(f)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def _wait_for_results(out: Path, n: int, proc: subprocess.Popen, timeout: float = 120) -> None:

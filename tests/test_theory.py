@@ -25,8 +25,11 @@ VIT_B = "google/vit-base-patch16-224-in21k"  # an alias of the preset: no downlo
 
 def build(config, num_labels: int, device: str = "cpu") -> tuple[nn.Module, int]:
     """The classifier transformers builds for this config, with a fresh head; and its base count."""
-    cls = (transformers.DeiTForImageClassification if config.model_type == "deit"
-           else transformers.ViTForImageClassification)
+    cls = (
+        transformers.DeiTForImageClassification
+        if config.model_type == "deit"
+        else transformers.ViTForImageClassification
+    )
     with torch.device(device):
         model = cls(config)
         models.fit_head(model, [f"c{i}" for i in range(num_labels)], seed=0)
@@ -98,35 +101,51 @@ BLOCK = 4 * (D * D + D) + (D * M_ + M_) + (M_ * D + D) + 4 * D  # 7,087,872
 QV_LAYERS = 2 * L_  # query and value in every block
 
 
-@pytest.mark.parametrize("method,cfg,added,trainable", [
-    # every bias: patch conv 768, per block q,k,v,o 4·768 + fc1 3072 + fc2 768 + LayerNorm β 2·768, final β 768
-    ("bitfit", None, 0, 768 + L_ * (4 * D + M_ + D + 2 * D) + D + HEAD),
-    # first 6 blocks frozen (half of 12) with the embeddings; 6 blocks, the final norm and the head train
-    ("freeze-first", None, 0, 6 * BLOCK + 2 * D + HEAD),
-    ("freeze-first", methods.FreezeFirstConfig(blocks=0), 0, L_ * BLOCK + 2 * D + HEAD),
-    ("freeze-first", methods.FreezeFirstConfig(blocks=12), 0, 2 * D + HEAD),
-    # PEFT LN tuning adds a trainable copy of the 2 LayerNorms per block and the final one
-    ("layernorm", None, (2 * L_ + 1) * 2 * D, (2 * L_ + 1) * 2 * D + HEAD),
-    ("lora-all", None, L_ * 8 * (4 * 2 * D + 2 * (D + M_)), L_ * 8 * (4 * 2 * D + 2 * (D + M_)) + HEAD),
-    ("rslora", None, QV_LAYERS * 8 * 2 * D, QV_LAYERS * 8 * 2 * D + HEAD),
-    ("dora", None, QV_LAYERS * (8 * 2 * D + D), QV_LAYERS * (8 * 2 * D + D) + HEAD),  # + one magnitude per output
-    # P (12×768), Λ (12), Q (768×12) per Linear; plus one frozen rank counter each (in total, not trainable)
-    ("adalora", None, QV_LAYERS * (12 * 2 * D + 12 + 1), QV_LAYERS * (12 * 2 * D + 12) + HEAD),
-    ("loha", None, QV_LAYERS * 2 * 8 * 2 * D, QV_LAYERS * 2 * 8 * 2 * D + HEAD),
-    # 768 = 24·32: W₁ 24×24 full, W₂ 32×32 as rank 8 (8 < 32/2): 576 + 8·(32+32)
-    ("lokr", None, QV_LAYERS * (24 * 24 + 8 * 64), QV_LAYERS * (24 * 24 + 8 * 64) + HEAD),
-    # W₂ kept full when r >= 32/2; decompose_both factors W₁ too when r < 24/2
-    ("lokr", methods.LokrConfig(r=16), QV_LAYERS * (24 * 24 + 32 * 32), QV_LAYERS * (24 * 24 + 32 * 32) + HEAD),
-    ("lokr", methods.LokrConfig(r=4, decompose_both=True), QV_LAYERS * (4 * 48 + 4 * 64),
-     QV_LAYERS * (4 * 48 + 4 * 64) + HEAD),
-    ("vera", None, QV_LAYERS * (D + 256), QV_LAYERS * (D + 256) + HEAD),  # b (768) and d (256) per Linear
-    ("ia3", None, L_ * (D + D + M_), L_ * (D + D + M_) + HEAD),  # key, value outputs; fc2's 3072 inputs
-    ("oft", None, QV_LAYERS * 24 * (32 * 31 // 2), QV_LAYERS * 24 * (32 * 31 // 2) + HEAD),  # 24 blocks of 32
-    ("oft", methods.OftConfig(block_size=32, block_share=True), QV_LAYERS * 32 * 31 // 2,
-     QV_LAYERS * 32 * 31 // 2 + HEAD),
-    ("oft", methods.OftConfig(block_size=50), QV_LAYERS * 16 * (48 * 47 // 2),  # 50 -> nearest divisor 48
-     QV_LAYERS * 16 * (48 * 47 // 2) + HEAD),
-], ids=lambda v: v if isinstance(v, str) else None)
+@pytest.mark.parametrize(
+    "method,cfg,added,trainable",
+    [
+        # every bias: patch conv 768, per block q,k,v,o 4·768 + fc1 3072 + fc2 768 + LayerNorm β 2·768, final β 768
+        ("bitfit", None, 0, 768 + L_ * (4 * D + M_ + D + 2 * D) + D + HEAD),
+        # first 6 blocks frozen (half of 12) with the embeddings; 6 blocks, the final norm and the head train
+        ("freeze-first", None, 0, 6 * BLOCK + 2 * D + HEAD),
+        ("freeze-first", methods.FreezeFirstConfig(blocks=0), 0, L_ * BLOCK + 2 * D + HEAD),
+        ("freeze-first", methods.FreezeFirstConfig(blocks=12), 0, 2 * D + HEAD),
+        # PEFT LN tuning adds a trainable copy of the 2 LayerNorms per block and the final one
+        ("layernorm", None, (2 * L_ + 1) * 2 * D, (2 * L_ + 1) * 2 * D + HEAD),
+        ("lora-all", None, L_ * 8 * (4 * 2 * D + 2 * (D + M_)), L_ * 8 * (4 * 2 * D + 2 * (D + M_)) + HEAD),
+        ("rslora", None, QV_LAYERS * 8 * 2 * D, QV_LAYERS * 8 * 2 * D + HEAD),
+        ("dora", None, QV_LAYERS * (8 * 2 * D + D), QV_LAYERS * (8 * 2 * D + D) + HEAD),  # + one magnitude per output
+        # P (12×768), Λ (12), Q (768×12) per Linear; plus one frozen rank counter each (in total, not trainable)
+        ("adalora", None, QV_LAYERS * (12 * 2 * D + 12 + 1), QV_LAYERS * (12 * 2 * D + 12) + HEAD),
+        ("loha", None, QV_LAYERS * 2 * 8 * 2 * D, QV_LAYERS * 2 * 8 * 2 * D + HEAD),
+        # 768 = 24·32: W₁ 24×24 full, W₂ 32×32 as rank 8 (8 < 32/2): 576 + 8·(32+32)
+        ("lokr", None, QV_LAYERS * (24 * 24 + 8 * 64), QV_LAYERS * (24 * 24 + 8 * 64) + HEAD),
+        # W₂ kept full when r >= 32/2; decompose_both factors W₁ too when r < 24/2
+        ("lokr", methods.LokrConfig(r=16), QV_LAYERS * (24 * 24 + 32 * 32), QV_LAYERS * (24 * 24 + 32 * 32) + HEAD),
+        (
+            "lokr",
+            methods.LokrConfig(r=4, decompose_both=True),
+            QV_LAYERS * (4 * 48 + 4 * 64),
+            QV_LAYERS * (4 * 48 + 4 * 64) + HEAD,
+        ),
+        ("vera", None, QV_LAYERS * (D + 256), QV_LAYERS * (D + 256) + HEAD),  # b (768) and d (256) per Linear
+        ("ia3", None, L_ * (D + D + M_), L_ * (D + D + M_) + HEAD),  # key, value outputs; fc2's 3072 inputs
+        ("oft", None, QV_LAYERS * 24 * (32 * 31 // 2), QV_LAYERS * 24 * (32 * 31 // 2) + HEAD),  # 24 blocks of 32
+        (
+            "oft",
+            methods.OftConfig(block_size=32, block_share=True),
+            QV_LAYERS * 32 * 31 // 2,
+            QV_LAYERS * 32 * 31 // 2 + HEAD,
+        ),
+        (
+            "oft",
+            methods.OftConfig(block_size=50),
+            QV_LAYERS * 16 * (48 * 47 // 2),  # 50 -> nearest divisor 48
+            QV_LAYERS * 16 * (48 * 47 // 2) + HEAD,
+        ),
+    ],
+    ids=lambda v: v if isinstance(v, str) else None,
+)
 def test_vit_b_exact_numbers_of_more_methods(vit_b, method, cfg, added, trainable):
     assert BLOCK == 7_087_872 and HEAD == 77_669
     bd, got = assert_matches(vit_b, method, cfg or methods.get(method).config_cls(), C101, "meta")
@@ -148,24 +167,37 @@ def test_vit_b_formula_strings_show_the_numbers(vit_b):
     assert "classifier: d·C + C = 768·101 + 101 = 77,669" in {str(ln) for ln in head.lines}
     assert not any("twice" in n for n in head.notes)  # no PEFT copy, no doubled head
     last = theory.derive(vit_b, "last", methods.LastConfig(blocks=1), C101)
-    assert ("last 1 block: n·(4·d² + 2·d·m + m + 9·d) = 1·(4·768² + 2·768·3072 + 3072 + 9·768) = 7,087,872"
-            in {str(ln) for ln in last.lines})
+    assert "last 1 block: n·(4·d² + 2·d·m + m + 9·d) = 1·(4·768² + 2·768·3072 + 3072 + 9·768) = 7,087,872" in {
+        str(ln) for ln in last.lines
+    }
 
 
 def test_vit_b_built_from_config_matches(vit_b):
     """The one full-size model built for real on the CPU (~86M parameters)."""
     bd, got = assert_matches(vit_b, "lora", methods.LoraConfig(r=8), C101)
     assert got["base"] == 85_876_325 and got["peft_all_params"] == 86_248_906
-    assert theory.check(bd, got) == {"theory_trainable": 372_581, "theory_total": 86_171_237,
-                                     "theory_match": True, "mismatches": [], "kind": "theory"}
+    assert theory.check(bd, got) == {
+        "theory_trainable": 372_581,
+        "theory_total": 86_171_237,
+        "theory_match": True,
+        "mismatches": [],
+        "kind": "theory",
+    }
 
 
-@pytest.mark.parametrize("name,total", [  # published totals with a 1000-class head (timm's counts)
-    ("vit-tiny-patch16-224", 5_717_416), ("vit-small-patch16-224", 22_050_664),
-    ("vit-base-patch16-224", 86_567_656), ("vit-large-patch16-224", 304_326_632),
-    ("vit-huge-patch14-224", 632_045_800), ("deit-base-patch16-224", 86_567_656),
-    # timm's distilled DeiT-B has a second 1000-class head (768·1000 + 1000) that DeiTForImageClassification lacks
-    ("deit-base-distilled-patch16-224", 87_338_192 - 769_000)])
+@pytest.mark.parametrize(
+    "name,total",
+    [  # published totals with a 1000-class head (timm's counts)
+        ("vit-tiny-patch16-224", 5_717_416),
+        ("vit-small-patch16-224", 22_050_664),
+        ("vit-base-patch16-224", 86_567_656),
+        ("vit-large-patch16-224", 304_326_632),
+        ("vit-huge-patch14-224", 632_045_800),
+        ("deit-base-patch16-224", 86_567_656),
+        # timm's distilled DeiT-B has a second 1000-class head (768·1000 + 1000) that DeiTForImageClassification lacks
+        ("deit-base-distilled-patch16-224", 87_338_192 - 769_000),
+    ],
+)
 def test_presets_reproduce_published_totals(name, total):
     assert theory.derive(theory.load_config(name), "head", None, 1000).total == total
 
@@ -173,40 +205,58 @@ def test_presets_reproduce_published_totals(name, total):
 # ------------------------------------------------------------------ theory == measured on built models
 
 
-@pytest.mark.parametrize("preset,method,cfg,device", [
-    ("vit-small-patch16-224", "last", methods.LastConfig(blocks=2, final_norm=True), "cpu"),
-    ("vit-small-patch16-224", "lora", methods.LoraConfig(r=4, targets="all-linear", bias="all"), "cpu"),
-    *[("vit-small-patch16-224", "lora", methods.LoraConfig(r=r, targets="query,value"), "meta")
-      for r in (1, 4, 8, 16, 64)],
-    ("vit-small-patch16-224", "lora", methods.LoraConfig(r=8, targets="k,o,fc2", bias="lora_only"), "meta"),
-    ("vit-large-patch16-224", "lora", methods.LoraConfig(r=16, targets="all-linear", bias="lora_only"), "meta"),
-    ("vit-large-patch16-224", "last", methods.LastConfig(blocks=24, final_norm=False), "meta"),
-    ("vit-large-patch16-224", "full", methods.FullConfig(), "meta"),
-    ("deit-small-patch16-224", "head", methods.HeadConfig(), "meta"),
-    ("deit-small-distilled-patch16-224", "lora", methods.LoraConfig(r=8, targets="all-linear", bias="all"), "meta"),
-    ("deit-small-distilled-patch16-224", "lora", methods.LoraConfig(r=2, targets="mlp", bias="lora_only"), "meta"),
-    ("deit-base-distilled-patch16-224", "last", methods.LastConfig(blocks=3, final_norm=True), "meta"),
-    ("deit-tiny-distilled-patch16-224", "full", methods.FullConfig(), "meta"),
-    ("vit-small-patch16-224", "bitfit", methods.BitFitConfig(), "cpu"),
-    ("vit-small-patch16-224", "dora", methods.DoraConfig(r=4, targets="all-linear", bias="all"), "cpu"),
-    ("vit-small-patch16-224", "ia3", methods.Ia3Config(targets="all-linear", feedforward="mlp"), "meta"),
-    ("vit-small-patch16-224", "oft", methods.OftConfig(block_size=24, targets="attention"), "meta"),
-    ("vit-large-patch16-224", "adalora", methods.AdaLoraConfig(init_r=16, target_r=4, targets="all-linear"), "meta"),
-    ("vit-large-patch16-224", "lokr", methods.LokrConfig(r=8, targets="all-linear", decompose_both=True), "meta"),
-    ("vit-large-patch16-224", "freeze-first", methods.FreezeFirstConfig(), "meta"),
-    ("vit-huge-patch14-224", "layernorm", methods.LayerNormConfig(), "meta"),
-    ("deit-small-distilled-patch16-224", "vera", methods.VeraConfig(r=64, targets="all-linear"), "meta"),
-    ("deit-small-distilled-patch16-224", "loha", methods.LohaConfig(r=4, targets="mlp"), "meta"),
-    ("deit-base-distilled-patch16-224", "rslora", methods.RsLoraConfig(r=16), "meta"),
-    ("deit-base-distilled-patch16-224", "lora-all", methods.LoraAllConfig(bias="lora_only"), "meta"),
-], ids=lambda v: v if isinstance(v, str) else None)
+@pytest.mark.parametrize(
+    "preset,method,cfg,device",
+    [
+        ("vit-small-patch16-224", "last", methods.LastConfig(blocks=2, final_norm=True), "cpu"),
+        ("vit-small-patch16-224", "lora", methods.LoraConfig(r=4, targets="all-linear", bias="all"), "cpu"),
+        *[
+            ("vit-small-patch16-224", "lora", methods.LoraConfig(r=r, targets="query,value"), "meta")
+            for r in (1, 4, 8, 16, 64)
+        ],
+        ("vit-small-patch16-224", "lora", methods.LoraConfig(r=8, targets="k,o,fc2", bias="lora_only"), "meta"),
+        ("vit-large-patch16-224", "lora", methods.LoraConfig(r=16, targets="all-linear", bias="lora_only"), "meta"),
+        ("vit-large-patch16-224", "last", methods.LastConfig(blocks=24, final_norm=False), "meta"),
+        ("vit-large-patch16-224", "full", methods.FullConfig(), "meta"),
+        ("deit-small-patch16-224", "head", methods.HeadConfig(), "meta"),
+        ("deit-small-distilled-patch16-224", "lora", methods.LoraConfig(r=8, targets="all-linear", bias="all"), "meta"),
+        ("deit-small-distilled-patch16-224", "lora", methods.LoraConfig(r=2, targets="mlp", bias="lora_only"), "meta"),
+        ("deit-base-distilled-patch16-224", "last", methods.LastConfig(blocks=3, final_norm=True), "meta"),
+        ("deit-tiny-distilled-patch16-224", "full", methods.FullConfig(), "meta"),
+        ("vit-small-patch16-224", "bitfit", methods.BitFitConfig(), "cpu"),
+        ("vit-small-patch16-224", "dora", methods.DoraConfig(r=4, targets="all-linear", bias="all"), "cpu"),
+        ("vit-small-patch16-224", "ia3", methods.Ia3Config(targets="all-linear", feedforward="mlp"), "meta"),
+        ("vit-small-patch16-224", "oft", methods.OftConfig(block_size=24, targets="attention"), "meta"),
+        (
+            "vit-large-patch16-224",
+            "adalora",
+            methods.AdaLoraConfig(init_r=16, target_r=4, targets="all-linear"),
+            "meta",
+        ),
+        ("vit-large-patch16-224", "lokr", methods.LokrConfig(r=8, targets="all-linear", decompose_both=True), "meta"),
+        ("vit-large-patch16-224", "freeze-first", methods.FreezeFirstConfig(), "meta"),
+        ("vit-huge-patch14-224", "layernorm", methods.LayerNormConfig(), "meta"),
+        ("deit-small-distilled-patch16-224", "vera", methods.VeraConfig(r=64, targets="all-linear"), "meta"),
+        ("deit-small-distilled-patch16-224", "loha", methods.LohaConfig(r=4, targets="mlp"), "meta"),
+        ("deit-base-distilled-patch16-224", "rslora", methods.RsLoraConfig(r=16), "meta"),
+        ("deit-base-distilled-patch16-224", "lora-all", methods.LoraAllConfig(bias="lora_only"), "meta"),
+    ],
+    ids=lambda v: v if isinstance(v, str) else None,
+)
 def test_theory_matches_measured(preset, method, cfg, device):
     assert_matches(theory.load_config(preset), method, cfg, C101, device)
 
 
 def test_bias_variants_on_qkv_without_bias():
-    config = transformers.ViTConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=48,
-                                    image_size=16, patch_size=4, qkv_bias=False)
+    config = transformers.ViTConfig(
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=48,
+        image_size=16,
+        patch_size=4,
+        qkv_bias=False,
+    )
     for bias in ("none", "all", "lora_only"):
         assert_matches(config, "lora", methods.LoraConfig(r=2, targets="query,value", bias=bias), 5)
     bd = theory.derive(config, "lora", methods.LoraConfig(r=2, targets="query,value", bias="lora_only"), 5)
@@ -223,23 +273,33 @@ def small_configs(draw):
     heads = draw(st.integers(1, 4))
     d = heads * draw(st.integers(-(-8 // heads), 48 // heads))  # 8..48, divisible by heads
     patch = draw(st.sampled_from([2, 3, 4, 8]))
-    kwargs = dict(hidden_size=d, num_attention_heads=heads, num_hidden_layers=draw(st.integers(1, 4)),
-                  intermediate_size=draw(st.integers(4, 64)), patch_size=patch,
-                  image_size=patch * draw(st.integers(1, 4)) + draw(st.integers(0, patch - 1)),
-                  num_channels=draw(st.integers(1, 3)), qkv_bias=draw(st.booleans()))
+    kwargs = dict(
+        hidden_size=d,
+        num_attention_heads=heads,
+        num_hidden_layers=draw(st.integers(1, 4)),
+        intermediate_size=draw(st.integers(4, 64)),
+        patch_size=patch,
+        image_size=patch * draw(st.integers(1, 4)) + draw(st.integers(0, patch - 1)),
+        num_channels=draw(st.integers(1, 3)),
+        qkv_bias=draw(st.booleans()),
+    )
     if draw(st.booleans()):  # attention width differs from the hidden width (head_dim set explicitly)
         kwargs["head_dim"] = draw(st.integers(2, 6))
     cls = draw(st.sampled_from([transformers.ViTConfig, transformers.DeiTConfig]))
     return cls(**kwargs)
 
 
-TARGETS = st.one_of(st.just("all-linear"), st.sampled_from(["attention", "mlp", "q,v"]),
-                    st.lists(st.sampled_from(ROLES), min_size=1, max_size=6, unique=True).map(",".join))
+TARGETS = st.one_of(
+    st.just("all-linear"),
+    st.sampled_from(["attention", "mlp", "q,v"]),
+    st.lists(st.sampled_from(ROLES), min_size=1, max_size=6, unique=True).map(",".join),
+)
 
 
 def _lora_family(cls):
-    return lambda layers: st.builds(cls, r=st.integers(1, 8), targets=TARGETS,
-                                    bias=st.sampled_from(["none", "all", "lora_only"]))
+    return lambda layers: st.builds(
+        cls, r=st.integers(1, 8), targets=TARGETS, bias=st.sampled_from(["none", "all", "lora_only"])
+    )
 
 
 @st.composite
@@ -259,8 +319,9 @@ def _adalora_options(draw, layers):
 OPTIONS = {
     "head": lambda layers: st.just(methods.HeadConfig()),
     "last": lambda layers: st.builds(methods.LastConfig, blocks=st.integers(1, layers), final_norm=st.booleans()),
-    "freeze-first": lambda layers: st.builds(methods.FreezeFirstConfig,
-                                             blocks=st.one_of(st.none(), st.integers(0, layers))),
+    "freeze-first": lambda layers: st.builds(
+        methods.FreezeFirstConfig, blocks=st.one_of(st.none(), st.integers(0, layers))
+    ),
     "bitfit": lambda layers: st.just(methods.BitFitConfig()),
     "layernorm": lambda layers: st.just(methods.LayerNormConfig()),
     "lora": _lora_family(methods.LoraConfig),
@@ -269,13 +330,18 @@ OPTIONS = {
     "dora": _lora_family(methods.DoraConfig),
     "adalora": _adalora_options,
     "loha": lambda layers: st.builds(methods.LohaConfig, r=st.integers(1, 8), targets=TARGETS),
-    "lokr": lambda layers: st.builds(methods.LokrConfig, r=st.integers(1, 32), targets=TARGETS,
-                                     decompose_both=st.booleans(),
-                                     decompose_factor=st.one_of(st.just(-1), st.integers(1, 16))),
+    "lokr": lambda layers: st.builds(
+        methods.LokrConfig,
+        r=st.integers(1, 32),
+        targets=TARGETS,
+        decompose_both=st.booleans(),
+        decompose_factor=st.one_of(st.just(-1), st.integers(1, 16)),
+    ),
     "vera": lambda layers: st.builds(methods.VeraConfig, r=st.integers(1, 64), targets=TARGETS),
     "ia3": _ia3_options,
-    "oft": lambda layers: st.builds(methods.OftConfig, block_size=st.integers(1, 70), targets=TARGETS,
-                                    block_share=st.booleans()),
+    "oft": lambda layers: st.builds(
+        methods.OftConfig, block_size=st.integers(1, 70), targets=TARGETS, block_share=st.booleans()
+    ),
     "full": lambda layers: st.just(methods.FullConfig()),
 }
 
@@ -328,16 +394,23 @@ class Toy(nn.Module):
         self.head = nn.Linear(d, classes)
 
 
-@pytest.mark.parametrize("method,cfg", [
-    ("head", None), ("full", None), ("last", methods.LastConfig(blocks=2, final_norm=True)),
-    ("lora", methods.LoraConfig(r=3, targets="all-linear", bias="all")),
-    ("lora", methods.LoraConfig(r=2, targets="q,k,fc1", bias="lora_only")),
-    *[(name, None) for name in methods.REGISTRY if name not in ("head", "full")],
-    ("dora", methods.DoraConfig(r=2, targets="all-linear")),
-    ("ia3", methods.Ia3Config(targets="q,o,fc1,fc2", feedforward="mlp")),
-    ("oft", methods.OftConfig(block_size=5, targets="all-linear")),
-    ("lokr", methods.LokrConfig(r=1, targets="all-linear", decompose_both=True)),
-    ("vera", methods.VeraConfig(r=7, targets="all-linear"))], ids=lambda v: v if isinstance(v, str) else None)
+@pytest.mark.parametrize(
+    "method,cfg",
+    [
+        ("head", None),
+        ("full", None),
+        ("last", methods.LastConfig(blocks=2, final_norm=True)),
+        ("lora", methods.LoraConfig(r=3, targets="all-linear", bias="all")),
+        ("lora", methods.LoraConfig(r=2, targets="q,k,fc1", bias="lora_only")),
+        *[(name, None) for name in methods.REGISTRY if name not in ("head", "full")],
+        ("dora", methods.DoraConfig(r=2, targets="all-linear")),
+        ("ia3", methods.Ia3Config(targets="q,o,fc1,fc2", feedforward="mlp")),
+        ("oft", methods.OftConfig(block_size=5, targets="all-linear")),
+        ("lokr", methods.LokrConfig(r=1, targets="all-linear", decompose_both=True)),
+        ("vera", methods.VeraConfig(r=7, targets="all-linear")),
+    ],
+    ids=lambda v: v if isinstance(v, str) else None,
+)
 def test_structural_counts_other_architectures(method, cfg):
     def fresh():
         model = Toy()
@@ -350,22 +423,32 @@ def test_structural_counts_other_architectures(method, cfg):
     base = sum(p.numel() for p in model.parameters())
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        prepared = methods.get(method).apply(model, models.describe(model), cfg or methods.get(method).config_cls(),
-                                             STEPS)
+        prepared = methods.get(method).apply(
+            model, models.describe(model), cfg or methods.get(method).config_cls(), STEPS
+        )
     result = theory.check(bd, measure.count_params(prepared.model, base))
     assert result["structural_match"] and result["kind"] == "structural", result
     assert not any(k.startswith("theory") for k in result)
 
 
 def test_structural_agrees_with_theory_on_a_vit():
-    config = transformers.ViTConfig(hidden_size=24, num_hidden_layers=3, num_attention_heads=3,
-                                    intermediate_size=40, image_size=12, patch_size=4)
+    config = transformers.ViTConfig(
+        hidden_size=24, num_hidden_layers=3, num_attention_heads=3, intermediate_size=40, image_size=12, patch_size=4
+    )
     model, _ = build(config, 9)
-    for method, cfg in [("last", methods.LastConfig(blocks=2)), ("lora", methods.LoraConfig(targets="all-linear")),
-                        *[(name, methods.get(name).config_cls()) for name in methods.REGISTRY]]:
+    for method, cfg in [
+        ("last", methods.LastConfig(blocks=2)),
+        ("lora", methods.LoraConfig(targets="all-linear")),
+        *[(name, methods.get(name).config_cls()) for name in methods.REGISTRY],
+    ]:
         s, t = theory.structural(model, method, cfg), theory.derive(config, method, cfg, 9)
-        assert (s.base, s.added, s.total, s.trainable, s.peft_all_params) == \
-            (t.base, t.added, t.total, t.trainable, t.peft_all_params)
+        assert (s.base, s.added, s.total, s.trainable, s.peft_all_params) == (
+            t.base,
+            t.added,
+            t.total,
+            t.trainable,
+            t.peft_all_params,
+        )
 
 
 def test_other_model_types_have_no_theory():
@@ -382,8 +465,14 @@ def test_other_model_types_have_no_theory():
 
 def test_check_lists_mismatches_with_both_numbers(vit_b):
     bd = theory.derive(vit_b, "head", None, C101)
-    wrong = {"trainable": 1, "total": bd.total, "base": bd.base, "added": 0, "trainable_pct": 0.0,
-             "peft_all_params": bd.total}
+    wrong = {
+        "trainable": 1,
+        "total": bd.total,
+        "base": bd.base,
+        "added": 0,
+        "trainable_pct": 0.0,
+        "peft_all_params": bd.total,
+    }
     result = theory.check(bd, wrong)
     assert not result["theory_match"]
     assert result["mismatches"] == [{"what": "trainable", "theory": 77_669, "measured": 1}]
@@ -403,15 +492,33 @@ def test_bad_options_are_user_errors(vit_b):
 
 
 def test_a_mapping_config_works():
-    bd = theory.derive({"hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12,
-                        "intermediate_size": 3072, "patch_size": 16, "image_size": 224, "num_channels": 3,
-                        "qkv_bias": True}, "head", None, C101)
+    bd = theory.derive(
+        {
+            "hidden_size": 768,
+            "num_hidden_layers": 12,
+            "num_attention_heads": 12,
+            "intermediate_size": 3072,
+            "patch_size": 16,
+            "image_size": 224,
+            "num_channels": 3,
+            "qkv_bias": True,
+        },
+        "head",
+        None,
+        C101,
+    )
     assert bd.total == 85_876_325
 
 
 def test_load_config_presets_and_aliases():
-    for spec in ("vit-base-patch16-224", "VIT-BASE-PATCH16", "vit-base-patch16-224-in21k", VIT_B,
-                 "google/vit-base-patch16-224", "facebook/deit-base-patch16-224"):
+    for spec in (
+        "vit-base-patch16-224",
+        "VIT-BASE-PATCH16",
+        "vit-base-patch16-224-in21k",
+        VIT_B,
+        "google/vit-base-patch16-224",
+        "facebook/deit-base-patch16-224",
+    ):
         c = theory.load_config(spec)
         assert (c.model_type, c.hidden_size, c.num_hidden_layers, c.patch_size) == ("vit", 768, 12, 16), spec
     assert theory.load_config("facebook/deit-small-distilled-patch16-224").model_type == "deit"
@@ -422,8 +529,15 @@ def test_load_config_presets_and_aliases():
 
 
 def test_load_config_files_folders_and_bundled(tmp_path, monkeypatch):
-    config = transformers.ViTConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
-                                    image_size=28, patch_size=4, num_channels=1)
+    config = transformers.ViTConfig(
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        image_size=28,
+        patch_size=4,
+        num_channels=1,
+    )
     folder = tmp_path / "model"
     config.save_pretrained(folder)
     for spec in (str(folder), str(folder / "config.json")):

@@ -51,8 +51,10 @@ def load_run(run: str | Path) -> tuple[nn.Module, ImageSpec, dict]:
             raise UserError(f"run '{run}' has no saved weights in {adapter}")
         unexpected = model.load_state_dict(load_file(str(missing_file)), strict=False).unexpected_keys
         if unexpected:
-            raise UserError(f"saved weights of '{run}' do not fit model '{result['model']}' "
-                            f"({len(unexpected)} unknown tensors, e.g. {unexpected[0]})")
+            raise UserError(
+                f"saved weights of '{run}' do not fit model '{result['model']}' "
+                f"({len(unexpected)} unknown tensors, e.g. {unexpected[0]})"
+            )
     return model.eval(), run_spec(result, _config(model)), result
 
 
@@ -124,7 +126,7 @@ def predict(run: str | Path, inputs: list[str], top_k: int = 5, batch_size: int 
     paths = _image_paths(inputs)
     for i in range(0, len(paths), batch_size):
         batch, ok = [], []
-        for p in paths[i:i + batch_size]:
+        for p in paths[i : i + batch_size]:
             try:
                 with Image.open(p) as img:
                     batch.append(torch.from_numpy(_pil_to_array(img, spec)))
@@ -136,32 +138,59 @@ def predict(run: str | Path, inputs: list[str], top_k: int = 5, batch_size: int 
         probs = model(pixel_values=spec.normalize(torch.stack(batch))).logits.float().softmax(-1)
         top = probs.topk(k, dim=-1)
         for p, vals, idx in zip(ok, top.values.tolist(), top.indices.tolist()):
-            out.append({"path": str(p), "predictions": [{"label": labels[j], "probability": v}
-                                                        for v, j in zip(vals, idx)]})
+            out.append(
+                {"path": str(p), "predictions": [{"label": labels[j], "probability": v} for v, j in zip(vals, idx)]}
+            )
     return out
 
 
-def evaluate_run(run: str | Path, dataset: str, *, eval_size: int = 0, seed: int = 0,
-                 eval_split: str | None = None, image_column: str | None = None,
-                 label_column: str | None = None) -> dict:
+def evaluate_run(
+    run: str | Path,
+    dataset: str,
+    *,
+    eval_size: int = 0,
+    seed: int = 0,
+    eval_split: str | None = None,
+    image_column: str | None = None,
+    label_column: str | None = None,
+) -> dict:
     """Accuracy etc. of a saved run on the evaluation split of another dataset (labels matched by name)."""
     from .data import Split, load_task
     from .train import metrics_from_logits
 
     model, spec, result = load_run(run)
     labels = result["data"]["label_names"]
-    task = load_task(dataset, spec, train_size=0, eval_size=eval_size, seed=seed, eval_split=eval_split,
-                     image_column=image_column, label_column=label_column, min_per_class=1, decode_train=False)
+    task = load_task(
+        dataset,
+        spec,
+        train_size=0,
+        eval_size=eval_size,
+        seed=seed,
+        eval_split=eval_split,
+        image_column=image_column,
+        label_column=label_column,
+        min_per_class=1,
+        decode_train=False,
+    )
     unknown = [n for n in task.label_names if n not in labels]
     if unknown:
         raise UserError(f"dataset '{dataset}' has labels the run was not trained on: {', '.join(unknown[:5])}")
     remap = torch.tensor([labels.index(n) for n in task.label_names])
     split = Split(task.eval.name, task.eval.images, remap[task.eval.labels])
     with torch.no_grad():
-        logits = torch.cat([model(pixel_values=spec.normalize(split.images[i:i + 256])).logits.float()
-                            for i in range(0, len(split), 256)])
+        logits = torch.cat(
+            [
+                model(pixel_values=spec.normalize(split.images[i : i + 256])).logits.float()
+                for i in range(0, len(split), 256)
+            ]
+        )
     metrics = metrics_from_logits(logits, split.labels, len(labels))
     present = np.bincount(split.labels.numpy(), minlength=len(labels))
-    return {"run": str(run), "dataset": dataset, "split": split.name, "examples": len(split),
-            "classes_present": int((present > 0).sum()), **{k: metrics[k] for k in
-                                                            ("accuracy", "top5_accuracy", "macro_f1", "loss")}}
+    return {
+        "run": str(run),
+        "dataset": dataset,
+        "split": split.name,
+        "examples": len(split),
+        "classes_present": int((present > 0).sum()),
+        **{k: metrics[k] for k in ("accuracy", "top5_accuracy", "macro_f1", "loss")},
+    }

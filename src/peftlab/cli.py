@@ -25,12 +25,14 @@ def _add_field(parser, cls, f, flag: str, dest: str) -> None:
 
 def _run_parser(sub) -> argparse.ArgumentParser:
     from .config import RunConfig, run_fields
-    from .methods import REGISTRY
 
-    p = sub.add_parser("run", help="fine-tune with several methods and compare them",
-                       description="Fine-tune one model on one dataset with each method; write one "
-                                   "result.json per method, summary.md, report.md and report.html, and print "
-                                   "the comparison table.")
+    p = sub.add_parser(
+        "run",
+        help="fine-tune with several methods and compare them",
+        description="Fine-tune one model on one dataset with each method; write one "
+        "result.json per method, summary.md, report.md and report.html, and print "
+        "the comparison table.",
+    )
     p.add_argument("--config", metavar="FILE", help="YAML or JSON file of options; the command line overrides it")
     for f in run_fields():
         _add_field(p, RunConfig, f, "--" + f.name.replace("_", "-"), f.name)
@@ -59,16 +61,30 @@ def _method_sections(args) -> dict[str, dict]:
 
 
 def _theory_parser(sub) -> argparse.ArgumentParser:
-    p = sub.add_parser("theory", help="derive parameter counts per component from the architecture",
-                       description="Print each method's parameter breakdown, formula by formula, from the "
-                                   "model's config alone (no weights are loaded).")
-    p.add_argument("--model", default="vit-base-patch16-224",
-                   help="a preset (see --list-presets), hub id, model folder, config.json or the bundled "
-                        "model (default: vit-base-patch16-224)")
-    p.add_argument("--method", default="head,last,lora,full", help="method(s), comma-separated, or 'all' "
-                   "(default: head,last,lora,full)")
-    p.add_argument("--num-labels", type=int, default=None, metavar="C",
-                   help="classes of the new head (default: the config's own label count)")
+    p = sub.add_parser(
+        "theory",
+        help="derive parameter counts per component from the architecture",
+        description="Print each method's parameter breakdown, formula by formula, from the "
+        "model's config alone (no weights are loaded).",
+    )
+    p.add_argument(
+        "--model",
+        default="vit-base-patch16-224",
+        help="a preset (see --list-presets), hub id, model folder, config.json or the bundled "
+        "model (default: vit-base-patch16-224)",
+    )
+    p.add_argument(
+        "--method",
+        default="head,last,lora,full",
+        help="method(s), comma-separated, or 'all' (default: head,last,lora,full)",
+    )
+    p.add_argument(
+        "--num-labels",
+        type=int,
+        default=None,
+        metavar="C",
+        help="classes of the new head (default: the config's own label count)",
+    )
     p.add_argument("--list-presets", action="store_true", help="list the built-in architecture presets")
     _add_method_options(p)
     return p
@@ -79,32 +95,56 @@ def _pretrain_parser(sub) -> argparse.ArgumentParser:
 
     p = sub.add_parser("pretrain", help="reproduce the bundled model (Fashion-MNIST classes 0-4)")
     for f in fields(PretrainConfig):
-        p.add_argument("--" + f.name.replace("_", "-"), dest=f.name, type=type(f.default), default=f.default,
-                       help=f"(default: {f.default})")
+        p.add_argument(
+            "--" + f.name.replace("_", "-"),
+            dest=f.name,
+            type=type(f.default),
+            default=f.default,
+            help=f"(default: {f.default})",
+        )
     p.add_argument("--quiet", action="store_true", help="no progress output")
     return p
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="peftlab", description="Fine-tune a pretrained image classifier with "
-                                "several methods and compare accuracy, parameters, time and memory.")
+    p = argparse.ArgumentParser(
+        prog="peftlab",
+        description="Fine-tune a pretrained image classifier with "
+        "several methods and compare accuracy, parameters, time and memory.",
+    )
     sub = p.add_subparsers(dest="command", required=True)
     _run_parser(sub)
     _pretrain_parser(sub)
     _theory_parser(sub)
-    sw = sub.add_parser("sweep", help="run a grid of methods x options x seeds from a YAML/JSON file; "
-                        "rerunning resumes it", description=_sweep_doc())
+    sw = sub.add_parser(
+        "sweep",
+        help="run a grid of methods x options x seeds from a YAML/JSON file; rerunning resumes it",
+        description=_sweep_doc(),
+    )
     sw.add_argument("file")
     sw.add_argument("--out", help="results folder (default: the file's 'out', else runs/<file name>)")
     sw.add_argument("--quiet", action="store_true", help="no progress output")
-    sw.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
-                    help="run each run as a Ray task: on a local Ray instance, or on the cluster at ADDRESS "
-                         "(e.g. auto, ray://head:10001); needs pip install 'peftlab[ray]'")
+    sw.add_argument(
+        "--ray",
+        nargs="?",
+        const="local",
+        metavar="ADDRESS",
+        help="run each run as a Ray task: on a local Ray instance, or on the cluster at ADDRESS "
+        "(e.g. auto, ray://head:10001); needs pip install 'peftlab[ray]'",
+    )
     sw.add_argument("--cpus-per-run", type=float, default=1, help="Ray CPUs per run (default: 1)")
-    sw.add_argument("--gpus-per-run", type=float, default=None,
-                    help="Ray GPUs per run, fractions allowed (default: 1 where CUDA is available, else 0)")
-    sw.add_argument("--only-index", type=int, metavar="N",
-                    help="run only the N-th run of the grid (0-based), e.g. N=$SLURM_ARRAY_TASK_ID")
+    sw.add_argument(
+        "--gpus-per-run",
+        type=float,
+        default=None,
+        help="Ray GPUs per run, fractions allowed (default: 1 where CUDA is available, else 0)",
+    )
+    sw.add_argument(
+        "--only-index",
+        type=int,
+        metavar="N",
+        help="run only the N-th run of the grid (0-based), e.g. N=$SLURM_ARRAY_TASK_ID",
+    )
     sw.add_argument("--count", action="store_true", help="print the number of runs in the grid and exit")
     m = sub.add_parser("merge", help="fold a run's adapter into the base; write a plain transformers model")
     m.add_argument("run", help="a run folder (holding result.json)")
@@ -123,10 +163,13 @@ def parser() -> argparse.ArgumentParser:
     ev.add_argument("--image-column")
     ev.add_argument("--label-column")
     ev.add_argument("--json", action="store_true", help="print JSON instead of text")
-    r = sub.add_parser("report", help="rebuild the comparison table, report.md and report.html from the result "
-                       "files in DIR", description="Read every result.json under DIR; print the comparison "
-                       "table; write summary.md, report.md (plots in DIR/report-plots) and a self-contained "
-                       "report.html (table, plots, per-class accuracy and findings).")
+    r = sub.add_parser(
+        "report",
+        help="rebuild the comparison table, report.md and report.html from the result files in DIR",
+        description="Read every result.json under DIR; print the comparison "
+        "table; write summary.md, report.md (plots in DIR/report-plots) and a self-contained "
+        "report.html (table, plots, per-class accuracy and findings).",
+    )
     r.add_argument("dir")
     sub.add_parser("methods", help="list the registered fine-tuning methods and their options")
     return p
@@ -136,8 +179,7 @@ def _cmd_run(args) -> int:
     from . import config, runner
 
     values = config.read_file(args.config) if args.config else {}
-    values |= {k: v for k, v in vars(args).items() if v is not None and "." not in k
-               and k not in ("command", "config")}
+    values |= {k: v for k, v in vars(args).items() if v is not None and "." not in k and k not in ("command", "config")}
     for method, opts in _method_sections(args).items():
         values[method] = dict(values.get(method) or {}) | opts
     runner.run(config.build(values))
@@ -159,14 +201,20 @@ def _cmd_sweep(args) -> int:
         return 0
     if args.only_index is not None:
         if not 0 <= args.only_index < len(specs):
-            raise UserError(f"--only-index {args.only_index} is outside the grid's {len(specs)} runs (0-{len(specs) - 1})")
-        specs = specs[args.only_index:args.only_index + 1]
+            raise UserError(
+                f"--only-index {args.only_index} is outside the grid's {len(specs)} runs (0-{len(specs) - 1})"
+            )
+        specs = specs[args.only_index : args.only_index + 1]
     if args.quiet:
         cfg.quiet = True
     if args.cpus_per_run <= 0 or (args.gpus_per_run is not None and args.gpus_per_run < 0):
         raise UserError("--cpus-per-run must be > 0 and --gpus-per-run >= 0")
-    runner.execute(cfg, specs, ray_address=args.ray,
-                   ray_resources={"cpus_per_run": args.cpus_per_run, "gpus_per_run": args.gpus_per_run})
+    runner.execute(
+        cfg,
+        specs,
+        ray_address=args.ray,
+        ray_resources={"cpus_per_run": args.cpus_per_run, "gpus_per_run": args.gpus_per_run},
+    )
     return 0
 
 
@@ -216,8 +264,10 @@ def _cmd_theory(args) -> int:
     for name in parse_methods(args.method):
         mcfg = method_config(name, sections.get(name))
         if not theory.supported(cfg):
-            raise UserError(f"no formulas for model type '{getattr(cfg, 'model_type', '?')}'; "
-                            "'peftlab run' counts such models structurally")
+            raise UserError(
+                f"no formulas for model type '{getattr(cfg, 'model_type', '?')}'; "
+                "'peftlab run' counts such models structurally"
+            )
         blocks.append(theory.derive(cfg, name, mcfg, num_labels).format())
     print("\n\n".join(blocks))
     return 0
@@ -254,14 +304,22 @@ def _cmd_eval(args) -> int:
 
     if args.eval_size < 0:
         raise UserError("--eval-size must be >= 0 (0 = all)")
-    r = evaluate_run(args.run, args.dataset, eval_size=args.eval_size, eval_split=args.eval_split,
-                     image_column=args.image_column, label_column=args.label_column)
+    r = evaluate_run(
+        args.run,
+        args.dataset,
+        eval_size=args.eval_size,
+        eval_split=args.eval_split,
+        image_column=args.image_column,
+        label_column=args.label_column,
+    )
     if args.json:
         print(json.dumps(r, indent=2))
     else:
         top5 = f", top-5 {r['top5_accuracy']:.4f}" if r["top5_accuracy"] is not None else ""
-        print(f"{r['run']} on {r['dataset']} ({r['split']}, {r['examples']} images, {r['classes_present']} "
-              f"classes): accuracy {r['accuracy']:.4f}{top5}, macro-F1 {r['macro_f1']:.4f}")
+        print(
+            f"{r['run']} on {r['dataset']} ({r['split']}, {r['examples']} images, {r['classes_present']} "
+            f"classes): accuracy {r['accuracy']:.4f}{top5}, macro-F1 {r['macro_f1']:.4f}"
+        )
     return 0
 
 
@@ -270,7 +328,9 @@ def _cmd_methods(args) -> int:
 
     for name, m in REGISTRY.items():
         opts = ", ".join(f"{f.name}={f.default}" for f in fields(m.config_cls))
-        print(f"{name:13} {m.description}\n{'':13} options: {opts}" + (f"\n{'':13} paper: {m.paper}" if m.paper else ""))
+        print(
+            f"{name:13} {m.description}\n{'':13} options: {opts}" + (f"\n{'':13} paper: {m.paper}" if m.paper else "")
+        )
     return 0
 
 
@@ -281,9 +341,17 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore", category=FutureWarning)
     args = parser().parse_args(argv)
     try:
-        return {"run": _cmd_run, "pretrain": _cmd_pretrain, "report": _cmd_report,
-                "methods": _cmd_methods, "theory": _cmd_theory,
-                "sweep": _cmd_sweep, "merge": _cmd_merge, "predict": _cmd_predict, "eval": _cmd_eval}[args.command](args)
+        return {
+            "run": _cmd_run,
+            "pretrain": _cmd_pretrain,
+            "report": _cmd_report,
+            "methods": _cmd_methods,
+            "theory": _cmd_theory,
+            "sweep": _cmd_sweep,
+            "merge": _cmd_merge,
+            "predict": _cmd_predict,
+            "eval": _cmd_eval,
+        }[args.command](args)
     except UserError as e:
         print(f"peftlab: error: {e}", file=sys.stderr)
         return 2
@@ -291,6 +359,8 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr.close()
         return 0
     except KeyboardInterrupt:
-        print("peftlab: interrupted; every result.json written is complete — rerun the same command "
-              "to finish the rest", file=sys.stderr)
+        print(
+            "peftlab: interrupted; every result.json written is complete — rerun the same command to finish the rest",
+            file=sys.stderr,
+        )
         return 130

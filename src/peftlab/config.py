@@ -48,8 +48,10 @@ def coerce(cls, values: dict[str, Any], owner: str) -> dict[str, Any]:
             elif typ is str:
                 out[f.name] = str(v)
         except (TypeError, ValueError):
-            raise UserError(f"{owner}{f.name.replace('_', '-')} must be {'an integer' if typ is int else 'a ' + typ.__name__}"
-                            f" (got {v!r})") from None
+            raise UserError(
+                f"{owner}{f.name.replace('_', '-')} must be {'an integer' if typ is int else 'a ' + typ.__name__}"
+                f" (got {v!r})"
+            ) from None
     return out
 
 
@@ -61,39 +63,61 @@ def _positive(owner: str, **values) -> None:
 
 @dataclass
 class RunConfig:
-    model: str = field(default=BUNDLED_NAME, metadata={
-        "help": f"hub id, local model folder, or '{BUNDLED_NAME}' (bundled, offline)"})
-    dataset: str = field(default=DEFAULT_DATASET, metadata={
-        "help": "fashion-mnist:5-9|0-4|all, a hub dataset id, an image folder or a save_to_disk folder"})
-    methods: str = field(default=",".join(DEFAULT_METHODS), metadata={
-        "help": "comma-separated methods, or 'all' (see 'peftlab methods')"})
-    seeds: str = field(default="0", metadata={
-        "help": "comma-separated seeds (sampling, head init, data order); each method runs once per seed"})
+    model: str = field(
+        default=BUNDLED_NAME, metadata={"help": f"hub id, local model folder, or '{BUNDLED_NAME}' (bundled, offline)"}
+    )
+    dataset: str = field(
+        default=DEFAULT_DATASET,
+        metadata={"help": "fashion-mnist:5-9|0-4|all, a hub dataset id, an image folder or a save_to_disk folder"},
+    )
+    methods: str = field(
+        default=",".join(DEFAULT_METHODS),
+        metadata={"help": "comma-separated methods, or 'all' (see 'peftlab methods')"},
+    )
+    seeds: str = field(
+        default="0",
+        metadata={"help": "comma-separated seeds (sampling, head init, data order); each method runs once per seed"},
+    )
     out: str = field(default="", metadata={"help": "results folder (default: runs/<date-time>)"})
-    train_size: int = field(default=3000, metadata={
-        "help": "stratified, seeded sample of the training split; 0 = all"})
-    eval_size: int = field(default=1000, metadata={
-        "help": "stratified, seeded sample of the evaluation split; 0 = all"})
+    train_size: int = field(default=3000, metadata={"help": "stratified, seeded sample of the training split; 0 = all"})
+    eval_size: int = field(
+        default=1000, metadata={"help": "stratified, seeded sample of the evaluation split; 0 = all"}
+    )
     epochs: int = field(default=3, metadata={"help": "passes over the training sample"})
     batch_size: int = field(default=64, metadata={"help": "training batch size"})
-    lr: float | None = field(default=None, metadata={
-        "help": "learning rate for every method (default: each method's own, see --<method>-lr)"})
+    lr: float | None = field(
+        default=None,
+        metadata={"help": "learning rate for every method (default: each method's own, see --<method>-lr)"},
+    )
     weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay"})
-    warmup_ratio: float = field(default=0.1, metadata={"help": "fraction of steps of linear warmup before cosine decay"})
+    warmup_ratio: float = field(
+        default=0.1, metadata={"help": "fraction of steps of linear warmup before cosine decay"}
+    )
     max_grad_norm: float = field(default=1.0, metadata={"help": "gradient clipping norm; 0 = off"})
-    augment: str = field(default="none", metadata={
-        "help": "none, flip or crop-flip (random resized crop + flip), done batched on the device"})
-    prefix_cache: bool = field(default=True, metadata={
-        "help": "when only a suffix of the network trains (head, last, ...) and nothing is random before it, "
-                "run the frozen prefix once per image (exact); --no-prefix-cache runs the full forward"})
+    augment: str = field(
+        default="none",
+        metadata={"help": "none, flip or crop-flip (random resized crop + flip), done batched on the device"},
+    )
+    prefix_cache: bool = field(
+        default=True,
+        metadata={
+            "help": "when only a suffix of the network trains (head, last, ...) and nothing is random before it, "
+            "run the frozen prefix once per image (exact); --no-prefix-cache runs the full forward"
+        },
+    )
     image_column: str | None = field(default=None, metadata={"help": "image column (default: detected)"})
     label_column: str | None = field(default=None, metadata={"help": "label column (default: detected)"})
     train_split: str | None = field(default=None, metadata={"help": "training split name (default: train)"})
-    eval_split: str | None = field(default=None, metadata={
-        "help": "evaluation split (default: validation/test; else 20%% of train held out)"})
-    max_bad_fraction: float = field(default=0.1, metadata={
-        "help": "error when more than this fraction of the images tried in a split are unreadable (fewer are "
-                "skipped, replaced by same-class images where possible, and reported)"})
+    eval_split: str | None = field(
+        default=None, metadata={"help": "evaluation split (default: validation/test; else 20%% of train held out)"}
+    )
+    max_bad_fraction: float = field(
+        default=0.1,
+        metadata={
+            "help": "error when more than this fraction of the images tried in a split are unreadable (fewer are "
+            "skipped, replaced by same-class images where possible, and reported)"
+        },
+    )
     min_per_class: int = field(default=5, metadata={"help": "warn when a class has fewer examples in a split"})
     strict_coverage: bool = field(default=False, metadata={"help": "make class-coverage warnings errors"})
     device: str = field(default="auto", metadata={"help": "auto, cpu or cuda"})
@@ -133,9 +157,15 @@ class RunConfig:
         return self.methods.split(",")
 
     def train_config(self) -> TrainConfig:
-        return TrainConfig(epochs=self.epochs, batch_size=self.batch_size, weight_decay=self.weight_decay,
-                           warmup_ratio=self.warmup_ratio, max_grad_norm=self.max_grad_norm,
-                           augment=self.augment, prefix_cache=self.prefix_cache)
+        return TrainConfig(
+            epochs=self.epochs,
+            batch_size=self.batch_size,
+            weight_decay=self.weight_decay,
+            warmup_ratio=self.warmup_ratio,
+            max_grad_norm=self.max_grad_norm,
+            augment=self.augment,
+            prefix_cache=self.prefix_cache,
+        )
 
     @property
     def seed_list(self) -> list[int]:
@@ -146,7 +176,7 @@ class RunConfig:
         opts = self.method_options[method]
         return opts if self.lr is None else replace(opts, lr=self.lr)
 
-    def plan(self) -> list["RunSpec"]:
+    def plan(self) -> list[RunSpec]:
         """One run per seed and method, seed-major (a seed's data sample is drawn once)."""
         return [RunSpec(m, self.options_for(m), seed, m) for seed in self.seed_list for m in self.method_names]
 

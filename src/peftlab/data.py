@@ -20,10 +20,11 @@ import tempfile
 import threading
 import warnings
 import weakref
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -33,10 +34,19 @@ from .errors import UserError
 from .models import ImageSpec
 
 FMNIST_DIR = Path(os.environ.get("PEFTLAB_FMNIST_DIR", "/usr/share/datasets/fashion-mnist"))
-FMNIST_NAMES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-                "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
-FMNIST_TASKS = {"fashion-mnist:0-4": range(0, 5), "fashion-mnist:5-9": range(5, 10),
-                "fashion-mnist:all": range(0, 10)}
+FMNIST_NAMES = [
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+]
+FMNIST_TASKS = {"fashion-mnist:0-4": range(0, 5), "fashion-mnist:5-9": range(5, 10), "fashion-mnist:all": range(0, 10)}
 DEFAULT_DATASET = "fashion-mnist:5-9"
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 # files an OS or tool leaves in folders: passed over without a word (as are hidden files and folders)
@@ -56,7 +66,7 @@ class RawSplit:
     folder: Path | None = None  # image folders: the folder holding this split's class folders
     not_images: list[str] = field(default_factory=list)  # files in class folders that are not image types
 
-    def subset(self, idx: np.ndarray, name: str | None = None) -> "RawSplit":
+    def subset(self, idx: np.ndarray, name: str | None = None) -> RawSplit:
         items = self.items.select(idx) if hasattr(self.items, "select") else [self.items[i] for i in idx]
         return RawSplit(name or self.name, self.labels[idx], items, self.decode, self.folder)
 
@@ -101,18 +111,22 @@ def _read_idx(path: Path) -> np.ndarray:
     with gzip.open(path, "rb") as f:
         data = f.read()
     ndim = data[3]
-    dims = [int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
+    dims = [int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
     return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
 
 
 def _fashion_mnist(spec: str) -> tuple[list[str], RawSplit, RawSplit]:
     classes = list(FMNIST_TASKS[spec])
-    files = {s: (FMNIST_DIR / f"{p}-images-idx3-ubyte.gz", FMNIST_DIR / f"{p}-labels-idx1-ubyte.gz")
-             for s, p in (("train", "train"), ("test", "t10k"))}
+    files = {
+        s: (FMNIST_DIR / f"{p}-images-idx3-ubyte.gz", FMNIST_DIR / f"{p}-labels-idx1-ubyte.gz")
+        for s, p in (("train", "train"), ("test", "t10k"))
+    }
     if not all(f.exists() for pair in files.values() for f in pair):
-        raise UserError(f"Fashion-MNIST files not found in {FMNIST_DIR}; install them with "
-                        "'sudo apt-get install -y dataset-fashion-mnist' (or set PEFTLAB_FMNIST_DIR), "
-                        "or pass --dataset with another dataset")
+        raise UserError(
+            f"Fashion-MNIST files not found in {FMNIST_DIR}; install them with "
+            "'sudo apt-get install -y dataset-fashion-mnist' (or set PEFTLAB_FMNIST_DIR), "
+            "or pass --dataset with another dataset"
+        )
     remap = np.full(10, -1)
     remap[classes] = np.arange(len(classes))
     splits = []
@@ -148,8 +162,9 @@ def _image_folder(root: Path) -> tuple[list[str], RawSplit, RawSplit | None]:
     try:
         return _read_image_folder(root)
     except OSError as e:  # e.g. a folder without read permission
-        raise UserError(f"cannot read image folder '{e.filename or root}' ({e.strerror or e}); "
-                        "check its permissions") from e
+        raise UserError(
+            f"cannot read image folder '{e.filename or root}' ({e.strerror or e}); check its permissions"
+        ) from e
 
 
 def _class_folders(d: Path) -> list[str]:
@@ -163,8 +178,10 @@ def _read_image_folder(root: Path) -> tuple[list[str], RawSplit, RawSplit | None
     base = train_dir or root
     names = _class_folders(base)
     if not names:
-        raise UserError(f"image folder '{root}' has no class subfolders; lay it out as "
-                        "ROOT/<class>/<image> (optionally ROOT/train/<class>/... and ROOT/test/<class>/...)")
+        raise UserError(
+            f"image folder '{root}' has no class subfolders; lay it out as "
+            "ROOT/<class>/<image> (optionally ROOT/train/<class>/... and ROOT/test/<class>/...)"
+        )
 
     def files(d: Path) -> tuple[list[str], list[str]]:
         """Image files (by type) under d, and the other files; hidden files and folders are passed over."""
@@ -187,14 +204,17 @@ def _read_image_folder(root: Path) -> tuple[list[str], RawSplit, RawSplit | None
     if eval_dir is not None:  # a class only in the eval folder could never be predicted right
         extra = [n for n in _class_folders(eval_dir) if n not in names and files(eval_dir / n)[0]]
         if extra:
-            raise UserError(f"class folder '{eval_dir / extra[0]}' has images but '{base / extra[0]}' does not "
-                            f"exist{f' ({len(extra)} such classes)' if len(extra) > 1 else ''}; a class without "
-                            "training images cannot be learned: add training images or remove the class")
+            raise UserError(
+                f"class folder '{eval_dir / extra[0]}' has images but '{base / extra[0]}' does not "
+                f"exist{f' ({len(extra)} such classes)' if len(extra) > 1 else ''}; a class without "
+                "training images cannot be learned: add training images or remove the class"
+            )
     return names, scan(base, "train"), scan(eval_dir, eval_dir.name) if eval_dir else None
 
 
-def _hf_dataset(dsd, image_column: str | None, label_column: str | None,
-                train_split: str | None, eval_split: str | None) -> tuple[list[str], RawSplit, RawSplit | None]:
+def _hf_dataset(
+    dsd, image_column: str | None, label_column: str | None, train_split: str | None, eval_split: str | None
+) -> tuple[list[str], RawSplit, RawSplit | None]:
     from datasets import ClassLabel, Dataset, DatasetDict, Image
 
     if isinstance(dsd, Dataset):
@@ -211,8 +231,7 @@ def _hf_dataset(dsd, image_column: str | None, label_column: str | None,
     label_column = label_column or next((k for k in ("label", "labels") if k in feats), None)
     for what, col in (("image", image_column), ("label", label_column)):
         if col is None or col not in feats:
-            raise UserError(f"cannot find the {what} column (columns: {', '.join(feats)}); "
-                            f"pass --{what}-column")
+            raise UserError(f"cannot find the {what} column (columns: {', '.join(feats)}); pass --{what}-column")
     if isinstance(feats[label_column], ClassLabel):
         names = list(feats[label_column].names)
         to_id = None
@@ -253,7 +272,7 @@ class _Column:
     def row(self, i: int) -> int:
         return int(self.rows[i])
 
-    def select(self, idx) -> "_Column":
+    def select(self, idx) -> _Column:
         return _Column(self.ds, self.col, self.rows[np.asarray(idx, dtype=np.int64)])
 
 
@@ -277,20 +296,29 @@ def _load_hub_dataset(dataset: str):
     except Exception as e:  # the hub raises many types; all mean "cannot get it"
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
         if isinstance(e, (ConnectionError, FileNotFoundError)) and _offline():
-            raise UserError(f"cannot load dataset '{dataset}': it is not a local folder, and HF_HUB_OFFLINE is set "
-                            "and it is not in the datasets cache; pass an image folder, a save_to_disk folder or "
-                            f"one of: {builtins}, or unset HF_HUB_OFFLINE to download it") from e
+            raise UserError(
+                f"cannot load dataset '{dataset}': it is not a local folder, and HF_HUB_OFFLINE is set "
+                "and it is not in the datasets cache; pass an image folder, a save_to_disk folder or "
+                f"one of: {builtins}, or unset HF_HUB_OFFLINE to download it"
+            ) from e
         if isinstance(e, (ConnectionError, FileNotFoundError)):
-            raise UserError(f"cannot load dataset '{dataset}': it is not a local folder, and the hub answered: "
-                            f"{first.rstrip('.')}; check the name and the network, or pass an image folder, a "
-                            f"save_to_disk folder or one of: {builtins}") from e
+            raise UserError(
+                f"cannot load dataset '{dataset}': it is not a local folder, and the hub answered: "
+                f"{first.rstrip('.')}; check the name and the network, or pass an image folder, a "
+                f"save_to_disk folder or one of: {builtins}"
+            ) from e
         raise UserError(f"cannot load dataset '{dataset}': {first}") from e
     finally:
         hub_log.setLevel(level)
 
 
-def read_source(dataset: str, image_column: str | None = None, label_column: str | None = None,
-                train_split: str | None = None, eval_split: str | None = None):
+def read_source(
+    dataset: str,
+    image_column: str | None = None,
+    label_column: str | None = None,
+    train_split: str | None = None,
+    eval_split: str | None = None,
+):
     """Any supported --dataset -> (label names, train RawSplit, eval RawSplit or None)."""
     if dataset in FMNIST_TASKS:
         return _fashion_mnist(dataset)
@@ -305,24 +333,31 @@ def read_source(dataset: str, image_column: str | None = None, label_column: str
                 dsd = load_from_disk(str(path))
             except Exception as e:  # a damaged save_to_disk folder: missing arrow files, bad json, ...
                 first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-                raise UserError(f"cannot read save_to_disk dataset '{dataset}' ({first}); save it again with "
-                                "Dataset.save_to_disk / DatasetDict.save_to_disk") from e
+                raise UserError(
+                    f"cannot read save_to_disk dataset '{dataset}' ({first}); save it again with "
+                    "Dataset.save_to_disk / DatasetDict.save_to_disk"
+                ) from e
             return _hf_dataset(dsd, image_column, label_column, train_split, eval_split)
         return _image_folder(path)
     if path.exists() or dataset.startswith((".", "/", "~")):
         what = "is not a folder" if path.exists() else "does not exist"
-        raise UserError(f"dataset '{dataset}' {what}; pass an image folder, a save_to_disk "
-                        f"folder, a hub dataset id or one of: {', '.join(FMNIST_TASKS)}")
+        raise UserError(
+            f"dataset '{dataset}' {what}; pass an image folder, a save_to_disk "
+            f"folder, a hub dataset id or one of: {', '.join(FMNIST_TASKS)}"
+        )
     return _hf_dataset(_load_hub_dataset(dataset), image_column, label_column, train_split, eval_split)
 
 
 # ---------------------------------------------------------------- sampling and coverage
-def stratified_indices(labels: np.ndarray, n: int, seed: int, *, what: str = "",
-                       option: str = "--train-size/--eval-size") -> np.ndarray:
+def stratified_indices(
+    labels: np.ndarray, n: int, seed: int, *, what: str = "", option: str = "--train-size/--eval-size"
+) -> np.ndarray:
     """n indices with each class represented in proportion (largest remainder), seeded, shuffled."""
     if n > len(labels):
-        raise UserError(f"asked for {n} examples but the split has only {len(labels)}"
-                        f"{f' {what}' if what else ''}; lower {option} or pass 0 for all")
+        raise UserError(
+            f"asked for {n} examples but the split has only {len(labels)}"
+            f"{f' {what}' if what else ''}; lower {option} or pass 0 for all"
+        )
     rng = np.random.default_rng(seed)
     classes, counts = np.unique(labels, return_counts=True)
     quota = counts * n / len(labels)
@@ -352,8 +387,10 @@ def coverage_problems(cov: dict, split: str, min_per_class: int) -> list[str]:
         shown = ", ".join(cov["missing"][:5]) + (" ..." if len(cov["missing"]) > 5 else "")
         out.append(f"{split} split misses {len(cov['missing'])} of {cov['classes_total']} classes ({shown})")
     if cov["below_min"]:
-        out.append(f"{split} split has fewer than {min_per_class} examples for "
-                   f"{len(cov['below_min'])} classes ({', '.join(cov['below_min'][:5])})")
+        out.append(
+            f"{split} split has fewer than {min_per_class} examples for "
+            f"{len(cov['below_min'])} classes ({', '.join(cov['below_min'][:5])})"
+        )
     return out
 
 
@@ -393,8 +430,9 @@ def _pil_to_array(img, spec: ImageSpec) -> np.ndarray:
         rgba = img.convert("RGBA")  # composite transparency on white, not black
         img = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         img.alpha_composite(rgba)
-    img = img.convert("RGB" if spec.channels == 3 else "L").resize((spec.width, spec.height), Image.BILINEAR,
-                                                                    reducing_gap=3.0)
+    img = img.convert("RGB" if spec.channels == 3 else "L").resize(
+        (spec.width, spec.height), Image.BILINEAR, reducing_gap=3.0
+    )
     arr = np.array(img, dtype=np.uint8)  # a writable copy: torch.from_numpy warns on read-only arrays
     return arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
 
@@ -404,11 +442,20 @@ def _fit_arrays(arr: np.ndarray, spec: ImageSpec) -> torch.Tensor:
     x = torch.from_numpy(np.ascontiguousarray(arr))
     x = x[:, None] if x.ndim == 3 else x
     if x.shape[1] != spec.channels:
-        x = x.float().mean(1, keepdim=True).round().to(torch.uint8) if spec.channels == 1 else x[:, :1].expand(
-            -1, spec.channels, -1, -1)
+        x = (
+            x.float().mean(1, keepdim=True).round().to(torch.uint8)
+            if spec.channels == 1
+            else x[:, :1].expand(-1, spec.channels, -1, -1)
+        )
     if tuple(x.shape[2:]) != (spec.height, spec.width):
-        x = F.interpolate(x.float(), size=(spec.height, spec.width), mode="bilinear", antialias=True,
-                          align_corners=False).round().clamp(0, 255).to(torch.uint8)
+        x = (
+            F.interpolate(
+                x.float(), size=(spec.height, spec.width), mode="bilinear", antialias=True, align_corners=False
+            )
+            .round()
+            .clamp(0, 255)
+            .to(torch.uint8)
+        )
     return x.contiguous()
 
 
@@ -429,8 +476,11 @@ def _why_unreadable(e: Exception, item) -> str:
     if isinstance(item, dict):
         item = item.get("bytes") or item.get("path")
     if isinstance(e, UnidentifiedImageError):
-        empty = len(item) == 0 if isinstance(item, (bytes, bytearray)) else (
-            isinstance(item, (str, Path)) and os.path.isfile(item) and os.path.getsize(item) == 0)
+        empty = (
+            len(item) == 0
+            if isinstance(item, (bytes, bytearray))
+            else (isinstance(item, (str, Path)) and os.path.isfile(item) and os.path.getsize(item) == 0)
+        )
         return "empty file" if empty else "not an image Pillow can read"
     if isinstance(e, FileNotFoundError):
         return "file not found"
@@ -510,15 +560,19 @@ def _allocate(shape: tuple[int, ...]) -> torch.Tensor:
         folder.mkdir(parents=True, exist_ok=True)
         fd, path = tempfile.mkstemp(prefix="decoded-", suffix=".u8", dir=folder)
     except OSError as e:
-        raise UserError(f"cannot create a file in {folder} for the decoded images ({e.strerror}); set "
-                        "PEFTLAB_CACHE_DIR to a writable folder") from e
+        raise UserError(
+            f"cannot create a file in {folder} for the decoded images ({e.strerror}); set "
+            "PEFTLAB_CACHE_DIR to a writable folder"
+        ) from e
     try:
         os.posix_fallocate(fd, 0, n) if hasattr(os, "posix_fallocate") else os.ftruncate(fd, n)
         buf = mmap.mmap(fd, n)
     except OSError as e:
-        raise UserError(f"the decoded images need {n / 2**30:.1f} GiB, more than fit in memory, and {folder} "
-                        f"cannot hold them ({e.strerror}); set PEFTLAB_CACHE_DIR to a folder with room, or "
-                        "lower --train-size") from e
+        raise UserError(
+            f"the decoded images need {n / 2**30:.1f} GiB, more than fit in memory, and {folder} "
+            f"cannot hold them ({e.strerror}); set PEFTLAB_CACHE_DIR to a folder with room, or "
+            "lower --train-size"
+        ) from e
     finally:
         os.close(fd)
         os.unlink(path)
@@ -537,8 +591,9 @@ def is_mapped(images: torch.Tensor) -> bool:
     return images.untyped_storage().data_ptr() in MAPPED
 
 
-def _decode_indices(raw: RawSplit, idx: np.ndarray, spec: ImageSpec,
-                    workers: int | None = None) -> tuple[torch.Tensor, dict[int, str]]:
+def _decode_indices(
+    raw: RawSplit, idx: np.ndarray, spec: ImageSpec, workers: int | None = None
+) -> tuple[torch.Tensor, dict[int, str]]:
     """Decode raw's items idx into one uint8 tensor (threads: PIL releases the GIL while decoding), reusing
     images this process decoded before. Returns the tensor and {position in idx: why unreadable};
     unreadable positions stay unset."""
@@ -578,12 +633,29 @@ def decode(raw: RawSplit, spec: ImageSpec, workers: int | None = None) -> Split:
 def skip_stats() -> dict:
     """What one split left out: unreadable items of those tried (replaced by spares of the same class,
     or dropped, shrinking the sample), unlabelled rows (-1) and files that are not images by type."""
-    return {"tried": 0, "unreadable": 0, "replaced": 0, "dropped": 0, "unreadable_examples": [],
-            "unlabelled": 0, "not_images": 0, "not_image_examples": []}
+    return {
+        "tried": 0,
+        "unreadable": 0,
+        "replaced": 0,
+        "dropped": 0,
+        "unreadable_examples": [],
+        "unlabelled": 0,
+        "not_images": 0,
+        "not_image_examples": [],
+    }
 
 
-def decode_sample(pool: RawSplit, idx: np.ndarray, spec: ImageSpec, *, seed: int, max_bad_fraction: float,
-                  split_key: str, stats: dict, workers: int | None = None) -> Split:
+def decode_sample(
+    pool: RawSplit,
+    idx: np.ndarray,
+    spec: ImageSpec,
+    *,
+    seed: int,
+    max_bad_fraction: float,
+    split_key: str,
+    stats: dict,
+    workers: int | None = None,
+) -> Split:
     """Decode pool's items idx. An unreadable item is replaced by an unused pool item of the same class
     (seeded), else dropped, so labels and images stay aligned and no blank image stands in for it.
     More than max_bad_fraction unreadable among the items tried is an error."""
@@ -601,10 +673,12 @@ def decode_sample(pool: RawSplit, idx: np.ndarray, spec: ImageSpec, *, seed: int
         examples += [f"{where} ({why})" for _, where, why in bad]
         failed[[pos for pos, _, _ in bad]] = True
         if len(examples) / max(tried, 1) > max_bad_fraction:
-            raise UserError(f"{split_key} split: {len(examples)} of {tried} images tried are unreadable "
-                            f"({len(examples) / tried:.0%}, more than --max-bad-fraction {max_bad_fraction:g}), "
-                            f"e.g. {'; '.join(examples[:EXAMPLES_SHOWN])}; fix or remove those files, "
-                            "or raise --max-bad-fraction")
+            raise UserError(
+                f"{split_key} split: {len(examples)} of {tried} images tried are unreadable "
+                f"({len(examples) / tried:.0%}, more than --max-bad-fraction {max_bad_fraction:g}), "
+                f"e.g. {'; '.join(examples[:EXAMPLES_SHOWN])}; fix or remove those files, "
+                "or raise --max-bad-fraction"
+            )
         if not bad:
             break
         if spares is None:  # unused items per class, in a seeded random order
@@ -627,9 +701,13 @@ def decode_sample(pool: RawSplit, idx: np.ndarray, spec: ImageSpec, *, seed: int
         pending = np.asarray(nxt, dtype=np.int64)
         more, errors = _decode_indices(pool, source[pending], spec, workers)
         images[pending] = more
-    stats.update(tried=stats["tried"] + tried, unreadable=stats["unreadable"] + len(examples),
-                 replaced=stats["replaced"] + int((failed & ok).sum()), dropped=stats["dropped"] + int((~ok).sum()),
-                 unreadable_examples=(stats["unreadable_examples"] + examples)[:EXAMPLES_SHOWN])
+    stats.update(
+        tried=stats["tried"] + tried,
+        unreadable=stats["unreadable"] + len(examples),
+        replaced=stats["replaced"] + int((failed & ok).sum()),
+        dropped=stats["dropped"] + int((~ok).sum()),
+        unreadable_examples=(stats["unreadable_examples"] + examples)[:EXAMPLES_SHOWN],
+    )
     if not ok.all():  # drop the unreplaced: into a new tensor, mapped again when the first one was
         keep = torch.from_numpy(np.flatnonzero(ok))
         images = torch.index_select(images, 0, keep, out=_allocate((len(keep), *images.shape[1:])))
@@ -642,14 +720,18 @@ def _check_labels(raw: RawSplit, names: list[str], split_key: str, stats: dict) 
     outside = (raw.labels < -1) | (raw.labels >= len(names))
     if outside.any():
         values = ", ".join(str(v) for v in np.unique(raw.labels[outside])[:5])
-        raise UserError(f"{raw.name} split has {int(outside.sum())} label(s) outside the {len(names)} classes "
-                        f"(values {values}; valid are 0..{len(names) - 1}, or -1 for 'no label'); fix the label "
-                        "column or its ClassLabel names")
+        raise UserError(
+            f"{raw.name} split has {int(outside.sum())} label(s) outside the {len(names)} classes "
+            f"(values {values}; valid are 0..{len(names) - 1}, or -1 for 'no label'); fix the label "
+            "column or its ClassLabel names"
+        )
     unlabelled = raw.labels == -1
     if unlabelled.all() and len(raw.labels):
         option = "--train-split" if split_key == "train" else "--eval-split"
-        raise UserError(f"{raw.name} split has no labels (all {len(raw.labels)} are -1, which datasets uses "
-                        f"for 'no label', e.g. in hidden test splits); pass {option} with a labelled split")
+        raise UserError(
+            f"{raw.name} split has no labels (all {len(raw.labels)} are -1, which datasets uses "
+            f"for 'no label', e.g. in hidden test splits); pass {option} with a labelled split"
+        )
     if unlabelled.any():
         stats["unlabelled"] += int(unlabelled.sum())
         raw = raw.subset(np.flatnonzero(~unlabelled))
@@ -666,14 +748,17 @@ def _check_every_class_trains(train: RawSplit, names: list[str], held_out: int =
         where = f"none left after holding out {held_out} images for evaluation"
         todo = "add images, or an evaluation split (ROOT/test/<class>/ or --eval-split)"
     elif train.folder is not None:
-        where = (f"folder '{train.folder / empty[0]}' has" if not many else
-                 f"their folders in '{train.folder}' have") + " no image files"
+        where = (
+            f"folder '{train.folder / empty[0]}' has" if not many else f"their folders in '{train.folder}' have"
+        ) + " no image files"
         todo = "add images, or remove the folder" + ("s" if many else "")
     else:
         where = f"none in the {train.name} split"
         todo = "pass a --train-split that has every class, or a dataset whose class names match its labels"
-    raise UserError(f"class{'es' if many else ''} {shown} ha{'ve' if many else 's'} no training examples "
-                    f"({where}); a class without training examples cannot be learned: {todo}")
+    raise UserError(
+        f"class{'es' if many else ''} {shown} ha{'ve' if many else 's'} no training examples "
+        f"({where}); a class without training examples cannot be learned: {todo}"
+    )
 
 
 def _skip_warnings(skipped: dict) -> list[str]:
@@ -686,23 +771,41 @@ def _skip_warnings(skipped: dict) -> list[str]:
     if tr["not_images"] or ev["not_images"]:
         n = tr["not_images"] + ev["not_images"]
         shown = ", ".join((tr["not_image_examples"] + ev["not_image_examples"])[:EXAMPLES_SHOWN])
-        out.append(f"ignored {n} file(s) in class folders that are not images by their type (e.g. {shown}); "
-                   f"image types read: {', '.join(sorted(IMAGE_SUFFIXES))}")
+        out.append(
+            f"ignored {n} file(s) in class folders that are not images by their type (e.g. {shown}); "
+            f"image types read: {', '.join(sorted(IMAGE_SUFFIXES))}"
+        )
     if tr["unreadable"] or ev["unreadable"]:
-        parts = [f"{k} {s['unreadable']} of {s['tried']} tried" + (f", {s['replaced']} replaced by other images of "
-                 f"the same class" if s["replaced"] else "") + (f", {s['dropped']} fewer images" if s["dropped"] else "")
-                 for k, s in (("train", tr), ("eval", ev)) if s["unreadable"]]
+        parts = [
+            f"{k} {s['unreadable']} of {s['tried']} tried"
+            + (f", {s['replaced']} replaced by other images of the same class" if s["replaced"] else "")
+            + (f", {s['dropped']} fewer images" if s["dropped"] else "")
+            for k, s in (("train", tr), ("eval", ev))
+            if s["unreadable"]
+        ]
         shown = "; ".join((tr["unreadable_examples"] + ev["unreadable_examples"])[:EXAMPLES_SHOWN])
         out.append(f"skipped unreadable images: {'; '.join(parts)} (e.g. {shown})")
     return out
 
 
-def load_task(dataset: str, spec: ImageSpec, *, train_size: int = 0, eval_size: int = 0, seed: int = 0,
-              image_column: str | None = None, label_column: str | None = None,
-              train_split: str | None = None, eval_split: str | None = None,
-              holdout: float = 0.2, min_per_class: int = 5, strict_coverage: bool = False,
-              max_bad_fraction: float = 0.1, warn: Callable[[str], None] = print,
-              decode_train: bool = True) -> Task:
+def load_task(
+    dataset: str,
+    spec: ImageSpec,
+    *,
+    train_size: int = 0,
+    eval_size: int = 0,
+    seed: int = 0,
+    image_column: str | None = None,
+    label_column: str | None = None,
+    train_split: str | None = None,
+    eval_split: str | None = None,
+    holdout: float = 0.2,
+    min_per_class: int = 5,
+    strict_coverage: bool = False,
+    max_bad_fraction: float = 0.1,
+    warn: Callable[[str], None] = print,
+    decode_train: bool = True,
+) -> Task:
     """Read, sample (seeded, stratified), decode and check a dataset for one model. decode_train=False
     (evaluating a saved run) decodes the eval split only: Task.train is then empty and unchecked.
 
@@ -716,13 +819,16 @@ def load_task(dataset: str, spec: ImageSpec, *, train_size: int = 0, eval_size: 
     if len(names) < 2:
         found = f" (only '{names[0]}')" if names else ""
         hint = "; lay the folder out as one subfolder per class" if train.folder is not None else ""
-        raise UserError(f"dataset '{dataset}' has {len(names)} class{'es' if len(names) != 1 else ''}; a classifier "
-                        f"needs at least 2{found}{hint}")
+        raise UserError(
+            f"dataset '{dataset}' has {len(names)} class{'es' if len(names) != 1 else ''}; a classifier "
+            f"needs at least 2{found}{hint}"
+        )
     skipped = {"train": skip_stats(), "eval": skip_stats()}
     for split_key, raw in (("train", train), ("eval", held)):
         if raw is not None:
-            skipped[split_key].update(not_images=len(raw.not_images),
-                                      not_image_examples=raw.not_images[:EXAMPLES_SHOWN])
+            skipped[split_key].update(
+                not_images=len(raw.not_images), not_image_examples=raw.not_images[:EXAMPLES_SHOWN]
+            )
     if len(train.labels) == 0:
         raise UserError(f"dataset '{dataset}' has no training images")
     train = _check_labels(train, names, "train", skipped["train"])
@@ -734,8 +840,10 @@ def load_task(dataset: str, spec: ImageSpec, *, train_size: int = 0, eval_size: 
         held = _check_labels(held, names, "eval", skipped["eval"])
         if len(held.labels) == 0:
             todo = "remove the folder" if held.folder is not None else "pass --eval-split with another split"
-            raise UserError(f"the {held.name} split has no images; add some, or {todo} to evaluate on a held-out "
-                            f"part of {train.name}")
+            raise UserError(
+                f"the {held.name} split has no images; add some, or {todo} to evaluate on a held-out "
+                f"part of {train.name}"
+            )
     if decode_train:
         _check_every_class_trains(train, names)
     n_pool = len(train.labels)
@@ -748,22 +856,40 @@ def load_task(dataset: str, spec: ImageSpec, *, train_size: int = 0, eval_size: 
         if decode_train:
             _check_every_class_trains(train, names, held_out=len(ev))
     what = f"training images in '{train.name}'" + (
-        f" after holding out {n_pool - len(train.labels)} for evaluation" if len(train.labels) < n_pool else "")
-    tr_idx = (stratified_indices(train.labels, train_size, seed, what=what, option="--train-size") if train_size
-              else np.arange(len(train.labels))) if decode_train else np.arange(0)
-    ev_idx = (stratified_indices(held.labels, eval_size, seed + 1, what=f"evaluation images in '{held.name}'",
-                                 option="--eval-size") if eval_size else np.arange(len(held.labels)))
+        f" after holding out {n_pool - len(train.labels)} for evaluation" if len(train.labels) < n_pool else ""
+    )
+    tr_idx = (
+        (
+            stratified_indices(train.labels, train_size, seed, what=what, option="--train-size")
+            if train_size
+            else np.arange(len(train.labels))
+        )
+        if decode_train
+        else np.arange(0)
+    )
+    ev_idx = (
+        stratified_indices(
+            held.labels, eval_size, seed + 1, what=f"evaluation images in '{held.name}'", option="--eval-size"
+        )
+        if eval_size
+        else np.arange(len(held.labels))
+    )
     decoded = {}
     for split_key, pool, idx, s in (("train", train, tr_idx, seed), ("eval", held, ev_idx, seed + 1)):
         if split_key == "train" and not decode_train:
-            decoded["train"] = Split(pool.name, torch.empty((0, spec.channels, spec.height, spec.width),
-                                                            dtype=torch.uint8), torch.empty(0, dtype=torch.int64))
+            decoded["train"] = Split(
+                pool.name,
+                torch.empty((0, spec.channels, spec.height, spec.width), dtype=torch.uint8),
+                torch.empty(0, dtype=torch.int64),
+            )
             continue
-        decoded[split_key] = decode_sample(pool, idx, spec, seed=s, max_bad_fraction=max_bad_fraction,
-                                           split_key=split_key, stats=skipped[split_key])
+        decoded[split_key] = decode_sample(
+            pool, idx, spec, seed=s, max_bad_fraction=max_bad_fraction, split_key=split_key, stats=skipped[split_key]
+        )
         if len(decoded[split_key]) == 0:
-            raise UserError(f"no readable images left in the {split_key} split ({pool.name}); "
-                            "fix or remove the unreadable files")
+            raise UserError(
+                f"no readable images left in the {split_key} split ({pool.name}); fix or remove the unreadable files"
+            )
     for line in _skip_warnings(skipped):
         warn(f"WARNING {line}")
         notes.append(line)

@@ -6,7 +6,7 @@ processes, and train.fit splits every batch and the evaluation across them (see 
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from .config import RunConfig, RunSpec
 from .errors import UserError
@@ -22,8 +22,14 @@ def _run_remote(cfg: RunConfig, spec: RunSpec) -> dict:
     return Worker(cfg, log=lambda s: None).attempt(spec)
 
 
-def ray_execute(cfg: RunConfig, specs: list[RunSpec], address: str, log: Callable[[str], None],
-                cpus_per_run: float = 1, gpus_per_run: float | None = None) -> dict[str, dict]:
+def ray_execute(
+    cfg: RunConfig,
+    specs: list[RunSpec],
+    address: str,
+    log: Callable[[str], None],
+    cpus_per_run: float = 1,
+    gpus_per_run: float | None = None,
+) -> dict[str, dict]:
     """Send each spec to Ray ('local' starts a Ray instance on this machine; else a cluster address such
     as 'auto' or 'ray://head:10001'); return {run name: result} as the runs finish."""
     try:
@@ -51,6 +57,8 @@ def ray_execute(cfg: RunConfig, specs: list[RunSpec], address: str, log: Callabl
                 raise e.cause from None
             raise UserError(f"Ray task for {s.name} crashed: {e.cause!r}") from None
         r = out[s.name]
-        log(f"{s.label} seed {s.seed}: {r['status']}" + (f", accuracy {r['metrics']['accuracy']:.3f}"
-                                                         if r["status"] == "ok" else f" — {r.get('error')}"))
+        log(
+            f"{s.label} seed {s.seed}: {r['status']}"
+            + (f", accuracy {r['metrics']['accuracy']:.3f}" if r["status"] == "ok" else f" — {r.get('error')}")
+        )
     return out

@@ -113,17 +113,26 @@ def to_html(blocks: list[Block], title: str) -> str:
         elif isinstance(b, Table):
             head = "".join(f"<th>{_inline(h)}</th>" for h in b.header)
             num = ' class="num"'
-            rows = "".join("<tr>" + "".join(f"<td{num if i >= b.left else ''}>{_inline(c)}</td>"
-                                            for i, c in enumerate(r)) + "</tr>" for r in b.rows)
+            rows = "".join(
+                "<tr>"
+                + "".join(f"<td{num if i >= b.left else ''}>{_inline(c)}</td>" for i, c in enumerate(r))
+                + "</tr>"
+                for r in b.rows
+            )
             body.append(f'<div class="scroll"><table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table></div>')
         elif isinstance(b, Figure):
             data = base64.b64encode(b.png).decode("ascii")
             cap = f"<figcaption><strong>{_inline(b.title)}.</strong> {_inline(b.caption)}</figcaption>"
-            body.append(f'<figure id="{b.name}"><img alt="{html.escape(b.title)}" '
-                        f'src="data:image/png;base64,{data}">{cap}</figure>')
+            body.append(
+                f'<figure id="{b.name}"><img alt="{html.escape(b.title)}" '
+                f'src="data:image/png;base64,{data}">{cap}</figure>'
+            )
             if i + 1 == len(blocks) or not isinstance(blocks[i + 1], Figure):
                 body.append("</div>")
-    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-            f'<meta name="viewport" content="width=device-width, initial-scale=1">'
-            f"<title>{html.escape(title)}</title><style>{CSS}</style></head>\n<body>\n"
-            + "\n".join(body) + "\n</body></html>\n")
+    return (
+        f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        f'<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>{html.escape(title)}</title><style>{CSS}</style></head>\n<body>\n"
+        + "\n".join(body)
+        + "\n</body></html>\n"
+    )

@@ -33,10 +33,17 @@ class G:
 
 def _g(name: str, rs: list[dict]) -> G:
     mean = lambda get: sum(get(r) for r in rs) / len(rs)  # noqa: E731
-    return G(name, rs, accuracy_summary(rs), mean(lambda r: r["metrics"]["baseline_accuracy"]),
-             rs[0]["params"]["trainable"], mean(lambda r: r["time"]["train_s"]),
-             mean(lambda r: r["throughput"]["train_img_s"]), max(r["memory"]["peak_bytes"] for r in rs),
-             rs[0]["size"]["adapter_bytes"])
+    return G(
+        name,
+        rs,
+        accuracy_summary(rs),
+        mean(lambda r: r["metrics"]["baseline_accuracy"]),
+        rs[0]["params"]["trainable"],
+        mean(lambda r: r["time"]["train_s"]),
+        mean(lambda r: r["throughput"]["train_img_s"]),
+        max(r["memory"]["peak_bytes"] for r in rs),
+        rs[0]["size"]["adapter_bytes"],
+    )
 
 
 def _acc(s: Summary) -> str:
@@ -61,14 +68,19 @@ def metric(ok: list[dict]) -> list[str]:
     k, n = len(r["data"]["label_names"]), r["data"]["eval_examples"]
     chances = sorted({round(x["metrics"]["chance_accuracy"], 6) for x in ok})
     chance = f"{chances[0]:.3f}" if len(chances) == 1 else f"{chances[0]:.3f}–{chances[-1]:.3f} (by seed)"
-    top5 = ("top-5 accuracy (the true class among the 5 most likely)" if m.get("top5_accuracy") is not None
-            else f"no top-5 accuracy: with {k} classes it would always be 1")
-    return [f"Metric: **accuracy**, the share of the {n:,} eval images (split '{r['data']['eval_split']}') whose "
-            f"most likely class is the true one. **Chance level: {chance}**, the accuracy of always predicting the "
-            f"most frequent of the {k} classes.",
-            f"Also reported: macro-F1 (the mean of the per-class F1 scores: every class weighs the same, whatever "
-            f"its size), per-class accuracy, the confusion matrix and the eval loss; {top5}.",
-            "Other options: balanced accuracy, per-class precision and recall, log-loss, calibration error."]
+    top5 = (
+        "top-5 accuracy (the true class among the 5 most likely)"
+        if m.get("top5_accuracy") is not None
+        else f"no top-5 accuracy: with {k} classes it would always be 1"
+    )
+    return [
+        f"Metric: **accuracy**, the share of the {n:,} eval images (split '{r['data']['eval_split']}') whose "
+        f"most likely class is the true one. **Chance level: {chance}**, the accuracy of always predicting the "
+        f"most frequent of the {k} classes.",
+        f"Also reported: macro-F1 (the mean of the per-class F1 scores: every class weighs the same, whatever "
+        f"its size), per-class accuracy, the confusion matrix and the eval loss; {top5}.",
+        "Other options: balanced accuracy, per-class precision and recall, log-loss, calibration error.",
+    ]
 
 
 def baseline(ok: list[dict]) -> list[str]:
@@ -82,17 +94,28 @@ def baseline(ok: list[dict]) -> list[str]:
     text = f"**Baseline accuracy** (the pretrained model with its new, untrained {k}-class head): **{s.mean:.3f}**"
     if s.n > 1:
         text += " (mean over seeds; " + ", ".join(f"seed {q}: {v:.3f}" for q, v in per_seed.items()) + ")"
-    text += ("; the same for every method, which all start from the same new head." if same else
-             f"; it differs between methods at the same seed ({min(min(v) for v in by_seed.values()):.3f}–"
-             f"{max(max(v) for v in by_seed.values()):.3f}).")
+    text += (
+        "; the same for every method, which all start from the same new head."
+        if same
+        else f"; it differs between methods at the same seed ({min(min(v) for v in by_seed.values()):.3f}–"
+        f"{max(max(v) for v in by_seed.values()):.3f})."
+    )
     chance = ok[0]["metrics"]["chance_accuracy"]
     n = ok[0]["data"]["eval_examples"]
     se = math.sqrt(chance * (1 - chance) / n)
     above = [v > chance + 2 * se for v in per_seed.values()]
-    verdict = ("better than chance at every seed" if all(above) else
-               "no better than chance at any seed" if not any(above) else "better than chance at some seeds only")
-    return [text, f"Against chance ({chance:.3f}): {s.mean - chance:+.3f}; {verdict} (better = more than 2 binomial "
-                  f"standard errors, {2 * se:.3f} for {n:,} images, above it)."]
+    verdict = (
+        "better than chance at every seed"
+        if all(above)
+        else "no better than chance at any seed"
+        if not any(above)
+        else "better than chance at some seeds only"
+    )
+    return [
+        text,
+        f"Against chance ({chance:.3f}): {s.mean - chance:+.3f}; {verdict} (better = more than 2 binomial "
+        f"standard errors, {2 * se:.3f} for {n:,} images, above it).",
+    ]
 
 
 def hyperparameters(gs: list[G]) -> tuple[list[str], Table]:
@@ -109,10 +132,10 @@ def hyperparameters(gs: list[G]) -> tuple[list[str], Table]:
     run_help = {f.name: f.metadata.get("help", "") for f in fields(RunConfig)}
     shared = gs[0].rs[0].get("train", {})
     shared = {k: v for k, v in shared.items() if run_help.get(k)}  # the settings a user chooses
-    rows += [["every configuration" if i == 0 else "", k, str(v), run_help[k]]
-             for i, (k, v) in enumerate(shared.items())]
-    lines = [f"**{g.label}**: {REGISTRY[g.rs[0]['method']].description}." for g in gs
-             if g.rs[0]["method"] in REGISTRY]
+    rows += [
+        ["every configuration" if i == 0 else "", k, str(v), run_help[k]] for i, (k, v) in enumerate(shared.items())
+    ]
+    lines = [f"**{g.label}**: {REGISTRY[g.rs[0]['method']].description}." for g in gs if g.rs[0]["method"] in REGISTRY]
     return lines, Table(["configuration", "option", "value", "meaning"], rows, left=4)
 
 
@@ -121,9 +144,12 @@ def parameters(gs: list[G]) -> list[str]:
     for g in gs:
         p = g.rs[0]["params"]
         kind = p.get("kind", "theory")
-        line = (f"**{g.label}**: {p['trainable']:,} trainable of {p.get('total', p.get('base', 0)):,} parameters "
-                f"({p['trainable_pct']:.2f} % of the {p.get('base', 0):,} of the base model with its new head"
-                + (f"; the method adds {p['added']:,}" if p.get("added") else "") + "). ")
+        line = (
+            f"**{g.label}**: {p['trainable']:,} trainable of {p.get('total', p.get('base', 0)):,} parameters "
+            f"({p['trainable_pct']:.2f} % of the {p.get('base', 0):,} of the base model with its new head"
+            + (f"; the method adds {p['added']:,}" if p.get("added") else "")
+            + "). "
+        )
         derived = p.get(f"{kind}_trainable")
         what = "Derived from the architecture" if kind == "theory" else "Counted from module shapes"
         if derived is None:
@@ -133,16 +159,22 @@ def parameters(gs: list[G]) -> list[str]:
         else:
             bad.append(g.label)
             line += f"{what}: **MISMATCH** — " + "; ".join(
-                f"{m['what']} {m[kind]:,} derived vs {m['measured']:,} measured" for m in p.get("mismatches", []))
+                f"{m['what']} {m[kind]:,} derived vs {m['measured']:,} measured" for m in p.get("mismatches", [])
+            )
         extra = p.get("peft_all_params", p.get("total")) - p.get("total", 0) if "total" in p else 0
         if extra:
-            line += (f" PEFT's own \"all params\" is {p['peft_all_params']:,} (+{extra:,}: the head's trainable "
-                     "copy, counted beside the frozen original).")
+            line += (
+                f" PEFT's own \"all params\" is {p['peft_all_params']:,} (+{extra:,}: the head's trainable "
+                "copy, counted beside the frozen original)."
+            )
         out.append(line)
     checked = [g for g in gs if g.rs[0]["params"].get(f"{g.rs[0]['params'].get('kind', 'theory')}_match") is not None]
     if checked:
-        out.insert(0, f"{len(checked) - len(bad)} of {len(checked)} configurations match their derived counts"
-                   + (f"; mismatches: {_names(bad)}." if bad else "."))
+        out.insert(
+            0,
+            f"{len(checked) - len(bad)} of {len(checked)} configurations match their derived counts"
+            + (f"; mismatches: {_names(bad)}." if bad else "."),
+        )
     return out
 
 
@@ -150,9 +182,11 @@ def time_and_accuracy(gs: list[G]) -> list[str]:
     out = []
     for g in gs:
         epochs = g.rs[0]["train"]["epochs"]
-        line = (f"**{g.label}**: accuracy {g.base:.3f} → **{_acc(g.acc)}**"
-                + (f" (95% interval {g.acc.low:.3f} to {g.acc.high:.3f}, {g.acc.n} seeds)" if g.acc.n > 1 else "")
-                + f" after {g.train_s:.1f} s of training ({epochs} epoch{'s' * (epochs != 1)}, {g.img_s:.0f} img/s).")
+        line = (
+            f"**{g.label}**: accuracy {g.base:.3f} → **{_acc(g.acc)}**"
+            + (f" (95% interval {g.acc.low:.3f} to {g.acc.high:.3f}, {g.acc.n} seeds)" if g.acc.n > 1 else "")
+            + f" after {g.train_s:.1f} s of training ({epochs} epoch{'s' * (epochs != 1)}, {g.img_s:.0f} img/s)."
+        )
         best = [r["metrics"].get("best_accuracy") for r in g.rs]
         if all(b is not None for b in best) and sum(best) / len(best) > g.acc.mean + 1e-9:
             line += f" Its best epoch averaged {sum(best) / len(best):.3f}: the last epoch is not the best."
@@ -173,45 +207,62 @@ def comparison(gs: list[G], results: list[dict]) -> dict[str, list[str]]:
     best = max(gs, key=lambda g: g.acc.mean)
     others = [g for g in gs if g is not best]
     noisy = all(g.acc.n > 1 for g in gs)
-    acc = [f"Highest mean accuracy: **{best.label}** ({_acc(best.acc)}), "
-           f"{best.acc.mean - best.base:+.3f} over its baseline."]
+    acc = [
+        f"Highest mean accuracy: **{best.label}** ({_acc(best.acc)}), "
+        f"{best.acc.mean - best.base:+.3f} over its baseline."
+    ]
     if others and noisy:
         within = [g.label for g in others if g.acc.overlaps(best.acc)]
-        acc.append(f"{len(within)} of {len(others)} other configurations are **within noise** of it (95% intervals "
-                   "overlap)" + (f": {_names(within)} — these runs cannot rank them by accuracy." if within else "."))
+        acc.append(
+            f"{len(within)} of {len(others)} other configurations are **within noise** of it (95% intervals "
+            "overlap)" + (f": {_names(within)} — these runs cannot rank them by accuracy." if within else ".")
+        )
     noise = noise_lines(results)
     acc += noise[1:] if noisy else noise  # noise[0] names the best, as the first line here does
     pcs = best.rs[0]["metrics"].get("per_class_accuracy") or {}
     means = {c: m for c in pcs if (m := class_mean(best.rs, c)) is not None}  # None: no eval image of c
     if means:
         lo, hi = min(means, key=means.get), max(means, key=means.get)
-        acc.append(f"Per class, {best.label} is weakest on {lo} ({means[lo]:.3f}) and strongest on {hi} "
-                   f"({means[hi]:.3f}).")
+        acc.append(
+            f"Per class, {best.label} is weakest on {lo} ({means[lo]:.3f}) and strongest on {hi} ({means[hi]:.3f})."
+        )
     kind = gs[0].rs[0]["memory"].get("kind", "")
-    eff = [x for x in [
-        _extremes(gs, lambda g: g.trainable, lambda v: f"{v:,}", "fewest trainable parameters", "most"),
-        _extremes(gs, lambda g: g.train_s, lambda v: f"{v:.1f} s", "fastest training", "slowest"),
-        _extremes(gs, lambda g: g.peak, human_bytes, "lowest peak memory", "highest"),
-        _extremes(gs, lambda g: g.adapter, human_bytes, "smallest saved adapter", "largest"),
-    ] if x]
+    eff = [
+        x
+        for x in [
+            _extremes(gs, lambda g: g.trainable, lambda v: f"{v:,}", "fewest trainable parameters", "most"),
+            _extremes(gs, lambda g: g.train_s, lambda v: f"{v:.1f} s", "fastest training", "slowest"),
+            _extremes(gs, lambda g: g.peak, human_bytes, "lowest peak memory", "highest"),
+            _extremes(gs, lambda g: g.adapter, human_bytes, "smallest saved adapter", "largest"),
+        ]
+        if x
+    ]
     if kind == "process_peak_rss":
-        eff.append("Peak memory is the whole process's peak resident memory (Python, libraries and the decoded data "
-                   "included), so the differences between methods are smaller than the totals suggest.")
+        eff.append(
+            "Peak memory is the whole process's peak resident memory (Python, libraries and the decoded data "
+            "included), so the differences between methods are smaller than the totals suggest."
+        )
     for cost, what in (("trainable", "trainable parameters"), ("train_s", "training time")):
         front = [gs[i] for i in pareto_front([(getattr(g, cost), g.acc.mean) for g in gs])]
         fragile = noisy and any(a.acc.overlaps(b.acc) for a, b in zip(front, front[1:]))
-        eff.append(f"Pareto front of mean accuracy vs {what} (no other configuration both cheaper and more "
-                   f"accurate): {_names([g.label for g in front])}"
-                   + ("; its accuracy steps are within noise, so cost decides between them." if fragile else "."))
+        eff.append(
+            f"Pareto front of mean accuracy vs {what} (no other configuration both cheaper and more "
+            f"accurate): {_names([g.label for g in front])}"
+            + ("; its accuracy steps are within noise, so cost decides between them." if fragile else ".")
+        )
     rel = []
     if noisy:
         spread = ", ".join(f"{g.label} {g.acc.std:.3f}" for g in sorted(gs, key=lambda g: g.acc.std))
         fewest = min(g.acc.n for g in gs)
-        rel.append(f"Spread of accuracy over seeds (std): {spread}"
-                   + (f"; with {fewest} seeds these are rough estimates." if fewest < 5 else "."))
+        rel.append(
+            f"Spread of accuracy over seeds (std): {spread}"
+            + (f"; with {fewest} seeds these are rough estimates." if fewest < 5 else ".")
+        )
     else:
-        rel.append("One seed per configuration: no estimate of how much accuracy varies between seeds; "
-                   "rerun with --seeds 0,1,2 to measure it.")
+        rel.append(
+            "One seed per configuration: no estimate of how much accuracy varies between seeds; "
+            "rerun with --seeds 0,1,2 to measure it."
+        )
     rel += failures(results)
     return {"Accuracy": acc, "Efficiency": eff, "Reliability": rel, "Advantages and disadvantages": pros_cons(gs)}
 
@@ -220,13 +271,17 @@ def pros_cons(gs: list[G]) -> list[str]:
     if len(gs) < 2:
         return []
     best = max(gs, key=lambda g: g.acc.mean)
-    fronts = {what: {gs[i].label for i in pareto_front([(cost(g), g.acc.mean) for g in gs])}
-              for what, cost in (("parameters", lambda g: g.trainable), ("time", lambda g: g.train_s))}
+    fronts = {
+        what: {gs[i].label for i in pareto_front([(cost(g), g.acc.mean) for g in gs])}
+        for what, cost in (("parameters", lambda g: g.trainable), ("time", lambda g: g.train_s))
+    }
     # values compared as shown (rounded), so that ties in the text are ties here
-    criteria = [("trainable parameters", lambda g: g.trainable, "fewest", "most"),
-                ("training time", lambda g: round(g.train_s, 1), "shortest", "longest"),
-                ("peak memory", lambda g: round(g.peak, -5), "lowest", "highest"),
-                ("adapter size", lambda g: round(g.adapter, -2), "smallest", "largest")]
+    criteria = [
+        ("trainable parameters", lambda g: g.trainable, "fewest", "most"),
+        ("training time", lambda g: round(g.train_s, 1), "shortest", "longest"),
+        ("peak memory", lambda g: round(g.peak, -5), "lowest", "highest"),
+        ("adapter size", lambda g: round(g.adapter, -2), "smallest", "largest"),
+    ]
     noisy = all(g.acc.n > 1 for g in gs)
     if noisy:
         criteria.append(("spread over seeds", lambda g: round(g.acc.std, 3), "smallest", "largest"))
@@ -249,9 +304,17 @@ def pros_cons(gs: list[G]) -> list[str]:
                 pro.append(f"{low} {what}")
             elif key(g) == max(vals):
                 con.append(f"{high} {what}")
-        out.append(f"**{g.label}** — " + ("; ".join(
-            ([f"advantages: {', '.join(pro)}"] if pro else []) + ([f"disadvantages: {', '.join(con)}"] if con else []))
-            or "neither the best nor the worst on any measure") + ".")
+        out.append(
+            f"**{g.label}** — "
+            + (
+                "; ".join(
+                    ([f"advantages: {', '.join(pro)}"] if pro else [])
+                    + ([f"disadvantages: {', '.join(con)}"] if con else [])
+                )
+                or "neither the best nor the worst on any measure"
+            )
+            + "."
+        )
     return out
 
 
@@ -264,19 +327,26 @@ def coverage(ok: list[dict]) -> list[str]:
         parts = []
         for split, c in cov.items():
             counts = list(c.get("per_class", {}).values())
-            part = (f"{split}: {c['classes_present']} of {c['classes_total']} classes, {c['examples']:,} images"
-                    + (f" ({min(counts)}–{max(counts)} per class)" if counts and min(counts) != max(counts)
-                       else f" ({counts[0]} per class)" if counts else ""))
+            part = f"{split}: {c['classes_present']} of {c['classes_total']} classes, {c['examples']:,} images" + (
+                f" ({min(counts)}–{max(counts)} per class)"
+                if counts and min(counts) != max(counts)
+                else f" ({counts[0]} per class)"
+                if counts
+                else ""
+            )
             if c.get("missing"):
                 part += f", **missing: {', '.join(map(str, c['missing']))}**"
             if c.get("below_min"):
                 need = r.get("config", {}).get("min_per_class", "the minimum")
-                part += f", **fewer than {need} images: " + ", ".join(
-                    f"{n} ({c['per_class'].get(n, '?')})" for n in c["below_min"]) + "**"
+                part += (
+                    f", **fewer than {need} images: "
+                    + ", ".join(f"{n} ({c['per_class'].get(n, '?')})" for n in c["below_min"])
+                    + "**"
+                )
             parts.append(part)
         if parts:
             out.append((f"seed {seed} — " if len(seen) > 1 else "") + "; ".join(parts) + ".")
-    if len(out) > 1 and len({o.split(' — ', 1)[1] for o in out}) == 1:
+    if len(out) > 1 and len({o.split(" — ", 1)[1] for o in out}) == 1:
         out = [f"every seed — {out[0].split(' — ', 1)[1]}"]
     notes = list(dict.fromkeys(n for r in ok for n in r["data"].get("notes", [])))
     out += [f"Note: {n}" for n in notes] or ["No notes from loading the data."]
@@ -287,8 +357,9 @@ def failures(results: list[dict]) -> list[str]:
     bad = [r for r in ordered(results) if r.get("status", "ok") != "ok"]
     if not bad:
         return [f"All {len(results)} runs finished: none failed or diverged."]
-    return ([f"{len(bad)} of {len(results)} runs did not finish:"]
-            + [f"{label(r)} seed {r.get('seed')}: **{r['status']}** — {r.get('error', '')}" for r in bad])
+    return [f"{len(bad)} of {len(results)} runs did not finish:"] + [
+        f"{label(r)} seed {r.get('seed')}: **{r['status']}** — {r.get('error', '')}" for r in bad
+    ]
 
 
 def findings(results: list[dict]) -> list[Block]:
@@ -299,13 +370,23 @@ def findings(results: list[dict]) -> list[Block]:
     if not gs:
         return blocks + [Bullets(["No run succeeded: nothing to compare."] + failures(results))]
     hp_lines, hp_table = hyperparameters(gs)
-    blocks += [Heading("Metric and chance level", 3), Bullets(metric(ok)),
-               Heading("Baseline", 3), Bullets(baseline(ok)),
-               Heading("Hyperparameters and their meaning", 3), Bullets(hp_lines), hp_table,
-               Heading("Parameter counts and the theory check", 3), Bullets(parameters(gs)),
-               Heading("Time and accuracy", 3), Bullets(time_and_accuracy(gs))]
+    blocks += [
+        Heading("Metric and chance level", 3),
+        Bullets(metric(ok)),
+        Heading("Baseline", 3),
+        Bullets(baseline(ok)),
+        Heading("Hyperparameters and their meaning", 3),
+        Bullets(hp_lines),
+        hp_table,
+        Heading("Parameter counts and the theory check", 3),
+        Bullets(parameters(gs)),
+        Heading("Time and accuracy", 3),
+        Bullets(time_and_accuracy(gs)),
+    ]
     for title, lines in comparison(gs, results).items():
         if lines:
-            blocks += [Heading(f"Comparison: {title.lower()}" if title != "Advantages and disadvantages" else title, 3),
-                       Bullets(lines)]
+            blocks += [
+                Heading(f"Comparison: {title.lower()}" if title != "Advantages and disadvantages" else title, 3),
+                Bullets(lines),
+            ]
     return blocks + [Heading("Class coverage", 3), Bullets(coverage(ok))]

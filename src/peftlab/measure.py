@@ -85,15 +85,25 @@ def environment(device: torch.device | None = None) -> dict:
         "platform": platform.platform(),
         "packages": versions,
         "device": dev.type,
-        "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else platform.processor() or platform.machine(),
+        "device_name": torch.cuda.get_device_name(dev)
+        if dev.type == "cuda"
+        else platform.processor() or platform.machine(),
         "torch_threads": torch.get_num_threads(),
         "cpu_count": os.cpu_count(),
     }
 
 
 # dense bf16/fp16 tensor-core peaks in FLOP/s, by device-name substring (vendor datasheets)
-PEAK_BF16 = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "L4": 121e12, "A10": 125e12,
-             "V100": 125e12, "T4": 65e12}
+PEAK_BF16 = {
+    "H200": 989e12,
+    "H100": 989e12,
+    "A100": 312e12,
+    "L40S": 362e12,
+    "L4": 121e12,
+    "A10": 125e12,
+    "V100": 125e12,
+    "T4": 65e12,
+}
 
 
 def step_flops(loss_of, idx, y) -> int:

@@ -13,8 +13,9 @@ from the Arch's roles (query, key, value, output, fc1, fc2), never from hard-cod
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
-from typing import Callable, ClassVar
+from typing import ClassVar
 
 import torch
 from torch import nn
@@ -68,6 +69,7 @@ def register(name: str, config_cls: type[MethodConfig], description: str, paper:
     def deco(fn):
         REGISTRY[name] = Method(name, config_cls, fn, description, paper)
         return fn
+
     return deco
 
 
@@ -120,7 +122,7 @@ class CpuDropout(nn.Dropout):
         t = round(self.p * 65536)
         if t >= 65536:  # p rounds to 1: everything dropped
             return x * 0
-        bits = torch.empty((x.numel() + 3) // 4, dtype=torch.int64).random_(-2 ** 63, 2 ** 63 - 1)
+        bits = torch.empty((x.numel() + 3) // 4, dtype=torch.int64).random_(-(2**63), 2**63 - 1)
         keep = bits.view(torch.int16)[: x.numel()].view(x.shape) >= t - 32768  # int16: uniform on ±32768
         return x * keep * (65536 / (65536 - t))
 
@@ -162,7 +164,7 @@ class LastConfig(MethodConfig):
 def last(model: nn.Module, arch: Arch, cfg: LastConfig, total_steps: int) -> Prepared:
     if cfg.blocks > arch.num_blocks:
         raise UserError(f"last.blocks={cfg.blocks} but the model has {arch.num_blocks} blocks")
-    train = arch.block_names()[-cfg.blocks:] + [arch.classifier]
+    train = arch.block_names()[-cfg.blocks :] + [arch.classifier]
     if cfg.final_norm and arch.final_norm:
         train.append(arch.final_norm)
     _freeze_all_but(model, train)
@@ -173,9 +175,13 @@ def last(model: nn.Module, arch: Arch, cfg: LastConfig, total_steps: int) -> Pre
 @dataclass
 class FreezeFirstConfig(MethodConfig):
     lr: float = field(default=1e-3, metadata={"help": "peak learning rate (AdamW)"})
-    blocks: int | None = field(default=None, metadata={
-        "help": "number of first transformer blocks to freeze (with the embeddings); "
-                "default: half the model's blocks, rounded down"})
+    blocks: int | None = field(
+        default=None,
+        metadata={
+            "help": "number of first transformer blocks to freeze (with the embeddings); "
+            "default: half the model's blocks, rounded down"
+        },
+    )
 
     def __post_init__(self):
         super().__post_init__()
@@ -189,9 +195,12 @@ class FreezeFirstConfig(MethodConfig):
         return n
 
 
-@register("freeze-first", FreezeFirstConfig,
-          "freeze the embeddings and the first N blocks; train the later blocks, final norm and head",
-          "Yosinski et al. 2014, How transferable are features in deep neural networks?")
+@register(
+    "freeze-first",
+    FreezeFirstConfig,
+    "freeze the embeddings and the first N blocks; train the later blocks, final norm and head",
+    "Yosinski et al. 2014, How transferable are features in deep neural networks?",
+)
 def freeze_first(model: nn.Module, arch: Arch, cfg: FreezeFirstConfig, total_steps: int) -> Prepared:
     n = cfg.frozen_blocks(arch.num_blocks)
     _freeze_all_but(model, arch.block_names()[n:] + [arch.final_norm] * bool(arch.final_norm) + [arch.classifier])
@@ -204,9 +213,13 @@ class BitFitConfig(MethodConfig):
     lr: float = field(default=2e-2, metadata={"help": "peak learning rate (AdamW)"})
 
 
-@register("bitfit", BitFitConfig, "train every bias (Linear, LayerNorm β, patch embedding) and the head",
-          "Ben Zaken et al. 2022, BitFit: Simple Parameter-efficient Fine-tuning for Transformer-based "
-          "Masked Language-models")
+@register(
+    "bitfit",
+    BitFitConfig,
+    "train every bias (Linear, LayerNorm β, patch embedding) and the head",
+    "Ben Zaken et al. 2022, BitFit: Simple Parameter-efficient Fine-tuning for Transformer-based "
+    "Masked Language-models",
+)
 def bitfit(model: nn.Module, arch: Arch, cfg: BitFitConfig, total_steps: int) -> Prepared:
     _freeze_all_but(model, [arch.classifier])
     for name, p in model.named_parameters():
@@ -223,13 +236,19 @@ class LayerNormConfig(MethodConfig):
 
 def layer_norms(model: nn.Module, arch: Arch) -> list[str]:
     """Every LayerNorm of the model (found by type, not by name), the head excluded."""
-    return [n for n, m in model.named_modules() if isinstance(m, nn.LayerNorm)
-            and n != arch.classifier and not n.startswith(arch.classifier + ".")]
+    return [
+        n
+        for n, m in model.named_modules()
+        if isinstance(m, nn.LayerNorm) and n != arch.classifier and not n.startswith(arch.classifier + ".")
+    ]
 
 
-@register("layernorm", LayerNormConfig,
-          "train every LayerNorm's weight and bias (PEFT LN tuning: trainable copies) and the head",
-          "Zhao et al. 2023, Tuning LayerNorm in Attention: Towards Efficient Multi-Modal LLM Finetuning")
+@register(
+    "layernorm",
+    LayerNormConfig,
+    "train every LayerNorm's weight and bias (PEFT LN tuning: trainable copies) and the head",
+    "Zhao et al. 2023, Tuning LayerNorm in Attention: Towards Efficient Multi-Modal LLM Finetuning",
+)
 def layernorm(model: nn.Module, arch: Arch, cfg: LayerNormConfig, total_steps: int) -> Prepared:
     import peft
 
@@ -283,24 +302,47 @@ class DoraConfig(LoraConfig):
     use_dora: ClassVar[bool] = True
 
 
-@register("lora", LoraConfig, "low-rank updates W + (alpha/r)·B·A on chosen Linears, head trained",
-          "Hu et al. 2021, LoRA: Low-Rank Adaptation of Large Language Models")
+@register(
+    "lora",
+    LoraConfig,
+    "low-rank updates W + (alpha/r)·B·A on chosen Linears, head trained",
+    "Hu et al. 2021, LoRA: Low-Rank Adaptation of Large Language Models",
+)
 def lora(model: nn.Module, arch: Arch, cfg: LoraConfig, total_steps: int) -> Prepared:
     """LoRA and its variants: the config class says which (use_dora, use_rslora)."""
     import peft
 
-    config = peft.LoraConfig(r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout, bias=cfg.bias,
-                             use_dora=cfg.use_dora, use_rslora=cfg.use_rslora,
-                             target_modules=_targets(arch, cfg.targets), modules_to_save=[arch.classifier])
+    config = peft.LoraConfig(
+        r=cfg.r,
+        lora_alpha=cfg.alpha,
+        lora_dropout=cfg.dropout,
+        bias=cfg.bias,
+        use_dora=cfg.use_dora,
+        use_rslora=cfg.use_rslora,
+        target_modules=_targets(arch, cfg.targets),
+        modules_to_save=[arch.classifier],
+    )
     return Prepared(_peft(model, config))
 
 
-register("lora-all", LoraAllConfig, "LoRA on every Linear of the blocks (the lora preset targets=all-linear)",
-         "Dettmers et al. 2023, QLoRA: Efficient Finetuning of Quantized LLMs (LoRA on all linear layers)")(lora)
-register("rslora", RsLoraConfig, "LoRA with rank-stabilised scaling alpha/√r instead of alpha/r",
-         "Kalajdzievski 2023, A Rank Stabilization Scaling Factor for Fine-Tuning with LoRA")(lora)
-register("dora", DoraConfig, "LoRA on the direction plus a trained magnitude per output (weight-decomposed)",
-         "Liu et al. 2024, DoRA: Weight-Decomposed Low-Rank Adaptation")(lora)
+register(
+    "lora-all",
+    LoraAllConfig,
+    "LoRA on every Linear of the blocks (the lora preset targets=all-linear)",
+    "Dettmers et al. 2023, QLoRA: Efficient Finetuning of Quantized LLMs (LoRA on all linear layers)",
+)(lora)
+register(
+    "rslora",
+    RsLoraConfig,
+    "LoRA with rank-stabilised scaling alpha/√r instead of alpha/r",
+    "Kalajdzievski 2023, A Rank Stabilization Scaling Factor for Fine-Tuning with LoRA",
+)(lora)
+register(
+    "dora",
+    DoraConfig,
+    "LoRA on the direction plus a trained magnitude per output (weight-decomposed)",
+    "Liu et al. 2024, DoRA: Weight-Decomposed Low-Rank Adaptation",
+)(lora)
 
 
 # ---------------------------------------------------------------- AdaLoRA
@@ -308,20 +350,24 @@ register("dora", DoraConfig, "LoRA on the direction plus a trained magnitude per
 class AdaLoraConfig(MethodConfig):
     lr: float = field(default=1e-2, metadata={"help": "peak learning rate (AdamW)"})
     init_r: int = field(default=12, metadata={"help": "rank P·Λ·Q of every adapted Linear at the start"})
-    target_r: int = field(default=8, metadata={
-        "help": "average rank kept after pruning (budget target_r × adapted Linears)"})
+    target_r: int = field(
+        default=8, metadata={"help": "average rank kept after pruning (budget target_r × adapted Linears)"}
+    )
     alpha: float = field(default=8, metadata={"help": "scaling: the update is multiplied by alpha/r"})
     dropout: float = field(default=0.0, metadata={"help": "dropout on the adapter branch's input"})
     targets: str = field(default="query,value", metadata={"help": _TARGETS_HELP})
-    tinit: float = field(default=0.1, metadata={
-        "help": "fraction of the planned steps trained at init_r before pruning starts"})
-    tfinal: float = field(default=0.3, metadata={
-        "help": "fraction of the planned steps trained at the final ranks after pruning ends"})
+    tinit: float = field(
+        default=0.1, metadata={"help": "fraction of the planned steps trained at init_r before pruning starts"}
+    )
+    tfinal: float = field(
+        default=0.3, metadata={"help": "fraction of the planned steps trained at the final ranks after pruning ends"}
+    )
     delta_t: int = field(default=1, metadata={"help": "steps between rank reallocations"})
     beta1: float = field(default=0.85, metadata={"help": "EMA factor of the importance (sensitivity)"})
     beta2: float = field(default=0.85, metadata={"help": "EMA factor of the importance's uncertainty"})
-    orth_reg_weight: float = field(default=0.5, metadata={
-        "help": "weight of the orthogonality penalty on P and Q added to the loss"})
+    orth_reg_weight: float = field(
+        default=0.5, metadata={"help": "weight of the orthogonality penalty on P and Q added to the loss"}
+    )
 
     def __post_init__(self):
         super().__post_init__()
@@ -336,26 +382,39 @@ class AdaLoraConfig(MethodConfig):
         self._require(self.orth_reg_weight >= 0, "orth_reg_weight", ">= 0")
 
 
-@register("adalora", AdaLoraConfig,
-          "SVD-form low-rank updates P·Λ·Q whose ranks are pruned to a budget by importance during training",
-          "Zhang et al. 2023, Adaptive Budget Allocation for Parameter-Efficient Fine-Tuning (AdaLoRA)")
+@register(
+    "adalora",
+    AdaLoraConfig,
+    "SVD-form low-rank updates P·Λ·Q whose ranks are pruned to a budget by importance during training",
+    "Zhang et al. 2023, Adaptive Budget Allocation for Parameter-Efficient Fine-Tuning (AdaLoRA)",
+)
 def adalora(model: nn.Module, arch: Arch, cfg: AdaLoraConfig, total_steps: int) -> Prepared:
     import peft
 
     if total_steps < 1:
         raise UserError(f"adalora needs the planned number of optimizer steps (got {total_steps})")
     config = peft.AdaLoraConfig(
-        init_r=cfg.init_r, target_r=cfg.target_r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout,
-        tinit=int(cfg.tinit * total_steps), tfinal=int(cfg.tfinal * total_steps), deltaT=cfg.delta_t,
-        beta1=cfg.beta1, beta2=cfg.beta2, orth_reg_weight=cfg.orth_reg_weight, total_step=total_steps,
-        target_modules=_targets(arch, cfg.targets), modules_to_save=[arch.classifier])
+        init_r=cfg.init_r,
+        target_r=cfg.target_r,
+        lora_alpha=cfg.alpha,
+        lora_dropout=cfg.dropout,
+        tinit=int(cfg.tinit * total_steps),
+        tfinal=int(cfg.tfinal * total_steps),
+        deltaT=cfg.delta_t,
+        beta1=cfg.beta1,
+        beta2=cfg.beta2,
+        orth_reg_weight=cfg.orth_reg_weight,
+        total_step=total_steps,
+        target_modules=_targets(arch, cfg.targets),
+        modules_to_save=[arch.classifier],
+    )
     pm = _peft(model, config)
     # PeftModel.forward (no task type, as for image classifiers) calls the wrapped model directly and so
     # skips AdaLoraModel.forward, the one that adds the orthogonality penalty on P and Q to the loss when
     # labels are passed: route this instance's calls through it.
     pm.forward = pm.base_model.forward
     for name, p in pm.named_parameters():  # PEFT's rank counter is a Parameter; re-wrapped when PEFT moves it
-        if ".ranknum." in name:            # to another device (meta, a GPU) it comes back trainable: keep it frozen
+        if ".ranknum." in name:  # to another device (meta, a GPU) it comes back trainable: keep it frozen
             p.requires_grad_(False)
 
     def allocate(step: int, steps: int) -> None:  # after optimizer.step(), before zero_grad(): grads are live
@@ -383,15 +442,23 @@ class LohaConfig(MethodConfig):
         self._require(0 <= self.module_dropout < 1, "module_dropout", "in [0, 1)")
 
 
-@register("loha", LohaConfig, "Hadamard product of two low-rank updates (B₁A₁)⊙(B₂A₂) on chosen Linears",
-          "Hyeon-Woo et al. 2022, FedPara: Low-Rank Hadamard Product for Communication-Efficient "
-          "Federated Learning")
+@register(
+    "loha",
+    LohaConfig,
+    "Hadamard product of two low-rank updates (B₁A₁)⊙(B₂A₂) on chosen Linears",
+    "Hyeon-Woo et al. 2022, FedPara: Low-Rank Hadamard Product for Communication-Efficient Federated Learning",
+)
 def loha(model: nn.Module, arch: Arch, cfg: LohaConfig, total_steps: int) -> Prepared:
     import peft
 
-    config = peft.LoHaConfig(r=cfg.r, alpha=cfg.alpha, rank_dropout=cfg.rank_dropout,
-                             module_dropout=cfg.module_dropout, target_modules=_targets(arch, cfg.targets),
-                             modules_to_save=[arch.classifier])
+    config = peft.LoHaConfig(
+        r=cfg.r,
+        alpha=cfg.alpha,
+        rank_dropout=cfg.rank_dropout,
+        module_dropout=cfg.module_dropout,
+        target_modules=_targets(arch, cfg.targets),
+        modules_to_save=[arch.classifier],
+    )
     return Prepared(_peft(model, config))
 
 
@@ -402,8 +469,10 @@ class LokrConfig(MethodConfig):
     alpha: float = field(default=8, metadata={"help": "scaling: the update is multiplied by alpha/r"})
     targets: str = field(default="query,value", metadata={"help": _TARGETS_HELP})
     decompose_both: bool = field(default=False, metadata={"help": "also factor the smaller Kronecker factor to rank r"})
-    decompose_factor: int = field(default=-1, metadata={
-        "help": "size of the smaller factor of each dimension; -1: the divisor nearest its square root"})
+    decompose_factor: int = field(
+        default=-1,
+        metadata={"help": "size of the smaller factor of each dimension; -1: the divisor nearest its square root"},
+    )
     rank_dropout: float = field(default=0.0, metadata={"help": "dropout on the update's rows during training"})
     module_dropout: float = field(default=0.0, metadata={"help": "probability of skipping a whole adapter"})
 
@@ -415,15 +484,25 @@ class LokrConfig(MethodConfig):
         self._require(0 <= self.module_dropout < 1, "module_dropout", "in [0, 1)")
 
 
-@register("lokr", LokrConfig, "Kronecker product of a small and a low-rank factor, W₁⊗(B₂A₂), on chosen Linears",
-          "Yeh et al. 2024, Navigating Text-To-Image Customization: From LyCORIS Fine-Tuning to Model Evaluation")
+@register(
+    "lokr",
+    LokrConfig,
+    "Kronecker product of a small and a low-rank factor, W₁⊗(B₂A₂), on chosen Linears",
+    "Yeh et al. 2024, Navigating Text-To-Image Customization: From LyCORIS Fine-Tuning to Model Evaluation",
+)
 def lokr(model: nn.Module, arch: Arch, cfg: LokrConfig, total_steps: int) -> Prepared:
     import peft
 
-    config = peft.LoKrConfig(r=cfg.r, alpha=cfg.alpha, decompose_both=cfg.decompose_both,
-                             decompose_factor=cfg.decompose_factor, rank_dropout=cfg.rank_dropout,
-                             module_dropout=cfg.module_dropout, target_modules=_targets(arch, cfg.targets),
-                             modules_to_save=[arch.classifier])
+    config = peft.LoKrConfig(
+        r=cfg.r,
+        alpha=cfg.alpha,
+        decompose_both=cfg.decompose_both,
+        decompose_factor=cfg.decompose_factor,
+        rank_dropout=cfg.rank_dropout,
+        module_dropout=cfg.module_dropout,
+        target_modules=_targets(arch, cfg.targets),
+        modules_to_save=[arch.classifier],
+    )
     return Prepared(_peft(model, config))
 
 
@@ -443,14 +522,24 @@ class VeraConfig(MethodConfig):
         self._require(0 <= self.dropout < 1, "dropout", "in [0, 1)")
 
 
-@register("vera", VeraConfig, "shared frozen random A, B; trains only two scaling vectors per Linear, Λb·B·Λd·A",
-          "Kopiczko et al. 2024, VeRA: Vector-based Random Matrix Adaptation")
+@register(
+    "vera",
+    VeraConfig,
+    "shared frozen random A, B; trains only two scaling vectors per Linear, Λb·B·Λd·A",
+    "Kopiczko et al. 2024, VeRA: Vector-based Random Matrix Adaptation",
+)
 def vera(model: nn.Module, arch: Arch, cfg: VeraConfig, total_steps: int) -> Prepared:
     import peft
 
-    config = peft.VeraConfig(r=cfg.r, d_initial=cfg.d_initial, vera_dropout=cfg.dropout,
-                             projection_prng_key=cfg.prng_key, save_projection=True,
-                             target_modules=_targets(arch, cfg.targets), modules_to_save=[arch.classifier])
+    config = peft.VeraConfig(
+        r=cfg.r,
+        d_initial=cfg.d_initial,
+        vera_dropout=cfg.dropout,
+        projection_prng_key=cfg.prng_key,
+        save_projection=True,
+        target_modules=_targets(arch, cfg.targets),
+        modules_to_save=[arch.classifier],
+    )
     return Prepared(_peft(model, config))
 
 
@@ -458,11 +547,17 @@ def vera(model: nn.Module, arch: Arch, cfg: VeraConfig, total_steps: int) -> Pre
 @dataclass
 class Ia3Config(MethodConfig):
     lr: float = field(default=3e-2, metadata={"help": "peak learning rate (AdamW)"})
-    targets: str = field(default="key,value,fc2", metadata={"help": "roles whose activations are rescaled: " +
-                                                            _TARGETS_HELP.split(": ", 1)[1]})
-    feedforward: str = field(default="fc2", metadata={
-        "help": "those of targets rescaled on their input (the MLP's hidden activations) instead of their "
-                "output; empty for none"})
+    targets: str = field(
+        default="key,value,fc2",
+        metadata={"help": "roles whose activations are rescaled: " + _TARGETS_HELP.split(": ", 1)[1]},
+    )
+    feedforward: str = field(
+        default="fc2",
+        metadata={
+            "help": "those of targets rescaled on their input (the MLP's hidden activations) instead of their "
+            "output; empty for none"
+        },
+    )
 
 
 def ia3_roles(arch: Arch, cfg: Ia3Config) -> tuple[list[str], list[str]]:
@@ -471,21 +566,27 @@ def ia3_roles(arch: Arch, cfg: Ia3Config) -> tuple[list[str], list[str]]:
     ff = arch.resolve_roles(cfg.feedforward) if cfg.feedforward.strip() else []
     extra = [r for r in ff if r not in roles]
     if extra:
-        raise UserError(f"ia3.feedforward must be among ia3.targets ({', '.join(roles)}); "
-                        f"not a target: {', '.join(extra)}")
+        raise UserError(
+            f"ia3.feedforward must be among ia3.targets ({', '.join(roles)}); not a target: {', '.join(extra)}"
+        )
     return roles, ff
 
 
-@register("ia3", Ia3Config, "learned rescaling vectors on keys, values and the MLP's hidden activations",
-          "Liu et al. 2022, Few-Shot Parameter-Efficient Fine-Tuning is Better and Cheaper than In-Context "
-          "Learning (IA³)")
+@register(
+    "ia3",
+    Ia3Config,
+    "learned rescaling vectors on keys, values and the MLP's hidden activations",
+    "Liu et al. 2022, Few-Shot Parameter-Efficient Fine-Tuning is Better and Cheaper than In-Context Learning (IA³)",
+)
 def ia3(model: nn.Module, arch: Arch, cfg: Ia3Config, total_steps: int) -> Prepared:
     import peft
 
     roles, ff = ia3_roles(arch, cfg)
-    config = peft.IA3Config(target_modules=arch.target_regex(roles),
-                            feedforward_modules=arch.target_regex(ff) if ff else [],
-                            modules_to_save=[arch.classifier])
+    config = peft.IA3Config(
+        target_modules=arch.target_regex(roles),
+        feedforward_modules=arch.target_regex(ff) if ff else [],
+        modules_to_save=[arch.classifier],
+    )
     return Prepared(_peft(model, config))
 
 
@@ -493,12 +594,16 @@ def ia3(model: nn.Module, arch: Arch, cfg: Ia3Config, total_steps: int) -> Prepa
 @dataclass
 class OftConfig(MethodConfig):
     lr: float = field(default=5e-3, metadata={"help": "peak learning rate (AdamW)"})
-    block_size: int = field(default=32, metadata={
-        "help": "size of the orthogonal blocks (PEFT moves it to the nearest divisor of each input width)"})
+    block_size: int = field(
+        default=32,
+        metadata={"help": "size of the orthogonal blocks (PEFT moves it to the nearest divisor of each input width)"},
+    )
     targets: str = field(default="query,value", metadata={"help": _TARGETS_HELP})
     block_share: bool = field(default=False, metadata={"help": "one rotation block shared by all blocks of a Linear"})
-    cayley_neumann: bool = field(default=True, metadata={
-        "help": "approximate the Cayley transform by a Neumann series (faster, slightly less orthogonal)"})
+    cayley_neumann: bool = field(
+        default=True,
+        metadata={"help": "approximate the Cayley transform by a Neumann series (faster, slightly less orthogonal)"},
+    )
     module_dropout: float = field(default=0.0, metadata={"help": "probability of setting a rotation block to identity"})
 
     def __post_init__(self):
@@ -507,14 +612,24 @@ class OftConfig(MethodConfig):
         self._require(0 <= self.module_dropout < 1, "module_dropout", "in [0, 1)")
 
 
-@register("oft", OftConfig, "block-diagonal orthogonal rotation (Cayley-parametrised) of the inputs of chosen Linears",
-          "Qiu et al. 2023, Controlling Text-to-Image Diffusion by Orthogonal Finetuning")
+@register(
+    "oft",
+    OftConfig,
+    "block-diagonal orthogonal rotation (Cayley-parametrised) of the inputs of chosen Linears",
+    "Qiu et al. 2023, Controlling Text-to-Image Diffusion by Orthogonal Finetuning",
+)
 def oft(model: nn.Module, arch: Arch, cfg: OftConfig, total_steps: int) -> Prepared:
     import peft
 
-    config = peft.OFTConfig(r=0, oft_block_size=cfg.block_size, block_share=cfg.block_share,
-                            use_cayley_neumann=cfg.cayley_neumann, module_dropout=cfg.module_dropout,
-                            target_modules=_targets(arch, cfg.targets), modules_to_save=[arch.classifier])
+    config = peft.OFTConfig(
+        r=0,
+        oft_block_size=cfg.block_size,
+        block_share=cfg.block_share,
+        use_cayley_neumann=cfg.cayley_neumann,
+        module_dropout=cfg.module_dropout,
+        target_modules=_targets(arch, cfg.targets),
+        modules_to_save=[arch.classifier],
+    )
     return Prepared(_peft(model, config))
 
 

@@ -32,11 +32,22 @@ ROLE_PATTERNS: dict[str, str] = {
     "fc2": r"(^|\.)(mlp\.fc2|mlp\.lin2)$|^output\.dense$",
 }
 ROLE_ALIASES = {
-    "q": "query", "k": "key", "v": "value", "o": "output", "out": "output", "proj": "output",
-    "dense": "output", "mlp_in": "fc1", "intermediate": "fc1", "mlp_out": "fc2",
+    "q": "query",
+    "k": "key",
+    "v": "value",
+    "o": "output",
+    "out": "output",
+    "proj": "output",
+    "dense": "output",
+    "mlp_in": "fc1",
+    "intermediate": "fc1",
+    "mlp_out": "fc2",
 }
-ROLE_GROUPS = {"all-linear": list(ROLE_PATTERNS), "attention": ["query", "key", "value", "output"],
-               "mlp": ["fc1", "fc2"]}
+ROLE_GROUPS = {
+    "all-linear": list(ROLE_PATTERNS),
+    "attention": ["query", "key", "value", "output"],
+    "mlp": ["fc1", "fc2"],
+}
 
 
 @dataclass(frozen=True)
@@ -90,8 +101,9 @@ class Arch:
                     usable = list(self.roles) + [g for g, rs in ROLE_GROUPS.items() if set(rs) <= set(self.roles)]
                     raise UserError(f"unknown target role '{raw}'; this model has: {', '.join(usable) or 'none'}")
                 if role not in self.roles:
-                    raise UserError(f"this model has no '{role}' module in its blocks; "
-                                    f"it has: {', '.join(self.roles) or 'none'}")
+                    raise UserError(
+                        f"this model has no '{role}' module in its blocks; it has: {', '.join(self.roles) or 'none'}"
+                    )
                 if role not in roles:
                     roles.append(role)
         if not roles:
@@ -112,16 +124,21 @@ def blocks_of(model: nn.Module) -> tuple[str, nn.ModuleList]:
     """The stack of blocks: the longest ModuleList (PEFT's wrappers add ModuleDicts, not lists)."""
     lists = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.ModuleList) and len(m) > 0]
     if not lists:
-        raise UserError(f"{type(model).__name__}: found no stack of blocks; peftlab needs a "
-                        "transformer-style model (e.g. ViT, DeiT)")
+        raise UserError(
+            f"{type(model).__name__}: found no stack of blocks; peftlab needs a "
+            "transformer-style model (e.g. ViT, DeiT)"
+        )
     return max(lists, key=lambda nm: len(nm[1]))
 
 
 def role_paths(block: nn.Module) -> dict[str, str]:
     """Role -> the path, relative to the block, of the one Linear whose name matches the role's pattern
     (or of the PEFT layer wrapping it, which sits at the Linear's path)."""
-    linears = [n for n, m in block.named_modules()
-               if isinstance(m, nn.Linear) or isinstance(getattr(m, "base_layer", None), nn.Linear)]
+    linears = [
+        n
+        for n, m in block.named_modules()
+        if isinstance(m, nn.Linear) or isinstance(getattr(m, "base_layer", None), nn.Linear)
+    ]
     out = {}
     for role, pattern in ROLE_PATTERNS.items():
         hits = [n for n in linears if re.search(pattern, n)]
@@ -138,17 +155,18 @@ def role_modules(block: nn.Module) -> dict[str, nn.Module]:
 def describe(model: nn.Module) -> Arch:
     """Find blocks, head, final norm and role modules of a classifier, whatever its naming."""
     blocks_path, blocks = blocks_of(model)
-    classifier = next((n for n in ("classifier", "head", "fc")
-                       if isinstance(getattr(model, n, None), nn.Linear)), None)
+    classifier = next((n for n in ("classifier", "head", "fc") if isinstance(getattr(model, n, None), nn.Linear)), None)
     if classifier is None:
-        raise UserError(f"{type(model).__name__}: found no Linear classification head "
-                        "(looked for .classifier, .head, .fc)")
+        raise UserError(
+            f"{type(model).__name__}: found no Linear classification head (looked for .classifier, .head, .fc)"
+        )
     roles = role_paths(blocks[0])
     # the final norm: a LayerNorm registered after the blocks, outside them (ViT: vit.layernorm)
     order = [n for n, _ in model.named_modules()]
-    after = order[order.index(blocks_path) + 1:]
-    norms = [n for n in after if not n.startswith(blocks_path + ".")
-             and isinstance(model.get_submodule(n), nn.LayerNorm)]
+    after = order[order.index(blocks_path) + 1 :]
+    norms = [
+        n for n in after if not n.startswith(blocks_path + ".") and isinstance(model.get_submodule(n), nn.LayerNorm)
+    ]
     final_norm = norms[0] if norms else None
     return Arch(blocks_path, len(blocks), classifier, final_norm, roles)
 
@@ -168,14 +186,17 @@ def check_model_path(name: str) -> str:
     # a hub id is 'name' or 'owner/name', and may contain dots ('timm/vit_tiny_patch16_224.augreg_in21k')
     hub_like = re.fullmatch(r"[\w.-]+(/[\w.-]+)?", path) and not path.startswith(".")
     if path.startswith((".", "/", "~")) or (Path(path).suffix and "/" not in path) or not hub_like:
-        raise UserError(f"model folder '{name}' does not exist; pass a local model folder, a hub id "
-                        f"or '{BUNDLED_NAME}'")
+        raise UserError(
+            f"model folder '{name}' does not exist; pass a local model folder, a hub id or '{BUNDLED_NAME}'"
+        )
     from huggingface_hub import constants, try_to_load_from_cache
 
     if constants.HF_HUB_OFFLINE and not isinstance(try_to_load_from_cache(path, "config.json"), str):
-        raise UserError(f"model '{name}' is not a local folder, and HF_HUB_OFFLINE is set and it is not in the "
-                        f"Hugging Face cache; pass a local model folder or '{BUNDLED_NAME}', or unset "
-                        "HF_HUB_OFFLINE to download it")
+        raise UserError(
+            f"model '{name}' is not a local folder, and HF_HUB_OFFLINE is set and it is not in the "
+            f"Hugging Face cache; pass a local model folder or '{BUNDLED_NAME}', or unset "
+            "HF_HUB_OFFLINE to download it"
+        )
     return path
 
 
@@ -196,16 +217,19 @@ def image_spec(name: str, config) -> ImageSpec:
         height = width = None
         mean, std, rescale = (0.5,), (0.5,), 1 / 255
         first = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
-        fallback = (f"no image processor could be read for '{name}' ({first}): inputs are normalised with "
-                    "mean 0.5 and std 0.5 and sized from the model config, which may not be how the model was "
-                    "pretrained; add its preprocessor_config.json")
+        fallback = (
+            f"no image processor could be read for '{name}' ({first}): inputs are normalised with "
+            "mean 0.5 and std 0.5 and sized from the model config, which may not be how the model was "
+            "pretrained; add its preprocessor_config.json"
+        )
     height = int(height or config.image_size)
     width = int(width or config.image_size)
     channels = int(getattr(config, "num_channels", 3))
     if len(mean) != channels:
         mean, std = (mean[0],) * channels, (std[0],) * channels
-    return ImageSpec(height, width, channels, tuple(float(m) for m in mean),
-                     tuple(float(s) for s in std), float(rescale), fallback)
+    return ImageSpec(
+        height, width, channels, tuple(float(m) for m in mean), tuple(float(s) for s in std), float(rescale), fallback
+    )
 
 
 def fit_head(model: nn.Module, label_names: list[str], seed: int) -> None:
@@ -237,7 +261,8 @@ def load_model(name: str, label_names: list[str], seed: int = 0) -> nn.Module:
     hf_logging.disable_progress_bar()
     try:
         model = AutoModelForImageClassification.from_pretrained(
-            path, num_labels=len(label_names), ignore_mismatched_sizes=True)
+            path, num_labels=len(label_names), ignore_mismatched_sizes=True
+        )
     except (OSError, ValueError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise UserError(f"cannot load model '{name}': {first}") from e

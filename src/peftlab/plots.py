@@ -28,16 +28,22 @@ class Point:
 
 
 def points(results: list[dict]) -> list[Point]:
-    return [Point(name, accuracy_summary(rs), rs[0]["params"]["trainable"],
-                  sum(r["time"]["train_s"] for r in rs) / len(rs), max(r["memory"]["peak_bytes"] for r in rs))
-            for name, rs in groups(results).items()]
+    return [
+        Point(
+            name,
+            accuracy_summary(rs),
+            rs[0]["params"]["trainable"],
+            sum(r["time"]["train_s"] for r in rs) / len(rs),
+            max(r["memory"]["peak_bytes"] for r in rs),
+        )
+        for name, rs in groups(results).items()
+    ]
 
 
 def pareto_front(pts: list[tuple[float, float]]) -> list[int]:
     """Indices of the points no other point beats: none has x <= and y >= with one of them strict
     (smaller cost x, higher accuracy y). Sorted by x."""
-    front = [i for i, (x, y) in enumerate(pts)
-             if not any(x2 <= x and y2 >= y and (x2 < x or y2 > y) for x2, y2 in pts)]
+    front = [i for i, (x, y) in enumerate(pts) if not any(x2 <= x and y2 >= y and (x2 < x or y2 > y) for x2, y2 in pts)]
     return sorted(front, key=lambda i: (pts[i][0], -pts[i][1]))
 
 
@@ -72,21 +78,34 @@ def _chance(ax, chance: float | None) -> None:
 def accuracy_vs(pts: list[Point], x: str, chance: float | None, colour: dict, title: str) -> bytes:
     """Mean accuracy (± std over seeds) against a cost: 'trainable', 'train_s' or 'peak_bytes'.
     The Pareto front (no configuration both cheaper and more accurate) is joined by a line."""
-    xlabel = {"trainable": "trainable parameters (log scale)", "train_s": "training time (s)",
-              "peak_bytes": "peak memory (MB)"}[x]
+    xlabel = {
+        "trainable": "trainable parameters (log scale)",
+        "train_s": "training time (s)",
+        "peak_bytes": "peak memory (MB)",
+    }[x]
     scale = 1e6 if x == "peak_bytes" else 1
     xs = [getattr(p, x) / scale for p in pts]
     ys = [p.acc.mean for p in pts]
     fig, ax = _new()
     front = pareto_front(list(zip(xs, ys)))
     if len(front) > 1:
-        ax.plot([xs[i] for i in front], [ys[i] for i in front], color="#d0d7de", linewidth=3, zorder=1,
-                label="Pareto front")
+        ax.plot(
+            [xs[i] for i in front], [ys[i] for i in front], color="#d0d7de", linewidth=3, zorder=1, label="Pareto front"
+        )
     for i, p in enumerate(pts):
         on = i in front
-        ax.errorbar(xs[i], ys[i], yerr=p.acc.std if p.acc.n > 1 else None, fmt="o", color=colour[p.label],
-                    markersize=9 if on else 7, markeredgecolor="black" if on else colour[p.label],
-                    markeredgewidth=1.5 if on else 0.5, capsize=3, zorder=3)
+        ax.errorbar(
+            xs[i],
+            ys[i],
+            yerr=p.acc.std if p.acc.n > 1 else None,
+            fmt="o",
+            color=colour[p.label],
+            markersize=9 if on else 7,
+            markeredgecolor="black" if on else colour[p.label],
+            markeredgewidth=1.5 if on else 0.5,
+            capsize=3,
+            zorder=3,
+        )
     log = x == "trainable" or (min(xs) > 0 and max(xs) / min(xs) > 50)
     if log:
         ax.set_xscale("log")
@@ -114,8 +133,14 @@ def _labels(ax, xs: list[float], ys: list[float], labels: list[str], log: bool) 
             if not any(box[0] < b[2] and b[0] < box[2] and box[1] < b[3] and b[1] < box[3] for b in placed):
                 break
         placed.append(box)
-        ax.annotate(labels[i], (xs[i], ys[i]), xytext=(box[0], box[1]), textcoords="axes fraction", fontsize=8,
-                    arrowprops={"arrowstyle": "-", "color": "#8c959f", "lw": 0.5} if abs(dy) > 0.05 else None)
+        ax.annotate(
+            labels[i],
+            (xs[i], ys[i]),
+            xytext=(box[0], box[1]),
+            textcoords="axes fraction",
+            fontsize=8,
+            arrowprops={"arrowstyle": "-", "color": "#8c959f", "lw": 0.5} if abs(dy) > 0.05 else None,
+        )
 
 
 def learning_curves(results: list[dict], chance: float | None, colour: dict, title: str) -> bytes:
@@ -127,15 +152,19 @@ def learning_curves(results: list[dict], chance: float | None, colour: dict, tit
     if many:
         fig.subplots_adjust(left=0.09, right=0.75)
     for name, rs in gs.items():
-        curves = [[r["metrics"]["baseline_accuracy"]] + [e["eval_accuracy"] for e in r.get("history", [])]
-                  for r in rs]
+        curves = [[r["metrics"]["baseline_accuracy"]] + [e["eval_accuracy"] for e in r.get("history", [])] for r in rs]
         n = min(len(c) for c in curves)
         epochs = list(range(n))
         mean = [sum(c[e] for c in curves) / len(curves) for e in epochs]
         ax.plot(epochs, mean, marker="o", markersize=4, color=colour[name], label=name)
         if len(curves) > 1:
-            ax.fill_between(epochs, [min(c[e] for c in curves) for e in epochs],
-                            [max(c[e] for c in curves) for e in epochs], color=colour[name], alpha=0.15)
+            ax.fill_between(
+                epochs,
+                [min(c[e] for c in curves) for e in epochs],
+                [max(c[e] for c in curves) for e in epochs],
+                color=colour[name],
+                alpha=0.15,
+            )
     _chance(ax, chance)
     ax.set_xlabel("epoch (0 = before fine-tuning)")
     ax.set_ylabel("eval accuracy")
@@ -143,8 +172,9 @@ def learning_curves(results: list[dict], chance: float | None, colour: dict, tit
     ax.xaxis.get_major_locator().set_params(integer=True)
     ax.grid(alpha=0.3)
     if many:
-        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0,
-                  ncol=2 if len(gs) > 16 else 1)
+        ax.legend(
+            fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0, ncol=2 if len(gs) > 16 else 1
+        )
     else:
         ax.legend(fontsize=8, loc="best")
     return _png(fig)
@@ -160,8 +190,15 @@ def confusion_matrix(matrix: list[list[int]], names: list[str], title: str) -> b
     if k <= 30:
         for i in range(k):
             for j in range(k):
-                ax.text(j, i, str(matrix[i][j]), ha="center", va="center", fontsize=8 if k <= 12 else 6,
-                        color="white" if shares[i][j] > 0.6 else "black")
+                ax.text(
+                    j,
+                    i,
+                    str(matrix[i][j]),
+                    ha="center",
+                    va="center",
+                    fontsize=8 if k <= 12 else 6,
+                    color="white" if shares[i][j] > 0.6 else "black",
+                )
     # past 30 classes, name every n-th class only (the per-class table names them all): 200 rotated
     # labels under a constrained layout cost seconds and cannot be read anyway
     step = 1 if k <= 30 else math.ceil(k / 25)
@@ -192,22 +229,47 @@ def figures(results: list[dict]) -> list[Figure]:
     chance = r0["metrics"].get("chance_accuracy")
     colour = colours([p.label for p in pts])
     seeds = "mean ± std over seeds" if any(p.acc.n > 1 for p in pts) else "one seed each: no error bars"
-    mem_kind = {"process_peak_rss": "the process's peak resident memory",
-                "cuda_max_allocated": "peak GPU memory allocated"}.get(r0["memory"].get("kind", ""), "peak memory")
-    axes = [("accuracy-vs-trainable", "Accuracy vs trainable parameters", "trainable",
-             f"Final eval accuracy ({seeds}) against trainable parameters, log scale. Outlined points and the "
-             "grey line: the Pareto front (no other configuration is both smaller and more accurate)."),
-            ("accuracy-vs-time", "Accuracy vs training time", "train_s",
-             f"Final eval accuracy ({seeds}) against mean training time per run."),
-            ("accuracy-vs-memory", "Accuracy vs peak memory", "peak_bytes",
-             f"Final eval accuracy ({seeds}) against {mem_kind} (largest over seeds).")]
+    mem_kind = {
+        "process_peak_rss": "the process's peak resident memory",
+        "cuda_max_allocated": "peak GPU memory allocated",
+    }.get(r0["memory"].get("kind", ""), "peak memory")
+    axes = [
+        (
+            "accuracy-vs-trainable",
+            "Accuracy vs trainable parameters",
+            "trainable",
+            f"Final eval accuracy ({seeds}) against trainable parameters, log scale. Outlined points and the "
+            "grey line: the Pareto front (no other configuration is both smaller and more accurate).",
+        ),
+        (
+            "accuracy-vs-time",
+            "Accuracy vs training time",
+            "train_s",
+            f"Final eval accuracy ({seeds}) against mean training time per run.",
+        ),
+        (
+            "accuracy-vs-memory",
+            "Accuracy vs peak memory",
+            "peak_bytes",
+            f"Final eval accuracy ({seeds}) against {mem_kind} (largest over seeds).",
+        ),
+    ]
     # a scatter of one configuration compares nothing: the trade-off plots need two
-    out = [Figure(name, title, accuracy_vs(pts, x, chance, colour, title), caption)
-           for name, title, x, caption in axes] if len(pts) > 1 else []
+    out = (
+        [Figure(name, title, accuracy_vs(pts, x, chance, colour, title), caption) for name, title, x, caption in axes]
+        if len(pts) > 1
+        else []
+    )
     title = "Learning curves"
-    out.append(Figure("learning-curves", title, learning_curves(results, chance, colour, title),
-                      "Eval accuracy after each epoch, mean over seeds (shaded: lowest to highest seed); "
-                      "epoch 0 is the accuracy before fine-tuning."))
+    out.append(
+        Figure(
+            "learning-curves",
+            title,
+            learning_curves(results, chance, colour, title),
+            "Eval accuracy after each epoch, mean over seeds (shaded: lowest to highest seed); "
+            "epoch 0 is the accuracy before fine-tuning.",
+        )
+    )
     best = best_label(results)
     rs = [r for r in gs[best] if r["metrics"].get("confusion")]
     if rs:
@@ -215,10 +277,17 @@ def figures(results: list[dict]) -> list[Figure]:
         matrix = [[sum(r["metrics"]["confusion"][i][j] for r in rs) for j in range(k)] for i in range(k)]
         over = f", summed over {len(rs)} seeds" if len(rs) > 1 else ""
         title = f"Confusion matrix of {best}"
-        out.append(Figure("confusion-best", title,
-                          confusion_matrix(matrix, r0["data"]["label_names"], f"{best}: highest mean accuracy"
-                                           + (f"\n(counts{over[1:]})" if over else "")),
-                          f"The configuration with the highest mean accuracy, {best}: rows are the true class, "
-                          f"columns the predicted one; counts of eval images{over}; colour: share of the row."))
+        out.append(
+            Figure(
+                "confusion-best",
+                title,
+                confusion_matrix(
+                    matrix,
+                    r0["data"]["label_names"],
+                    f"{best}: highest mean accuracy" + (f"\n(counts{over[1:]})" if over else ""),
+                ),
+                f"The configuration with the highest mean accuracy, {best}: rows are the true class, "
+                f"columns the predicted one; counts of eval images{over}; colour: share of the row.",
+            )
+        )
     return out
-

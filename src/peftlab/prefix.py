@@ -10,7 +10,7 @@ ordinary path.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -139,9 +139,13 @@ def _cls_row_forward(block: nn.Module):
     att = getattr(block, "attention", None)
     heads, dim = getattr(att, "num_attention_heads", None), getattr(att, "head_dim", None)
     roles = role_modules(block)
-    if (att is None or heads is None or dim is None
-            or not all(hasattr(block, n) for n in ("layernorm_before", "layernorm_after", "mlp"))
-            or not all(r in roles for r in ("query", "key", "value", "output"))):
+    if (
+        att is None
+        or heads is None
+        or dim is None
+        or not all(hasattr(block, n) for n in ("layernorm_before", "layernorm_after", "mlp"))
+        or not all(r in roles for r in ("query", "key", "value", "output"))
+    ):
         return None
     q, k, v, o = (roles[r] for r in ("query", "key", "value", "output"))
     scale = getattr(att, "scaling", None)
@@ -152,8 +156,12 @@ def _cls_row_forward(block: nn.Module):
         a = block.layernorm_before(h)
         heads_of = lambda x, n: x.view(b, n, heads, dim).transpose(1, 2)  # noqa: E731
         row = torch.nn.functional.scaled_dot_product_attention(
-            heads_of(q(a[:, :1]), 1), heads_of(k(a), t), heads_of(v(a), t), scale=scale,
-            dropout_p=float(getattr(att, "attention_dropout", 0.0) or 0.0) if block.training else 0.0)
+            heads_of(q(a[:, :1]), 1),
+            heads_of(k(a), t),
+            heads_of(v(a), t),
+            scale=scale,
+            dropout_p=float(getattr(att, "attention_dropout", 0.0) or 0.0) if block.training else 0.0,
+        )
         x = h[:, :1] + drop(o(row.transpose(1, 2).reshape(b, 1, heads * dim)))
         return x + drop(block.mlp(block.layernorm_after(x)))
 

@@ -6,7 +6,6 @@ The default fine-tuning task (classes 5-9) is never seen here, so fine-tuning it
 from __future__ import annotations
 
 import hashlib
-import json
 import shlex
 import sys
 import time
@@ -44,11 +43,20 @@ class PretrainConfig:
 def vit_config(cfg: PretrainConfig, label_names: list[str]):
     from transformers import ViTConfig
 
-    return ViTConfig(hidden_size=cfg.hidden_size, num_hidden_layers=cfg.layers,
-                     num_attention_heads=cfg.heads, intermediate_size=cfg.mlp_size, image_size=28,
-                     patch_size=cfg.patch_size, num_channels=1, hidden_dropout_prob=0.0,
-                     attention_probs_dropout_prob=0.0, num_labels=len(label_names),
-                     id2label=dict(enumerate(label_names)), label2id={n: i for i, n in enumerate(label_names)})
+    return ViTConfig(
+        hidden_size=cfg.hidden_size,
+        num_hidden_layers=cfg.layers,
+        num_attention_heads=cfg.heads,
+        intermediate_size=cfg.mlp_size,
+        image_size=28,
+        patch_size=cfg.patch_size,
+        num_channels=1,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+        num_labels=len(label_names),
+        id2label=dict(enumerate(label_names)),
+        label2id={n: i for i, n in enumerate(label_names)},
+    )
 
 
 def pretrain(cfg: PretrainConfig, progress: bool = True, log=print) -> dict:
@@ -61,24 +69,28 @@ def pretrain(cfg: PretrainConfig, progress: bool = True, log=print) -> dict:
     model = ViTForImageClassification(vit_config(cfg, task.label_names))
     fit_head(model, task.label_names, cfg.seed)
     tcfg = TrainConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, weight_decay=cfg.weight_decay)
-    log(f"pretraining on {PRETRAIN_TASK}: {len(task.train)} train / {len(task.eval)} test images, "
-        f"{sum(p.numel() for p in model.parameters()):,} parameters, {cfg.epochs} epochs")
-    out = fit(Prepared(model), task, spec, tcfg, cfg.lr, cfg.seed, make_accelerator("cpu"), progress,
-              desc="pretrain")
+    log(
+        f"pretraining on {PRETRAIN_TASK}: {len(task.train)} train / {len(task.eval)} test images, "
+        f"{sum(p.numel() for p in model.parameters()):,} parameters, {cfg.epochs} epochs"
+    )
+    out = fit(Prepared(model), task, spec, tcfg, cfg.lr, cfg.seed, make_accelerator("cpu"), progress, desc="pretrain")
     for h in out["history"]:
         log(f"  epoch {h['epoch']}: train loss {h['train_loss']:.4f}, test accuracy {h['eval_accuracy']:.4f}")
     target = Path(cfg.out)
     target.mkdir(parents=True, exist_ok=True)
     model = out["model"]
     model.save_pretrained(target, safe_serialization=True)
-    ViTImageProcessorPil(size={"height": 28, "width": 28}, image_mean=[FMNIST_MEAN],
-                         image_std=[FMNIST_STD], do_convert_rgb=False).save_pretrained(target)
+    ViTImageProcessorPil(
+        size={"height": 28, "width": 28}, image_mean=[FMNIST_MEAN], image_std=[FMNIST_STD], do_convert_rgb=False
+    ).save_pretrained(target)
     weights = target / "model.safetensors"
     record = {
-        "command": "peftlab pretrain " + shlex.join(sys.argv[2:]) if sys.argv[1:2] == ["pretrain"] else "peftlab pretrain",
+        "command": "peftlab pretrain " + shlex.join(sys.argv[2:])
+        if sys.argv[1:2] == ["pretrain"]
+        else "peftlab pretrain",
         "config": asdict(cfg),
         "data": f"Fashion-MNIST {PRETRAIN_TASK} ({', '.join(task.label_names)}): all {len(task.train)} "
-                f"training images; accuracy on all {len(task.eval)} test images of those classes",
+        f"training images; accuracy on all {len(task.eval)} test images of those classes",
         "seed": cfg.seed,
         "epochs": cfg.epochs,
         "final_accuracy": out["final"]["accuracy"],
@@ -90,6 +102,8 @@ def pretrain(cfg: PretrainConfig, progress: bool = True, log=print) -> dict:
         "env": environment(),
     }
     write_json_atomic(target / "pretrain.json", record)
-    log(f"wrote {target} ({record['weights_bytes'] / 1e6:.2f} MB), test accuracy "
-        f"{record['final_accuracy']:.4f}, {record['wall_s']:.0f} s")
+    log(
+        f"wrote {target} ({record['weights_bytes'] / 1e6:.2f} MB), test accuracy "
+        f"{record['final_accuracy']:.4f}, {record['wall_s']:.0f} s"
+    )
     return record

@@ -9,8 +9,21 @@ from pathlib import Path
 from .results import write_bytes_atomic
 from .stats import Summary, summarize
 
-COLUMNS = ["method", "seeds", "trainable", "theory (match)", "% trainable", "accuracy (baseline → final)", "95% CI",
-           "top-5", "macro-F1", "train s", "img/s", "peak mem", "adapter"]
+COLUMNS = [
+    "method",
+    "seeds",
+    "trainable",
+    "theory (match)",
+    "% trainable",
+    "accuracy (baseline → final)",
+    "95% CI",
+    "top-5",
+    "macro-F1",
+    "train s",
+    "img/s",
+    "peak mem",
+    "adapter",
+]
 
 
 def human_bytes(n: float | None) -> str:
@@ -31,8 +44,11 @@ def theory_cell(p: dict) -> str:
     if match is None:
         return "-"
     derived = p.get(f"{kind}_trainable")
-    return ((f"{derived:,} " if derived is not None else "") + ("✓" if match else "MISMATCH")
-            + (" (structural)" if kind == "structural" else ""))
+    return (
+        (f"{derived:,} " if derived is not None else "")
+        + ("✓" if match else "MISMATCH")
+        + (" (structural)" if kind == "structural" else "")
+    )
 
 
 def label(r: dict) -> str:
@@ -101,8 +117,10 @@ def table_rows(results: list[dict]) -> list[list[str]]:
 def format_text(results: list[dict]) -> str:
     rows = [COLUMNS] + table_rows(results)
     widths = [max(len(r[i]) for r in rows) for i in range(len(COLUMNS))]
-    line = lambda cells: "  ".join(c.ljust(w) if i == 0 else c.rjust(w)  # noqa: E731
-                                   for i, (c, w) in enumerate(zip(cells, widths)))
+    line = lambda cells: "  ".join(
+        c.ljust(w) if i == 0 else c.rjust(w)  # noqa: E731
+        for i, (c, w) in enumerate(zip(cells, widths))
+    )
     return "\n".join([line(rows[0]), line(["-" * w for w in widths])] + [line(r) for r in rows[1:]])
 
 
@@ -120,15 +138,20 @@ def noise_lines(results: list[dict]) -> list[str]:
         return []
     best = max(gs, key=lambda k: gs[k].mean)
     if any(s.n < 2 for s in gs.values()):
-        return [f"best: {best} ({gs[best].mean:.3f}); one seed per method gives no noise estimate — "
-                "rerun with --seeds 0,1,2 to tell real differences from noise"]
+        return [
+            f"best: {best} ({gs[best].mean:.3f}); one seed per method gives no noise estimate — "
+            "rerun with --seeds 0,1,2 to tell real differences from noise"
+        ]
     out = [f"best: {best} ({gs[best].mean:.3f} ± {gs[best].std:.3f} over {gs[best].n} seeds)"]
     for name, s in sorted(gs.items(), key=lambda kv: -kv[1].mean):
         if name == best:
             continue
         gap = gs[best].mean - s.mean
-        verdict = ("within noise (95% intervals overlap)" if s.overlaps(gs[best])
-                   else "a real difference (95% intervals do not overlap)")
+        verdict = (
+            "within noise (95% intervals overlap)"
+            if s.overlaps(gs[best])
+            else "a real difference (95% intervals do not overlap)"
+        )
         out.append(f"{best} vs {name}: {gap:+.3f} accuracy — {verdict}")
     return out
 
@@ -151,8 +174,11 @@ def context_lines(results: list[dict]) -> list[str]:
             f"device: {r['env']['device']} ({r['env']['device_name']}) · peak memory: {r['memory']['kind']}",
         ]
         lines += [f"note: {n}" for n in dict.fromkeys(n for x in ok for n in x["data"].get("notes", []))]
-    lines += [f"{label(x)} seed {x.get('seed')}: {x['status']} — {x.get('error', '')}"
-              for x in ordered(results) if x.get("status", "ok") != "ok"]
+    lines += [
+        f"{label(x)} seed {x.get('seed')}: {x['status']} — {x.get('error', '')}"
+        for x in ordered(results)
+        if x.get("status", "ok") != "ok"
+    ]
     return lines
 
 
@@ -188,8 +214,13 @@ def per_class_table(results: list[dict]):
         accs = {g: class_mean(rs, c) for g, rs in gs.items()}
         known = [a for a in accs.values() if a is not None]
         top = max(known) if known else None
-        rows.append([c, str(counts.get(c, 0))] + ["-" if a is None else f"**{a:.3f}**" if a == top and len(known) > 1
-                                                  else f"{a:.3f}" for a in accs.values()])
+        rows.append(
+            [c, str(counts.get(c, 0))]
+            + [
+                "-" if a is None else f"**{a:.3f}**" if a == top and len(known) > 1 else f"{a:.3f}"
+                for a in accs.values()
+            ]
+        )
     return Table(["class", "eval images"] + list(gs), rows, left=1)
 
 
@@ -202,17 +233,24 @@ def report_blocks(results: list[dict], figures: list) -> list:
     title = f"peftlab report: {ok[0]['model']} on {ok[0]['dataset']}" if ok else "peftlab report"
     blocks = [Heading(title, 1), Bullets(context_lines(results)), Heading("Comparison", 2)]
     if ok:
-        blocks += [Table(COLUMNS, table_rows(results)),
-                   Para("Accuracy is the mean over seeds ± standard deviation; 95% CI is the interval of that mean. "
-                        "Time, img/s: mean per run; peak memory: largest over seeds; adapter: the saved trained part.")]
+        blocks += [
+            Table(COLUMNS, table_rows(results)),
+            Para(
+                "Accuracy is the mean over seeds ± standard deviation; 95% CI is the interval of that mean. "
+                "Time, img/s: mean per run; peak memory: largest over seeds; adapter: the saved trained part."
+            ),
+        ]
     else:
         blocks.append(Para("No run succeeded."))
     if figures:
         blocks += [Heading("Plots", 2)] + list(figures)
     pc = per_class_table(results)
     if pc is not None:
-        blocks += [Heading("Per-class accuracy", 2),
-                   Para("Accuracy on each class's eval images, mean over seeds; bold: the best configuration."), pc]
+        blocks += [
+            Heading("Per-class accuracy", 2),
+            Para("Accuracy on each class's eval images, mean over seeds; bold: the best configuration."),
+            pc,
+        ]
     return blocks + findings(results)
 
 

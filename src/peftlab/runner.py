@@ -9,9 +9,9 @@ import os
 import shutil
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -39,9 +39,8 @@ def _check_writable(out: Path) -> None:
 
 
 def _model_config(name: str):
-    from transformers import AutoConfig
-
     from huggingface_hub.utils import logging as hub_logging
+    from transformers import AutoConfig
 
     hub_log = hub_logging.get_logger("huggingface_hub")
     level = hub_log.level
@@ -50,8 +49,10 @@ def _model_config(name: str):
         return AutoConfig.from_pretrained(check_model_path(name))
     except (OSError, ValueError) as e:
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise UserError(f"cannot load model '{name}': {first}; check the name and the network, or pass a local "
-                        f"model folder or '{BUNDLED_NAME}'") from e
+        raise UserError(
+            f"cannot load model '{name}': {first}; check the name and the network, or pass a local "
+            f"model folder or '{BUNDLED_NAME}'"
+        ) from e
     finally:
         hub_log.setLevel(level)
 
@@ -79,26 +80,42 @@ def run_one(cfg: RunConfig, s: RunSpec, task: Task, spec, accelerator, log: Call
     model = load_model(cfg.model, task.label_names, s.seed)
     base_total = sum(p.numel() for p in model.parameters())
     # derived before the method touches the model: from the config, or from module shapes
-    derived = (theory.derive(model.config, s.method, s.options, task.num_classes) if theory.supported(model.config)
-               else theory.structural(model, s.method, s.options, task.num_classes))
+    derived = (
+        theory.derive(model.config, s.method, s.options, task.num_classes)
+        if theory.supported(model.config)
+        else theory.structural(model, s.method, s.options, task.num_classes)
+    )
     total_steps = cfg.epochs * math.ceil(len(task.train) / cfg.batch_size)  # as train.fit plans them
     prepared = M.get(s.method).apply(model, describe(model), s.options, total_steps)
     params = count_params(prepared.model, base_total)
     params |= theory.check(derived, params)
     if params["mismatches"]:
-        log(f"WARNING {s.label}: measured parameter counts differ from the {derived.kind}: " + "; ".join(
-            f"{m['what']} {m[derived.kind]:,} vs measured {m['measured']:,}" for m in params["mismatches"]))
+        log(
+            f"WARNING {s.label}: measured parameter counts differ from the {derived.kind}: "
+            + "; ".join(f"{m['what']} {m[derived.kind]:,} vs measured {m['measured']:,}" for m in params["mismatches"])
+        )
     reset_peak_memory(accelerator.device)
-    out = fit(prepared, task, spec, cfg.train_config(), s.options.lr, s.seed, accelerator,
-              progress=not cfg.quiet, desc=s.label)
+    out = fit(
+        prepared,
+        task,
+        spec,
+        cfg.train_config(),
+        s.options.lr,
+        s.seed,
+        accelerator,
+        progress=not cfg.quiet,
+        desc=s.label,
+    )
     memory = peak_memory(accelerator.device)
     adapter_dir = Path(cfg.out) / s.name / "adapter"
     adapter_bytes = 0
     if accelerator.is_main_process:  # one process writes; the others trained the same weights
         adapter_bytes = save_trained_part(out["model"], adapter_dir)
         # what a plain PeftModel.from_pretrained user needs besides the adapter: the base and the labels
-        write_json_atomic(adapter_dir / "labels.json", {"base_model": cfg.model, "method": s.method,
-                                                        "id2label": dict(enumerate(task.label_names))})
+        write_json_atomic(
+            adapter_dir / "labels.json",
+            {"base_model": cfg.model, "method": s.method, "id2label": dict(enumerate(task.label_names))},
+        )
     base, final = out["baseline"], out["final"]
     eval_counts = np.bincount(task.eval.labels.numpy(), minlength=task.num_classes)
     return _header(cfg, s) | {
@@ -126,15 +143,29 @@ def run_one(cfg: RunConfig, s: RunSpec, task: Task, spec, accelerator, log: Call
         "memory": memory,
         "size": {"adapter_bytes": adapter_bytes, "adapter_path": "adapter"},
         "coverage": task.coverage,
-        "data": {"label_names": task.label_names, "train_examples": len(task.train),
-                 "eval_examples": len(task.eval), "eval_split": task.eval.name, "notes": task.notes,
-                 "skipped": task.skipped,
-                 "storage": "memory-mapped file" if is_mapped(task.train.images) else "memory",
-                 "image_size": [spec.height, spec.width], "channels": spec.channels,
-                 "normalization": {"mean": list(spec.mean), "std": list(spec.std), "rescale": spec.rescale,
-                                   "from": "defaults: " + spec.fallback if spec.fallback else "image processor"}},
-        "train": asdict(cfg.train_config()) | {"precision": accelerator.mixed_precision, "attention": getattr(
-            _config_of(out["model"]), "_attn_implementation", None)} | out["path"],
+        "data": {
+            "label_names": task.label_names,
+            "train_examples": len(task.train),
+            "eval_examples": len(task.eval),
+            "eval_split": task.eval.name,
+            "notes": task.notes,
+            "skipped": task.skipped,
+            "storage": "memory-mapped file" if is_mapped(task.train.images) else "memory",
+            "image_size": [spec.height, spec.width],
+            "channels": spec.channels,
+            "normalization": {
+                "mean": list(spec.mean),
+                "std": list(spec.std),
+                "rescale": spec.rescale,
+                "from": "defaults: " + spec.fallback if spec.fallback else "image processor",
+            },
+        },
+        "train": asdict(cfg.train_config())
+        | {
+            "precision": accelerator.mixed_precision,
+            "attention": getattr(_config_of(out["model"]), "_attn_implementation", None),
+        }
+        | out["path"],
         "env": environment(accelerator.device),
     }
 
@@ -148,9 +179,14 @@ def throughput(out: dict, accelerator) -> dict:
     img_s = out["images_seen"] / out["train_s"]
     achieved = out["flops_per_image"] * img_s  # FLOP/s of the training steps, all processes
     peak = peak_flops(accelerator.device, accelerator.mixed_precision)
-    return {"train_img_s": img_s, "steps": out["steps"], "processes": out["processes"],
-            "train_flops_per_image": out["flops_per_image"], "achieved_tflops": achieved / 1e12,
-            "mfu": achieved / (peak * out["processes"]) if peak else None}
+    return {
+        "train_img_s": img_s,
+        "steps": out["steps"],
+        "processes": out["processes"],
+        "train_flops_per_image": out["flops_per_image"],
+        "achieved_tflops": achieved / 1e12,
+        "mfu": achieved / (peak * out["processes"]) if peak else None,
+    }
 
 
 def _header(cfg: RunConfig, s: RunSpec) -> dict:
@@ -181,8 +217,10 @@ def _finished(run_dir: Path, header: dict) -> dict | None:
     except (OSError, ValueError):
         return None  # unreadable: redo it
     if old.get("config") != json.loads(json.dumps(header["config"])):
-        raise UserError(f"'{run_dir}' holds a run with a different configuration; pass another --out "
-                        "(results are never overwritten)")
+        raise UserError(
+            f"'{run_dir}' holds a run with a different configuration; pass another --out "
+            "(results are never overwritten)"
+        )
     return old if old.get("status") in FINAL else None
 
 
@@ -208,16 +246,28 @@ class Worker:
             cfg, t0 = self.cfg, time.perf_counter()
             self.task = self.task_seed = None  # the last seed's images go before the next ones are decoded
             self.task = load_task(
-                cfg.dataset, self.spec, train_size=cfg.train_size, eval_size=cfg.eval_size, seed=seed,
-                image_column=cfg.image_column, label_column=cfg.label_column, train_split=cfg.train_split,
-                eval_split=cfg.eval_split, min_per_class=cfg.min_per_class, max_bad_fraction=cfg.max_bad_fraction,
-                strict_coverage=cfg.strict_coverage, warn=self.log)
+                cfg.dataset,
+                self.spec,
+                train_size=cfg.train_size,
+                eval_size=cfg.eval_size,
+                seed=seed,
+                image_column=cfg.image_column,
+                label_column=cfg.label_column,
+                train_split=cfg.train_split,
+                eval_split=cfg.eval_split,
+                min_per_class=cfg.min_per_class,
+                max_bad_fraction=cfg.max_bad_fraction,
+                strict_coverage=cfg.strict_coverage,
+                warn=self.log,
+            )
             self.task_seed = seed
             self.data_s = time.perf_counter() - t0
             sp = self.spec
-            self.say(f"data (seed {seed}): {cfg.dataset}, {self.task.num_classes} classes, {len(self.task.train):,} "
-                     f"train / {len(self.task.eval):,} eval images at {sp.channels}x{sp.height}x{sp.width}, "
-                     f"ready in {time.perf_counter() - t0:.1f} s")
+            self.say(
+                f"data (seed {seed}): {cfg.dataset}, {self.task.num_classes} classes, {len(self.task.train):,} "
+                f"train / {len(self.task.eval):,} eval images at {sp.channels}x{sp.height}x{sp.width}, "
+                f"ready in {time.perf_counter() - t0:.1f} s"
+            )
         return self.task
 
     def attempt(self, s: RunSpec) -> dict:
@@ -229,14 +279,21 @@ class Worker:
         try:
             result = run_one(self.cfg, s, task, self.spec, self.accelerator, self.say)
             result["time"]["data_s"], self.data_s = self.data_s, 0.0
-            self.say(f"{s.label} seed {s.seed}: accuracy {result['metrics']['baseline_accuracy']:.3f} → "
-                     f"{result['metrics']['accuracy']:.3f} in {result['time']['train_s']:.1f} s")
+            self.say(
+                f"{s.label} seed {s.seed}: accuracy {result['metrics']['baseline_accuracy']:.3f} → "
+                f"{result['metrics']['accuracy']:.3f} in {result['time']['train_s']:.1f} s"
+            )
         except (UserError, KeyboardInterrupt):
             raise
         except Exception as e:  # noqa: BLE001 - any failure of one run is recorded; the sweep goes on
             self.data_s = 0.0  # the data stays for the next run of this seed, its time with this one
-            status = ("diverged" if isinstance(e, Diverged) else
-                      "oom" if isinstance(e, torch.cuda.OutOfMemoryError) else "failed")
+            status = (
+                "diverged"
+                if isinstance(e, Diverged)
+                else "oom"
+                if isinstance(e, torch.cuda.OutOfMemoryError)
+                else "failed"
+            )
             message = (str(e).strip().splitlines() or [type(e).__name__])[0]
             result = _header(self.cfg, s) | {"status": status, "error": f"{type(e).__name__}: {message}"}
             if self.main:
@@ -248,8 +305,13 @@ class Worker:
         return result
 
 
-def execute(cfg: RunConfig, specs: list[RunSpec], log: Callable[[str], None] = print,
-            ray_address: str | None = None, ray_resources: dict | None = None) -> list[dict]:
+def execute(
+    cfg: RunConfig,
+    specs: list[RunSpec],
+    log: Callable[[str], None] = print,
+    ray_address: str | None = None,
+    ray_resources: dict | None = None,
+) -> list[dict]:
     """Run specs, one folder each. Finished runs are skipped, unfinished ones redone; a run that fails
     (exception, NaN loss, out of memory) is recorded and the rest go on. Ctrl-C or kill leaves only
     complete result.json files (each written atomically). ray_address ('' or 'auto' for a local Ray
@@ -299,8 +361,10 @@ def _write(path: Path, obj) -> None:
             write_json_atomic(path, obj)
     except OSError as e:
         why = "the disk is full" if e.errno == errno.ENOSPC else (e.strerror or str(e))
-        raise UserError(f"cannot write {path}: {why}; free space or pass another --out, then rerun the "
-                        "same command: finished runs are kept and skipped") from e
+        raise UserError(
+            f"cannot write {path}: {why}; free space or pass another --out, then rerun the "
+            "same command: finished runs are kept and skipped"
+        ) from e
 
 
 def run(cfg: RunConfig, log: Callable[[str], None] = print) -> list[dict]:

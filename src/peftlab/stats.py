@@ -6,9 +6,38 @@ import math
 from dataclasses import dataclass
 
 # two-sided 95% quantiles of Student's t, t_{0.975, df}, df = 1..30 (beyond: normal 1.96)
-T975 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160,
-        2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052,
-        2.048, 2.045, 2.042]
+T975 = [
+    12.706,
+    4.303,
+    3.182,
+    2.776,
+    2.571,
+    2.447,
+    2.365,
+    2.306,
+    2.262,
+    2.228,
+    2.201,
+    2.179,
+    2.160,
+    2.145,
+    2.131,
+    2.120,
+    2.110,
+    2.101,
+    2.093,
+    2.086,
+    2.080,
+    2.074,
+    2.069,
+    2.064,
+    2.060,
+    2.056,
+    2.052,
+    2.048,
+    2.045,
+    2.042,
+]
 
 
 @dataclass(frozen=True)
@@ -19,7 +48,7 @@ class Summary:
     low: float  # 95% interval of the mean: mean -/+ t * std / sqrt(n); equal to mean when n = 1
     high: float
 
-    def overlaps(self, other: "Summary") -> bool:
+    def overlaps(self, other: Summary) -> bool:
         return self.low <= other.high and other.low <= self.high
 
     def to_dict(self) -> dict:

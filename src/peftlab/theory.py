@@ -24,9 +24,9 @@ from __future__ import annotations
 import difflib
 import json
 import re
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Mapping
 
 from torch import nn
 
@@ -84,19 +84,24 @@ class Breakdown:
         out = [f"{self.kind.capitalize()}: {self.title}"]
         if self.legend:
             out.append(f"  where {self.legend}")
-        sections = [("base", "model (base)"), ("added", "added by the method"),
-                    ("copy", "PEFT's trainable copy (not part of total)"),
-                    ("subset", "trainable parts of the frozen base (already in base)")]
+        sections = [
+            ("base", "model (base)"),
+            ("added", "added by the method"),
+            ("copy", "PEFT's trainable copy (not part of total)"),
+            ("subset", "trainable parts of the frozen base (already in base)"),
+        ]
         for part, heading in sections:
             lines = [ln for ln in self.lines if ln.part == part]
             if lines:
                 out.append(f"  {heading}:")
                 out += [f"    {'trainable' if ln.trainable else 'frozen   '}  {ln}" for ln in lines]
-        out += [f"  base            = {self.base:>13,}",
-                f"  added           = {self.added:>13,}",
-                f"  total           = {self.total:>13,}   (base + added)",
-                f"  trainable       = {self.trainable:>13,}   ({self.trainable_pct:.4f} % of base)",
-                f"  PEFT all params = {self.peft_all_params:>13,}"]
+        out += [
+            f"  base            = {self.base:>13,}",
+            f"  added           = {self.added:>13,}",
+            f"  total           = {self.total:>13,}   (base + added)",
+            f"  trainable       = {self.trainable:>13,}   ({self.trainable_pct:.4f} % of base)",
+            f"  PEFT all params = {self.peft_all_params:>13,}",
+        ]
         out += [f"  * {n}" for n in self.notes]
         return "\n".join(out)
 
@@ -126,8 +131,9 @@ def _f(expr: str, env: Mapping[str, int]) -> Piece:
 
 
 def _sum(pieces: list[Piece]) -> Piece:
-    return Piece(" + ".join(p.symbols for p in pieces), " + ".join(p.numbers for p in pieces),
-                 sum(p.count for p in pieces))
+    return Piece(
+        " + ".join(p.symbols for p in pieces), " + ".join(p.numbers for p in pieces), sum(p.count for p in pieces)
+    )
 
 
 ZERO = Piece("0", "0", 0)
@@ -138,8 +144,14 @@ ZERO = Piece("0", "0", 0)
 # with symbols; _Structural answers from module shapes with numbers only.
 
 # role -> (input width, output width, bias width) in symbols; "a" is the attention width
-_ROLE_DIMS = {"query": ("d", "a", "a"), "key": ("d", "a", "a"), "value": ("d", "a", "a"),
-              "output": ("a", "d", "d"), "fc1": ("d", "m", "m"), "fc2": ("m", "d", "d")}
+_ROLE_DIMS = {
+    "query": ("d", "a", "a"),
+    "key": ("d", "a", "a"),
+    "value": ("d", "a", "a"),
+    "output": ("a", "d", "d"),
+    "fc1": ("d", "m", "m"),
+    "fc2": ("m", "d", "d"),
+}
 _QKV = ("query", "key", "value")
 
 
@@ -194,14 +206,19 @@ class _Theory(_Anatomy):
     kind = "theory"
 
     def __init__(self, config, num_labels: int):
-        missing = [k for k in ("hidden_size", "num_hidden_layers", "intermediate_size", "patch_size",
-                               "image_size") if getattr(config, k, None) is None]
+        missing = [
+            k
+            for k in ("hidden_size", "num_hidden_layers", "intermediate_size", "patch_size", "image_size")
+            if getattr(config, k, None) is None
+        ]
         model_type = getattr(config, "model_type", None) or "vit"
         if missing or model_type not in ("vit", "deit"):
             why = f"lacks {', '.join(missing)}" if missing else f"has model_type '{model_type}'"
-            raise UserError(f"no parameter formulas for this config: it {why}; formulas cover the "
-                            "ViT family (model_type vit or deit). Count a built model with "
-                            "theory.structural(model, ...) instead")
+            raise UserError(
+                f"no parameter formulas for this config: it {why}; formulas cover the "
+                "ViT family (model_type vit or deit). Count a built model with "
+                "theory.structural(model, ...) instead"
+            )
         self.deit = model_type == "deit"
         d, L, m = int(config.hidden_size), int(config.num_hidden_layers), int(config.intermediate_size)
         heads = getattr(config, "num_attention_heads", None)
@@ -213,21 +230,44 @@ class _Theory(_Anatomy):
         self.square = ph == pw
         self.wide = a != d
         self.b = 1 if getattr(config, "qkv_bias", True) else 0
-        self.env = {"d": d, "L": L, "m": m, "a": a, "C": int(num_labels), "N": n_patches,
-                    "c": int(getattr(config, "num_channels", 3)), "p": ph, "p_h": ph, "p_w": pw, "b": self.b}
+        self.env = {
+            "d": d,
+            "L": L,
+            "m": m,
+            "a": a,
+            "C": int(num_labels),
+            "N": n_patches,
+            "c": int(getattr(config, "num_channels", 3)),
+            "p": ph,
+            "p_h": ph,
+            "p_w": pw,
+            "b": self.b,
+        }
         prefix = "deit" if self.deit else "vit"
-        self.arch = models.Arch(f"{prefix}.layers", L, "classifier", f"{prefix}.layernorm",
-                                {"query": "attention.q_proj", "key": "attention.k_proj",
-                                 "value": "attention.v_proj", "output": "attention.o_proj",
-                                 "fc1": "mlp.fc1", "fc2": "mlp.fc2"})
+        self.arch = models.Arch(
+            f"{prefix}.layers",
+            L,
+            "classifier",
+            f"{prefix}.layernorm",
+            {
+                "query": "attention.q_proj",
+                "key": "attention.k_proj",
+                "value": "attention.v_proj",
+                "output": "attention.o_proj",
+                "fc1": "mlp.fc1",
+                "fc2": "mlp.fc2",
+            },
+        )
         name = getattr(config, "name_or_path", "") or getattr(config, "_name_or_path", "") or ""
         cls = "DeiTForImageClassification" if self.deit else "ViTForImageClassification"
         self.title = f"{name + ' = ' if name else ''}{cls}, {num_labels} classes"
         patch = f"{ph}" if self.square else f"{ph}×{pw}"
-        self.legend = (f"d={d} hidden, m={m} MLP, L={L} blocks, N={n_patches} patches "
-                       f"({ih}/{ph})·({iw}/{pw}), c={self.env['c']} channels, p={patch} patch, "
-                       + (f"a={a} attention width, " if self.wide else "")
-                       + f"q/k/v bias {'yes' if self.b else 'no (qkv_bias=False)'}, C={num_labels} classes")
+        self.legend = (
+            f"d={d} hidden, m={m} MLP, L={L} blocks, N={n_patches} patches "
+            f"({ih}/{ph})·({iw}/{pw}), c={self.env['c']} channels, p={patch} patch, "
+            + (f"a={a} attention width, " if self.wide else "")
+            + f"q/k/v bias {'yes' if self.b else 'no (qkv_bias=False)'}, C={num_labels} classes"
+        )
 
     def _dim(self, sym: str) -> str:
         return "d" if sym == "a" and not self.wide else sym
@@ -236,8 +276,11 @@ class _Theory(_Anatomy):
         conv = "c·p²·d + d" if self.square else "c·p_h·p_w·d + d"
         tokens = ("cls + distillation tokens", "2·d") if self.deit else ("cls token", "d")
         pos = "(N+2)·d" if self.deit else "(N+1)·d"
-        return [("patch embedding (conv)", _f(conv, self.env)), (tokens[0], _f(tokens[1], self.env)),
-                ("position embeddings", _f(pos, self.env))]
+        return [
+            ("patch embedding (conv)", _f(conv, self.env)),
+            (tokens[0], _f(tokens[1], self.env)),
+            ("position embeddings", _f(pos, self.env)),
+        ]
 
     def block_formula(self) -> str:
         if not self.wide:
@@ -272,9 +315,18 @@ class _Theory(_Anatomy):
 
     def shapes(self, roles):
         L = self.env["L"]
-        return [Shape(",".join(group), "L" + (f"·{len(group)}" if len(group) > 1 else ""), L * len(group),
-                      din, dout, self.env[din], self.env[dout])
-                for group, (din, dout) in _groups(roles, lambda ro: tuple(map(self._dim, _ROLE_DIMS[ro][:2])))]
+        return [
+            Shape(
+                ",".join(group),
+                "L" + (f"·{len(group)}" if len(group) > 1 else ""),
+                L * len(group),
+                din,
+                dout,
+                self.env[din],
+                self.env[dout],
+            )
+            for group, (din, dout) in _groups(roles, lambda ro: tuple(map(self._dim, _ROLE_DIMS[ro][:2])))
+        ]
 
     def norms(self):  # ViTLayer: layernorm_before and layernorm_after; then the final layernorm
         return _f("L·2·2·d + 2·d", self.env)
@@ -295,17 +347,26 @@ class _Structural(_Anatomy):
         head: nn.Linear = model.get_submodule(arch.classifier)
         self.d, self.C = head.in_features, int(num_labels or head.out_features)
         self.blocks_n = [sum(p.numel() for p in model.get_submodule(b).parameters()) for b in arch.block_names()]
-        self.norm = (sum(p.numel() for p in model.get_submodule(arch.final_norm).parameters())
-                     if arch.final_norm else None)
+        self.norm = (
+            sum(p.numel() for p in model.get_submodule(arch.final_norm).parameters()) if arch.final_norm else None
+        )
         old_head = sum(p.numel() for p in head.parameters())
         self.outside = sum(p.numel() for p in params.values()) - sum(self.blocks_n) - (self.norm or 0) - old_head
-        self.linears = {role: [model.get_submodule(f"{b}.{rel}") for b in arch.block_names()]
-                        for role, rel in arch.roles.items()}
+        self.linears = {
+            role: [model.get_submodule(f"{b}.{rel}") for b in arch.block_names()] for role, rel in arch.roles.items()
+        }
         under_head = arch.classifier + "."
-        self.all_biases = sum(p.numel() for n, p in params.items()
-                              if (n == "bias" or n.endswith(".bias")) and not n.startswith(under_head))
-        self.norm_params = [p.numel() for n, m in model.named_modules() if isinstance(m, nn.LayerNorm)
-                            and not (n == arch.classifier or n.startswith(under_head)) for p in m.parameters()]
+        self.all_biases = sum(
+            p.numel()
+            for n, p in params.items()
+            if (n == "bias" or n.endswith(".bias")) and not n.startswith(under_head)
+        )
+        self.norm_params = [
+            p.numel()
+            for n, m in model.named_modules()
+            if isinstance(m, nn.LayerNorm) and not (n == arch.classifier or n.startswith(under_head))
+            for p in m.parameters()
+        ]
         self.env = {}
         self.title = f"{type(model).__name__}, {self.C} classes, counted from module shapes"
         self.legend = f"blocks at {arch.blocks_path} ({arch.num_blocks}), head {arch.classifier}"
@@ -327,6 +388,7 @@ class _Structural(_Anatomy):
     def lora(self, roles, r):
         def dims(role):
             return tuple((m.in_features, m.out_features) for m in self.linears[role])
+
         out = []
         for group, shapes in _groups(roles, dims):
             k = f"{len(group)}·" if len(group) > 1 else ""
@@ -353,8 +415,10 @@ class _Structural(_Anatomy):
                 if role not in group[0]:
                     group[0].append(role)
                 group[1].append(m)
-        return [Shape(",".join(group), str(len(mods)), len(mods), str(i), str(o), i, o)
-                for (i, o), (group, mods) in by_shape.items()]
+        return [
+            Shape(",".join(group), str(len(mods)), len(mods), str(i), str(o), i, o)
+            for (i, o), (group, mods) in by_shape.items()
+        ]
 
     def norms(self):
         c = self.norm_params
@@ -365,8 +429,15 @@ class _Structural(_Anatomy):
 # ------------------------------------------------------------------------- method formulas
 
 
-def _base_lines(an: _Anatomy, *, embeddings: bool = False, frozen_blocks: int | None = None,
-                final_norm: bool = False, head: bool = True, head_name: str = "classifier") -> list[Line]:
+def _base_lines(
+    an: _Anatomy,
+    *,
+    embeddings: bool = False,
+    frozen_blocks: int | None = None,
+    final_norm: bool = False,
+    head: bool = True,
+    head_name: str = "classifier",
+) -> list[Line]:
     """The base model's components; the last num_blocks - frozen_blocks blocks are trainable."""
     L = an.num_blocks
     frozen = L if frozen_blocks is None else frozen_blocks
@@ -395,8 +466,9 @@ def _head(an: _Anatomy, cfg) -> list[Line]:
 def _last(an: _Anatomy, cfg) -> list[Line]:
     if cfg.blocks > an.num_blocks:
         raise UserError(f"last.blocks={cfg.blocks} but the model has {an.num_blocks} blocks")
-    return _base_lines(an, frozen_blocks=an.num_blocks - cfg.blocks,
-                       final_norm=bool(cfg.final_norm and an.arch.final_norm))
+    return _base_lines(
+        an, frozen_blocks=an.num_blocks - cfg.blocks, final_norm=bool(cfg.final_norm and an.arch.final_norm)
+    )
 
 
 def _full(an: _Anatomy, cfg) -> list[Line]:
@@ -409,8 +481,16 @@ def _freeze_first(an: _Anatomy, cfg) -> list[Line]:
 
 def _bitfit(an: _Anatomy, cfg) -> list[Line]:
     p = an.biases_all()  # every parameter named *.bias outside the head (whose bias is in the head line)
-    return _base_lines(an) + [Line("biases (patch embedding, blocks incl. LayerNorm β, final norm)",
-                                   p.symbols, p.numbers, p.count, True, "subset")]
+    return _base_lines(an) + [
+        Line(
+            "biases (patch embedding, blocks incl. LayerNorm β, final norm)",
+            p.symbols,
+            p.numbers,
+            p.count,
+            True,
+            "subset",
+        )
+    ]
 
 
 def _with_peft(an: _Anatomy, added: list[Line]) -> list[Line]:
@@ -421,8 +501,13 @@ def _with_peft(an: _Anatomy, added: list[Line]) -> list[Line]:
     return lines
 
 
-def _per_shape(an: _Anatomy, roles: list[str], name: str, per_layer: Callable[[Shape], tuple[str, dict, str]],
-               trainable: bool = True) -> list[Line]:
+def _per_shape(
+    an: _Anatomy,
+    roles: list[str],
+    name: str,
+    per_layer: Callable[[Shape], tuple[str, dict, str]],
+    trainable: bool = True,
+) -> list[Line]:
     """One "added" line per group of equal-shaped Linears: count · per_layer(shape). per_layer gives the
     formula of one layer in the shape's symbols, extra symbol values, and a note for the line's name."""
     lines = []
@@ -430,8 +515,11 @@ def _per_shape(an: _Anatomy, roles: list[str], name: str, per_layer: Callable[[S
         expr, env, note = per_layer(sh)
         body = "" if expr == "1" else "·" + (expr if re.fullmatch(r"\w+", expr) else f"({expr})")
         p = _f(sh.n_sym + body, {**an.env, **env})
-        lines.append(Line(f"{name} on {sh.label}{f' ({note})' if note else ''}", p.symbols, p.numbers, p.count,
-                          trainable, "added"))
+        lines.append(
+            Line(
+                f"{name} on {sh.label}{f' ({note})' if note else ''}", p.symbols, p.numbers, p.count, trainable, "added"
+            )
+        )
     return lines
 
 
@@ -444,28 +532,42 @@ def _lora(an: _Anatomy, cfg) -> list[Line]:
     lines = _with_peft(an, added)
     if cfg.bias == "all":  # PEFT: every parameter named *.bias, LayerNorm β included; not the head's original
         p = an.biases_all()
-        lines.append(Line("biases (bias=all: patch embedding, blocks incl. LayerNorm β, final norm)",
-                          p.symbols, p.numbers, p.count, True, "subset"))
+        lines.append(
+            Line(
+                "biases (bias=all: patch embedding, blocks incl. LayerNorm β, final norm)",
+                p.symbols,
+                p.numbers,
+                p.count,
+                True,
+                "subset",
+            )
+        )
     elif cfg.bias == "lora_only":  # PEFT: the biases of the adapted Linears
         p = an.biases_of(roles)
-        lines.append(Line(f"biases of {','.join(roles)} (bias=lora_only)", p.symbols, p.numbers, p.count,
-                          True, "subset"))
+        lines.append(
+            Line(f"biases of {','.join(roles)} (bias=lora_only)", p.symbols, p.numbers, p.count, True, "subset")
+        )
     return lines
 
 
 def _adalora(an: _Anatomy, cfg) -> list[Line]:
     roles = an.arch.resolve_roles(cfg.targets)
     env = {"r": cfg.init_r}  # the parameters keep their init_r shape; pruning masks Λ's entries
-    return _with_peft(an, _per_shape(an, roles, "AdaLoRA P, Λ, Q (r = init_r)",
-                                     lambda sh: (f"r·({sh.din_sym}+{sh.dout_sym}) + r", env, ""))
-                      + _per_shape(an, roles, "AdaLoRA rank counters (ranknum, frozen)", lambda sh: ("1", {}, ""),
-                                   trainable=False))
+    return _with_peft(
+        an,
+        _per_shape(
+            an, roles, "AdaLoRA P, Λ, Q (r = init_r)", lambda sh: (f"r·({sh.din_sym}+{sh.dout_sym}) + r", env, "")
+        )
+        + _per_shape(an, roles, "AdaLoRA rank counters (ranknum, frozen)", lambda sh: ("1", {}, ""), trainable=False),
+    )
 
 
 def _loha(an: _Anatomy, cfg) -> list[Line]:
     roles = an.arch.resolve_roles(cfg.targets)
-    return _with_peft(an, _per_shape(an, roles, "LoHa (B₁A₁)⊙(B₂A₂)",
-                                     lambda sh: (f"2·r·({sh.din_sym}+{sh.dout_sym})", {"r": cfg.r}, "")))
+    return _with_peft(
+        an,
+        _per_shape(an, roles, "LoHa (B₁A₁)⊙(B₂A₂)", lambda sh: (f"2·r·({sh.din_sym}+{sh.dout_sym})", {"r": cfg.r}, "")),
+    )
 
 
 def _factorization(dim: int, factor: int = -1) -> tuple[int, int]:
@@ -495,15 +597,20 @@ def _lokr(an: _Anatomy, cfg) -> list[Line]:
         (o1, o2), (i1, i2) = _factorization(sh.dout, cfg.decompose_factor), _factorization(sh.din, cfg.decompose_factor)
         w1 = "r·(o1+i1)" if cfg.decompose_both and cfg.r < max(o1, i1) / 2 else "o1·i1"
         w2 = "r·(o2+i2)" if cfg.r < max(o2, i2) / 2 else "o2·i2"
-        return (f"{w1} + {w2}", {"r": cfg.r, "o1": o1, "o2": o2, "i1": i1, "i2": i2},
-                f"out {sh.dout} = {o1}·{o2}, in {sh.din} = {i1}·{i2}")
+        return (
+            f"{w1} + {w2}",
+            {"r": cfg.r, "o1": o1, "o2": o2, "i1": i1, "i2": i2},
+            f"out {sh.dout} = {o1}·{o2}, in {sh.din} = {i1}·{i2}",
+        )
+
     return _with_peft(an, _per_shape(an, roles, "LoKr W₁⊗W₂", per_layer))
 
 
 def _vera(an: _Anatomy, cfg) -> list[Line]:
     roles = an.arch.resolve_roles(cfg.targets)
-    added = _per_shape(an, roles, "VeRA scaling vectors b (d_out) and d (r)",
-                       lambda sh: (f"{sh.dout_sym} + r", {"r": cfg.r}, ""))
+    added = _per_shape(
+        an, roles, "VeRA scaling vectors b (d_out) and d (r)", lambda sh: (f"{sh.dout_sym} + r", {"r": cfg.r}, "")
+    )
     # the shared random A (r × largest d_in) and B (largest d_out × r) are buffers, saved with the adapter
     added.append(Line("shared random A, B (frozen buffers, not parameters)", "0", "0", 0, False, "added"))
     return _with_peft(an, added)
@@ -542,6 +649,7 @@ def _oft(an: _Anatomy, cfg) -> list[Line]:
         s = _oft_block(sh.din, cfg.block_size)
         expr = "s·(s−1)/2" if cfg.block_share else f"({sh.din_sym}/s)·s·(s−1)/2"
         return expr, {"s": s}, f"block s={s}" + (", shared" if cfg.block_share else "")
+
     return _with_peft(an, _per_shape(an, roles, "OFT rotations", per_layer))
 
 
@@ -551,9 +659,23 @@ def _layernorm(an: _Anatomy, cfg) -> list[Line]:
 
 
 FORMULAS: dict[str, Callable[[_Anatomy, object], list[Line]]] = {
-    "head": _head, "last": _last, "freeze-first": _freeze_first, "bitfit": _bitfit, "layernorm": _layernorm,
-    "lora": _lora, "lora-all": _lora, "rslora": _lora, "dora": _lora, "adalora": _adalora, "loha": _loha,
-    "lokr": _lokr, "vera": _vera, "ia3": _ia3, "oft": _oft, "full": _full}
+    "head": _head,
+    "last": _last,
+    "freeze-first": _freeze_first,
+    "bitfit": _bitfit,
+    "layernorm": _layernorm,
+    "lora": _lora,
+    "lora-all": _lora,
+    "rslora": _lora,
+    "dora": _lora,
+    "adalora": _adalora,
+    "loha": _loha,
+    "lokr": _lokr,
+    "vera": _vera,
+    "ia3": _ia3,
+    "oft": _oft,
+    "full": _full,
+}
 """method name -> fn(anatomy, method_cfg) -> lines; one per registered method (the tests check)."""
 
 
@@ -598,16 +720,28 @@ def _build(an: _Anatomy, method: str, method_cfg) -> Breakdown:
     trainable = sum(ln.count for ln in lines if ln.trainable)
     total = base + added
     options = ", ".join(f"{k}={v}" for k, v in cfg.options().items() if k != "lr")
-    bd = Breakdown(lines, total, trainable, base, added, total + copy, an.kind,
-                   f"{an.title}; method {method}{f' ({options})' if options else ''}", an.legend)
+    bd = Breakdown(
+        lines,
+        total,
+        trainable,
+        base,
+        added,
+        total + copy,
+        an.kind,
+        f"{an.title}; method {method}{f' ({options})' if options else ''}",
+        an.legend,
+    )
     if copy:
-        bd.notes.append(f"PEFT's \"all params\" {bd.peft_all_params:,} counts the head twice, the frozen "
-                        f"original and its trainable modules_to_save copy ({copy:,} each); the model's total "
-                        f"is base + added = {total:,}")
-    bd.notes.append(f"% trainable is on the base model with its new head: {trainable:,} / {base:,} = "
-                    f"{bd.trainable_pct:.4f} %"
-                    + (f" (PEFT prints trainable / its all params = {100 * trainable / bd.peft_all_params:.4f} %)"
-                       if copy else ""))
+        bd.notes.append(
+            f'PEFT\'s "all params" {bd.peft_all_params:,} counts the head twice, the frozen '
+            f"original and its trainable modules_to_save copy ({copy:,} each); the model's total "
+            f"is base + added = {total:,}"
+        )
+    bd.notes.append(
+        f"% trainable is on the base model with its new head: {trainable:,} / {base:,} = "
+        f"{bd.trainable_pct:.4f} %"
+        + (f" (PEFT prints trainable / its all params = {100 * trainable / bd.peft_all_params:.4f} %)" if copy else "")
+    )
     return bd
 
 
@@ -619,10 +753,18 @@ def check(breakdown: Breakdown, measured_params: dict) -> dict:
     {"theory_trainable", "theory_total", "theory_match", "mismatches", "kind"} (structural_* for a
     structural breakdown); mismatches lists each figure that differs, with both numbers."""
     k = breakdown.kind
-    mismatches = [{"what": key, k: getattr(breakdown, key), "measured": measured_params[key]}
-                  for key in _CHECKED if key in measured_params and measured_params[key] != getattr(breakdown, key)]
-    return {f"{k}_trainable": breakdown.trainable, f"{k}_total": breakdown.total,
-            f"{k}_match": not mismatches, "mismatches": mismatches, "kind": k}
+    mismatches = [
+        {"what": key, k: getattr(breakdown, key), "measured": measured_params[key]}
+        for key in _CHECKED
+        if key in measured_params and measured_params[key] != getattr(breakdown, key)
+    ]
+    return {
+        f"{k}_trainable": breakdown.trainable,
+        f"{k}_total": breakdown.total,
+        f"{k}_match": not mismatches,
+        "mismatches": mismatches,
+        "kind": k,
+    }
 
 
 class _Attrs:
@@ -651,10 +793,18 @@ PRESETS: dict[str, Preset] = {
     "vit-tiny-patch16-224": Preset("vit", 192, 12, 3, 768, 16, about="ViT-Ti/16 (AugReg in21k)"),
     "vit-small-patch16-224": Preset("vit", 384, 12, 6, 1536, 16, about="ViT-S/16 (AugReg in21k)"),
     "vit-base-patch16-224": Preset("vit", 768, 12, 12, 3072, 16, about="ViT-B/16, google/vit-base-patch16-224-in21k"),
-    "vit-large-patch16-224": Preset("vit", 1024, 24, 16, 4096, 16,
-                                    about="ViT-L/16, google/vit-large-patch16-224-in21k"),
-    "vit-huge-patch14-224": Preset("vit", 1280, 32, 16, 5120, 14, about="ViT-H/14 (Google released H with 14-pixel "
-                                   "patches only), google/vit-huge-patch14-224-in21k"),
+    "vit-large-patch16-224": Preset(
+        "vit", 1024, 24, 16, 4096, 16, about="ViT-L/16, google/vit-large-patch16-224-in21k"
+    ),
+    "vit-huge-patch14-224": Preset(
+        "vit",
+        1280,
+        32,
+        16,
+        5120,
+        14,
+        about="ViT-H/14 (Google released H with 14-pixel patches only), google/vit-huge-patch14-224-in21k",
+    ),
     # Facebook's plain DeiT checkpoints are ViT checkpoints: model_type "vit", one cls token.
     "deit-tiny-patch16-224": Preset("vit", 192, 12, 3, 768, 16, about="DeiT-Ti, a ViTForImageClassification"),
     "deit-small-patch16-224": Preset("vit", 384, 12, 6, 1536, 16, about="DeiT-S, a ViTForImageClassification"),
@@ -690,15 +840,24 @@ def preset_config(name: str):
     key = ALIASES.get(name.strip().lower(), name.strip().lower())
     if key not in PRESETS:
         near = difflib.get_close_matches(key.split("/")[-1], list(PRESETS), n=3, cutoff=0.6)
-        raise UserError(f"unknown model preset '{name}'" + (f"; did you mean {', '.join(near)}?" if near else
-                        f"; presets: {', '.join(PRESETS)}"))
+        raise UserError(
+            f"unknown model preset '{name}'"
+            + (f"; did you mean {', '.join(near)}?" if near else f"; presets: {', '.join(PRESETS)}")
+        )
     p = PRESETS[key]
     import transformers
 
     cls = transformers.DeiTConfig if p.model_type == "deit" else transformers.ViTConfig
-    config = cls(hidden_size=p.hidden_size, num_hidden_layers=p.num_hidden_layers,
-                 num_attention_heads=p.num_attention_heads, intermediate_size=p.intermediate_size,
-                 patch_size=p.patch_size, image_size=p.image_size, num_channels=3, qkv_bias=True)
+    config = cls(
+        hidden_size=p.hidden_size,
+        num_hidden_layers=p.num_hidden_layers,
+        num_attention_heads=p.num_attention_heads,
+        intermediate_size=p.intermediate_size,
+        patch_size=p.patch_size,
+        image_size=p.image_size,
+        num_channels=3,
+        qkv_bias=True,
+    )
     config.name_or_path = key
     return config
 
@@ -727,8 +886,9 @@ def load_config(spec: str):
     if spec.startswith((".", "/", "~")) or path.suffix or "/" not in spec:
         if "/" not in spec and not path.suffix:
             preset_config(spec)  # raises with close preset names
-        raise UserError(f"'{spec}' does not exist; pass a preset ({', '.join(PRESETS)}), a config.json, "
-                        "a model folder or a hub id")
+        raise UserError(
+            f"'{spec}' does not exist; pass a preset ({', '.join(PRESETS)}), a config.json, a model folder or a hub id"
+        )
     try:
         return AutoConfig.from_pretrained(spec)
     except (OSError, ValueError) as e:

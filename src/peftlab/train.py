@@ -75,7 +75,7 @@ def evaluate(model, logits_of, split: Split, accelerator, batch_size: int, num_c
     logits = []
     for i in range(0, len(mine), batch_size):
         with accelerator.autocast():
-            logits.append(logits_of(mine[i:i + batch_size]).float())
+            logits.append(logits_of(mine[i : i + batch_size]).float())
     model.train(was_training)
     logits_t = torch.cat(logits) if logits else torch.empty(0, num_classes, device=accelerator.device)
     if world > 1:  # gather (index, logits) from every process; drop the padding's repeats
@@ -130,16 +130,25 @@ def data_path(model, task: Task, spec: ImageSpec, cfg: TrainConfig, accelerator,
     raw = accelerator.unwrap_model(model)
     stored = {id(split): split.images for split in (task.train, task.eval)}  # where batches are gathered from
     pixels = lambda split, idx: spec.normalize(  # noqa: E731
-        stored[id(split)][idx.to(stored[id(split)].device)].to(device, non_blocking=True))
+        stored[id(split)][idx.to(stored[id(split)].device)].to(device, non_blocking=True)
+    )
     probe = pixels(task.eval, torch.arange(min(8, len(task.eval))))  # a few images for the self-checks
     low = accelerator.mixed_precision != "no"
     restore = None
     if cfg.prefix_cache:  # the last block's other rows never reach the head: compute the [CLS] row only
         whole = _eval_logits(model, raw, probe, accelerator)
-        restore = trim_last_block(raw, lambda: whole is not None and (
-            (t := _eval_logits(model, raw, probe, accelerator)) is not None and same_logits(t, whole, low)))
-    k = PrefixCache.frozen_blocks(raw) if cfg.prefix_cache and cfg.augment == "none" \
-        and accelerator.num_processes == 1 else 0
+        restore = trim_last_block(
+            raw,
+            lambda: (
+                whole is not None
+                and ((t := _eval_logits(model, raw, probe, accelerator)) is not None and same_logits(t, whole, low))
+            ),
+        )
+    k = (
+        PrefixCache.frozen_blocks(raw)
+        if cfg.prefix_cache and cfg.augment == "none" and accelerator.num_processes == 1
+        else 0
+    )
     cache = PrefixCache(raw, k) if k and PrefixCache.deterministic(raw, k) else None
     info = {"last_block_cls_only": restore is not None}
     if cache is not None:
@@ -168,9 +177,13 @@ def data_path(model, task: Task, spec: ImageSpec, cfg: TrainConfig, accelerator,
                 parts.append(cache.features(pixels(split, torch.arange(i, min(i + cfg.eval_batch_size, len(split))))))
         feats[name] = torch.cat(parts)
     raw.train()
-    info = {"path": f"cached prefix: embeddings + {k} of {k + len(cache.suffix)} blocks run once per image",
-            **info, "prefix_blocks": k, "cache_s": time.perf_counter() - t0,
-            "cache_bytes": sum(f.numel() * f.element_size() for f in feats.values())}
+    info = {
+        "path": f"cached prefix: embeddings + {k} of {k + len(cache.suffix)} blocks run once per image",
+        **info,
+        "prefix_blocks": k,
+        "cache_s": time.perf_counter() - t0,
+        "cache_bytes": sum(f.numel() * f.element_size() for f in feats.values()),
+    }
 
     def train_loss(idx, y):
         return torch.nn.functional.cross_entropy(cache.logits(feats["train"][idx.to(device)]), y)
@@ -200,8 +213,7 @@ def metrics_from_logits(logits: torch.Tensor, labels: torch.Tensor, num_classes:
     support, predicted = conf.sum(1), conf.sum(0)
     precision = np.divide(tp, predicted, out=np.zeros_like(tp), where=predicted > 0)
     recall = np.divide(tp, support, out=np.zeros_like(tp), where=support > 0)
-    f1 = np.divide(2 * precision * recall, precision + recall, out=np.zeros_like(tp),
-                   where=(precision + recall) > 0)
+    f1 = np.divide(2 * precision * recall, precision + recall, out=np.zeros_like(tp), where=(precision + recall) > 0)
     present = support > 0  # macro-F1 over the classes that occur in this split
     # top-5 says something only with more than 5 classes (with 5 it is always 1)
     top5 = float((logits.topk(5, 1).indices == labels[:, None]).any(1).float().mean()) if num_classes > 5 else None
@@ -216,8 +228,17 @@ def metrics_from_logits(logits: torch.Tensor, labels: torch.Tensor, num_classes:
     }
 
 
-def fit(prepared: Prepared, task: Task, spec: ImageSpec, cfg: TrainConfig, lr: float, seed: int,
-        accelerator, progress: bool = True, desc: str = "") -> dict:
+def fit(
+    prepared: Prepared,
+    task: Task,
+    spec: ImageSpec,
+    cfg: TrainConfig,
+    lr: float,
+    seed: int,
+    accelerator,
+    progress: bool = True,
+    desc: str = "",
+) -> dict:
     """Train prepared.model on task.train; evaluate before, and after every epoch, on task.eval."""
     from transformers import get_cosine_schedule_with_warmup
 
@@ -229,8 +250,10 @@ def fit(prepared: Prepared, task: Task, spec: ImageSpec, cfg: TrainConfig, lr: f
     n = len(task.train)
     world, rank = accelerator.num_processes, accelerator.process_index
     if cfg.batch_size % world:
-        raise UserError(f"--batch-size {cfg.batch_size} must be a multiple of the {world} processes "
-                        "(it is the global batch, split across them)")
+        raise UserError(
+            f"--batch-size {cfg.batch_size} must be a multiple of the {world} processes "
+            "(it is the global batch, split across them)"
+        )
     steps_per_epoch = math.ceil(n / cfg.batch_size)
     total_steps = cfg.epochs * steps_per_epoch
     scheduler = get_cosine_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * total_steps), total_steps)
@@ -239,8 +262,14 @@ def fit(prepared: Prepared, task: Task, spec: ImageSpec, cfg: TrainConfig, lr: f
     model, optimizer = accelerator.prepare(model, optimizer)
     train_loss_of, eval_logits_of, path, restore = data_path(model, task, spec, cfg, accelerator, seed)
     train_s = path.get("cache_s", 0.0)  # building a prefix cache is training work: it counts
-    evaluate_ = lambda: evaluate(model, eval_logits_of, task.eval, accelerator, cfg.eval_batch_size,  # noqa: E731
-                                 task.num_classes)
+    evaluate_ = lambda: evaluate(
+        model,
+        eval_logits_of,
+        task.eval,
+        accelerator,
+        cfg.eval_batch_size,  # noqa: E731
+        task.num_classes,
+    )
     labels = task.train.labels.to(device)  # once: no host-to-device copy per step
 
     first = shard(torch.arange(min(n, 4 * world), device=device), rank, world)  # FLOPs scale with the batch:
@@ -254,8 +283,9 @@ def fit(prepared: Prepared, task: Task, spec: ImageSpec, cfg: TrainConfig, lr: f
     history, step = [], 0
     shuffle = torch.Generator().manual_seed(seed)  # the data order depends on the seed only
     seen = n + pad_count(n, cfg, world)  # samples per epoch, over all processes
-    bar = tqdm(total=total_steps, desc=desc, disable=not (progress and accelerator.is_main_process), leave=False,
-               unit="step")
+    bar = tqdm(
+        total=total_steps, desc=desc, disable=not (progress and accelerator.is_main_process), leave=False, unit="step"
+    )
     model.train()
     for epoch in range(cfg.epochs):
         _sync(device)
@@ -290,18 +320,35 @@ def fit(prepared: Prepared, task: Task, spec: ImageSpec, cfg: TrainConfig, lr: f
         t0 = time.perf_counter()
         ev = evaluate_()
         eval_s += time.perf_counter() - t0
-        history.append({"epoch": epoch + 1, "train_loss": train_loss, "eval_accuracy": ev["accuracy"],
-                        "eval_loss": ev["loss"], "seconds": seconds})
+        history.append(
+            {
+                "epoch": epoch + 1,
+                "train_loss": train_loss,
+                "eval_accuracy": ev["accuracy"],
+                "eval_loss": ev["loss"],
+                "seconds": seconds,
+            }
+        )
         bar.set_postfix(loss=f"{train_loss:.3f}", acc=f"{ev['accuracy']:.3f}")
     bar.close()
     if restore:
         restore()  # the model leaves as it came: its own last block
     best = max(history, key=lambda h: h["eval_accuracy"])
-    return {"baseline": baseline, "final": ev, "history": history, "best_epoch": best["epoch"],
-            "best_accuracy": best["eval_accuracy"], "train_s": train_s, "eval_s": eval_s,
-            "steps": total_steps, "images_seen": seen * cfg.epochs,
-            "processes": world, "path": path, "flops_per_image": flops_per_image,
-            "model": accelerator.unwrap_model(model)}
+    return {
+        "baseline": baseline,
+        "final": ev,
+        "history": history,
+        "best_epoch": best["epoch"],
+        "best_accuracy": best["eval_accuracy"],
+        "train_s": train_s,
+        "eval_s": eval_s,
+        "steps": total_steps,
+        "images_seen": seen * cfg.epochs,
+        "processes": world,
+        "path": path,
+        "flops_per_image": flops_per_image,
+        "model": accelerator.unwrap_model(model),
+    }
 
 
 def pad_count(n: int, cfg: TrainConfig, world: int) -> int:
