@@ -249,13 +249,13 @@ def reference_run(args, method: str, model_dir: str, data, out_dir: str) -> tupl
 
 
 def peftlab_run(args, method: str, model: str, dataset: str, out_dir: str) -> tuple[float, dict]:
-    from peftlab import config, runner
-    from peftlab.data import CACHE
+    import peftlab
 
     torch.set_num_threads(args.threads)
-    CACHE.clear()  # each method pays its own decode, as the reference does (a sweep would decode once)
+    # each call is its own Worker with its own decode cache: each method pays its own decode, as the
+    # reference does (a sweep would decode once)
     t0 = time.perf_counter()
-    cfg = config.build(
+    cfg = peftlab.build_config(
         {
             "model": model,
             "dataset": dataset,
@@ -271,7 +271,7 @@ def peftlab_run(args, method: str, model: str, dataset: str, out_dir: str) -> tu
             "quiet": True,
         }
     )
-    [result] = runner.execute(cfg, cfg.plan())
+    [result] = peftlab.execute(cfg, cfg.plan())
     _sync()
     seconds = time.perf_counter() - t0
     if result["status"] != "ok":
@@ -411,8 +411,8 @@ def main() -> None:
     import transformers
     from transformers import AutoConfig, AutoImageProcessor, AutoModelForImageClassification, Trainer  # noqa: F401
 
-    import peftlab.plots  # noqa: F401
-    import peftlab.runner  # noqa: F401
+    import peftlab.report  # noqa: F401
+    import peftlab.runs  # noqa: F401
 
     transformers.logging.set_verbosity_error()  # the new head's "newly initialized" warnings
     transformers.logging.disable_progress_bar()
@@ -431,16 +431,15 @@ def main() -> None:
         model, dataset, model_dir = str(model_dir), str(data), str(model_dir)
         args.train_size = args.eval_size = 0  # peftlab takes every image of the folder
     else:
+        from peftlab.config import DataOptions
         from peftlab.data import load_task
         from peftlab.models import BUNDLED_DIR, BUNDLED_NAME, image_spec
 
         model, dataset, model_dir, data = BUNDLED_NAME, args.dataset, str(BUNDLED_DIR), None
         # check, untimed, that the reference's sample is peftlab's: same images, same labels, same order
         task = load_task(
-            dataset,
+            DataOptions(dataset, train_size=n_train, eval_size=n_eval),
             image_spec(model, AutoConfig.from_pretrained(model_dir)),
-            train_size=n_train,
-            eval_size=n_eval,
             seed=args.seed,
             warn=lambda s: None,
         )

@@ -9,40 +9,21 @@ import numpy as np
 import pytest
 import torch
 
-from peftlab import adapters, cli
+from peftlab import cli
 from peftlab.models import BUNDLED_DIR
+from peftlab.runs import artifacts as adapters
 
 from .conftest import CLASSES, read_json
+from .helpers import run_args
 
 
 @pytest.fixture(scope="module")
 def runs(tiny_vit, image_folder, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("adapter-runs")
-    args = [
-        "run",
-        "--model",
-        str(tiny_vit),
-        "--dataset",
-        str(image_folder),
-        "--out",
-        str(out),
-        "--quiet",
-        "--train-size",
-        "0",
-        "--eval-size",
-        "0",
-        "--min-per-class",
-        "1",
-        "--epochs",
-        "4",
-        "--batch-size",
-        "8",
-        "--methods",
-        "head,lora,full",
-        "--lora-lr",
-        "0.02",
-    ]
-    assert cli.main(args) == 0
+    assert (
+        cli.main(run_args(tiny_vit, image_folder, out, "--methods", "head,lora,full", "--lora-lr", "0.02", epochs=4))
+        == 0
+    )
     return out
 
 
@@ -146,12 +127,12 @@ def test_predict_reports_unreadable_files_and_text_output(runs, tmp_path, capsys
 
 
 def test_eval_reproduces_the_runs_accuracy(runs, image_folder, capsys, monkeypatch):
-    from peftlab import data
+    from peftlab.data import task
 
     run = runs / "lora-seed0"
     decoded = []  # which splits eval decodes: the eval split only, however large train is
-    real = data.decode_sample
-    monkeypatch.setattr(data, "decode_sample", lambda *a, **k: decoded.append(k["split_key"]) or real(*a, **k))
+    real = task.decode_sample
+    monkeypatch.setattr(task, "decode_sample", lambda *a, **k: decoded.append(k["split_key"]) or real(*a, **k))
     assert cli.main(["eval", str(run), "--dataset", str(image_folder), "--json"]) == 0
     assert decoded == ["eval"]
     r = json.loads(capsys.readouterr().out)
@@ -177,7 +158,9 @@ def test_bad_run_folders_are_one_line_errors(argv, message, capsys):
 def test_a_failed_run_cannot_be_loaded(runs, tmp_path, capsys):
     bad = tmp_path / "bad"
     bad.mkdir()
-    (bad / "result.json").write_text(json.dumps({"status": "diverged", "error": "Diverged: loss nan"}))
+    (bad / "result.json").write_text(
+        json.dumps({"status": "diverged", "method": "lora", "seed": 0, "error": "Diverged: loss nan"})
+    )
     assert cli.main(["predict", str(bad), str(tmp_path)]) == 2
     assert "did not finish (diverged: Diverged: loss nan)" in capsys.readouterr().err
 

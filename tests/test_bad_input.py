@@ -11,11 +11,14 @@ import numpy as np
 import pytest
 import torch
 
-from peftlab import cli, data
+from peftlab import data
+from peftlab.data.decoding import skip_stats
 from peftlab.errors import UserError
 from peftlab.models import BUNDLED_NAME, ImageSpec
 
 from .conftest import BRIGHTNESS, CLASSES, read_json, write_image_folder
+from .helpers import load_task, run_cli
+from .helpers import run_args as _run_args
 
 RGB16 = ImageSpec(16, 16, 3, (0.5,) * 3, (0.25,) * 3)
 
@@ -24,39 +27,9 @@ def spec(side: int, channels: int = 3) -> ImageSpec:
     return ImageSpec(side, side, channels, (0.5,) * channels, (0.25,) * channels)
 
 
-def run_cli(capsys, *args: str) -> tuple[int, str, str]:
-    """peftlab main() on args: (exit code, stdout, stderr); a traceback anywhere fails the test."""
-    capsys.readouterr()
-    rc = cli.main(list(args))
-    out, err = capsys.readouterr()
-    assert "Traceback" not in out + err
-    return rc, out, err
-
-
 def run_args(model: Path, dataset, out: Path, *extra: str) -> list[str]:
-    return [
-        "run",
-        "--model",
-        str(model),
-        "--dataset",
-        str(dataset),
-        "--out",
-        str(out),
-        "--quiet",
-        "--methods",
-        "head",
-        "--epochs",
-        "1",
-        "--batch-size",
-        "8",
-        "--train-size",
-        "0",
-        "--eval-size",
-        "0",
-        "--min-per-class",
-        "1",
-        *extra,
-    ]
+    """head for one epoch on all of a tiny dataset."""
+    return _run_args(model, dataset, out, "--methods", "head", *extra, epochs=1)
 
 
 def assert_one_error_line(rc: int, err: str, message: str) -> None:
@@ -97,7 +70,7 @@ def test_unreadable_images_are_skipped_counted_and_reported_once(tmp_path):
     root = write_image_folder(tmp_path, {"train": {c: 6 for c in CLASSES}, "test": {c: 3 for c in CLASSES}})
     bad = add_bad_files(root / "train" / "dark")
     warnings: list[str] = []
-    task = data.load_task(str(root), RGB16, min_per_class=1, max_bad_fraction=0.2, warn=warnings.append)
+    task = load_task(str(root), RGB16, min_per_class=1, max_bad_fraction=0.2, warn=warnings.append)
     # all of train was asked for: no spare images, so the 3 unreadable ones are dropped, not blanked
     assert len(task.train) == 18 and task.coverage["train"]["per_class"] == dict.fromkeys(CLASSES, 6)
     means = task.train.images.float().mean((1, 2, 3))
@@ -134,7 +107,7 @@ def test_unreadable_images_in_a_sample_are_replaced_by_unused_ones_of_their_clas
     bad_idx = [pool.items.index(str(p)) for p in bad]
     good_dark = [i for i in np.flatnonzero(pool.labels == 0) if i not in bad_idx]
     idx = np.array(bad_idx + good_dark[:2] + [int(np.flatnonzero(pool.labels == 1)[0])])  # 3 bad of 6
-    stats = data.skip_stats()
+    stats = skip_stats()
     split = data.decode_sample(pool, idx, RGB16, seed=0, max_bad_fraction=0.5, split_key="train", stats=stats)
     assert split.labels.tolist() == [0, 0, 0, 0, 0, 1]  # same size, same classes, same order
     want = torch.tensor([BRIGHTNESS["dark"]] * 5 + [BRIGHTNESS[CLASSES[1]]], dtype=torch.float32)
@@ -142,7 +115,7 @@ def test_unreadable_images_in_a_sample_are_replaced_by_unused_ones_of_their_clas
     assert len({bytes(img.numpy()) for img in split.images}) == 6  # each replacement an unused image
     assert (stats["tried"], stats["unreadable"], stats["replaced"], stats["dropped"]) == (9, 3, 3, 0)
     # too few spares: 8 of the 9 dark files asked for, 3 of them unreadable; the one left over replaces one
-    stats = data.skip_stats()
+    stats = skip_stats()
     split = data.decode_sample(
         pool, np.array(bad_idx + good_dark[:5]), RGB16, seed=0, max_bad_fraction=0.9, split_key="train", stats=stats
     )
@@ -164,7 +137,7 @@ def test_too_many_unreadable_images_is_an_error(tiny_vit, tmp_path, capsys):
     )
     assert not list(tmp_path.rglob("result.json"))
     with pytest.raises(UserError, match="--max-bad-fraction must be between 0 and 1"):
-        data.load_task(str(root), RGB16, max_bad_fraction=1.5)
+        load_task(str(root), RGB16, max_bad_fraction=1.5)
 
 
 def test_a_few_unreadable_images_warn_once_and_the_run_goes_on(tiny_vit, tmp_path, capsys):
@@ -340,7 +313,7 @@ def test_unlabelled_rows(tiny_vit, tmp_path, capsys):
     replaced by a held-out part of train unless the user asked for that split by name."""
     ds = save_hf(tmp_path / "ds", [0, 1, 2] * 4 + [-1, -1], [-1] * 6)
     warnings: list[str] = []
-    task = data.load_task(str(ds), RGB16, min_per_class=1, warn=warnings.append)
+    task = load_task(str(ds), RGB16, min_per_class=1, warn=warnings.append)
     assert warnings == [
         "WARNING the test split has no labels (all -1): holding out part of train instead",
         "WARNING skipped rows without a label (-1): train 2",

@@ -7,25 +7,15 @@ import pytest
 import torch
 
 from peftlab import data
+from peftlab.data import storage
 from peftlab.errors import UserError
 from peftlab.models import ImageSpec
 
 from .conftest import BRIGHTNESS, CLASSES, write_image_folder
+from .helpers import load_task, needs_fmnist
 
 RGB16 = ImageSpec(16, 16, 3, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
 GRAY12 = ImageSpec(12, 12, 1, (0.5,), (0.25,))
-FMNIST_OK = all(
-    (data.FMNIST_DIR / f).exists()
-    for f in (
-        "train-images-idx3-ubyte.gz",
-        "train-labels-idx1-ubyte.gz",
-        "t10k-images-idx3-ubyte.gz",
-        "t10k-labels-idx1-ubyte.gz",
-    )
-)
-needs_fmnist = pytest.mark.skipif(
-    not FMNIST_OK, reason=f"Fashion-MNIST not found in {data.FMNIST_DIR} (apt-get install dataset-fashion-mnist)"
-)
 
 
 # ---------------------------------------------------------------- stratified sampling
@@ -86,7 +76,7 @@ def test_coverage_warns_when_eval_misses_a_class(tmp_path):
     )  # no 'mid' test images
     (root / "test" / "mid").mkdir()
     warnings: list[str] = []
-    task = data.load_task(str(root), RGB16, seed=0, min_per_class=5, warn=warnings.append)
+    task = load_task(str(root), RGB16, seed=0, min_per_class=5, warn=warnings.append)
     assert task.label_names == CLASSES
     assert task.coverage["eval"]["missing"] == ["mid"]
     assert task.coverage["eval"]["per_class"] == {"dark": 3, "light": 3, "mid": 0}
@@ -99,12 +89,12 @@ def test_coverage_warns_when_eval_misses_a_class(tmp_path):
         match=r"class coverage: eval split misses 1 of 3 classes \(mid\) "
         r"\(drop --strict-coverage",
     ):
-        data.load_task(str(root), RGB16, seed=0, strict_coverage=True, warn=warnings.append)
+        load_task(str(root), RGB16, seed=0, strict_coverage=True, warn=warnings.append)
 
 
 def test_full_coverage_gives_no_warning(image_folder):
     warnings: list[str] = []
-    task = data.load_task(str(image_folder), RGB16, min_per_class=4, warn=warnings.append)
+    task = load_task(str(image_folder), RGB16, min_per_class=4, warn=warnings.append)
     assert warnings == [] and task.notes == []
     assert task.coverage["train"]["per_class"] == {c: 8 for c in CLASSES}
     assert task.coverage["eval"]["per_class"] == {c: 4 for c in CLASSES}
@@ -112,7 +102,7 @@ def test_full_coverage_gives_no_warning(image_folder):
 
 # ---------------------------------------------------------------- image folders and decoding
 def test_image_folder_task(image_folder):
-    task = data.load_task(
+    task = load_task(
         str(image_folder), RGB16, train_size=12, eval_size=6, seed=0, min_per_class=2, warn=lambda s: pytest.fail(s)
     )
     assert task.label_names == CLASSES and task.num_classes == 3
@@ -130,7 +120,7 @@ def test_image_folder_task(image_folder):
 def test_splits_larger_than_memory_are_mapped_files(image_folder, tmp_path, monkeypatch):
     """Past IN_MEMORY_LIMIT the decoded images live in a memory-mapped file (unlinked at once: nothing
     stays in the cache folder) and hold the same pixels as in RAM."""
-    load = lambda: data.load_task(
+    load = lambda: load_task(
         str(image_folder),
         RGB16,
         train_size=12,
@@ -141,22 +131,20 @@ def test_splits_larger_than_memory_are_mapped_files(image_folder, tmp_path, monk
     )
     in_ram = load()
     assert not data.is_mapped(in_ram.train.images)
-    monkeypatch.setattr(data, "IN_MEMORY_LIMIT", 0)
+    monkeypatch.setattr(storage, "IN_MEMORY_LIMIT", 0)
     monkeypatch.setenv("PEFTLAB_CACHE_DIR", str(tmp_path / "cache"))
-    data.CACHE.clear()  # decode again rather than reuse this process's decoded items
-    mapped = load()
+    mapped = load()  # no cache shared between the loads: decoded again
     for a, b in ((in_ram.train, mapped.train), (in_ram.eval, mapped.eval)):
         assert data.is_mapped(b.images) and torch.equal(a.images, b.images) and torch.equal(a.labels, b.labels)
     assert list((tmp_path / "cache").iterdir()) == []
     (tmp_path / "file").write_text("")
     monkeypatch.setenv("PEFTLAB_CACHE_DIR", str(tmp_path / "file"))
-    data.CACHE.clear()
     with pytest.raises(UserError, match="cannot create a file in .*file for the decoded images.*PEFTLAB_CACHE_DIR"):
         load()
 
 
 def test_image_folder_all_modes_decode_to_grayscale_model(image_folder):
-    task = data.load_task(str(image_folder), GRAY12, warn=lambda s: None)
+    task = load_task(str(image_folder), GRAY12, warn=lambda s: None)
     assert task.train.images.shape == (24, 1, 12, 12)
     means = task.train.images.float().mean((1, 2, 3))
     for m, y in zip(means, task.train.labels):
@@ -190,7 +178,7 @@ def test_decode_modes_exactly(tmp_path):
 
 def test_folder_without_eval_split_holds_out_a_stratified_fifth(tmp_path):
     root = write_image_folder(tmp_path, {"all": {c: 10 for c in CLASSES}})
-    task = data.load_task(str(root / "all"), RGB16, seed=0, min_per_class=1, warn=lambda s: None)
+    task = load_task(str(root / "all"), RGB16, seed=0, min_per_class=1, warn=lambda s: None)
     assert len(task.train) == 24 and len(task.eval) == 6
     assert torch.equal(torch.bincount(task.eval.labels), torch.tensor([2, 2, 2]))
     assert task.eval.name == "train (held out 20%)"
@@ -198,7 +186,7 @@ def test_folder_without_eval_split_holds_out_a_stratified_fifth(tmp_path):
 
 
 def test_save_to_disk_dataset(hf_dataset_dir):
-    task = data.load_task(str(hf_dataset_dir), RGB16, min_per_class=1, warn=lambda s: pytest.fail(s))
+    task = load_task(str(hf_dataset_dir), RGB16, min_per_class=1, warn=lambda s: pytest.fail(s))
     assert task.label_names == CLASSES
     assert (len(task.train), len(task.eval)) == (18, 9) and task.eval.name == "test"
     means = task.train.images.float().mean((1, 2, 3))
@@ -208,9 +196,9 @@ def test_save_to_disk_dataset(hf_dataset_dir):
 
 def test_save_to_disk_wrong_columns_and_splits(hf_dataset_dir):
     with pytest.raises(UserError, match="cannot find the image column .*pass --image-column"):
-        data.load_task(str(hf_dataset_dir), RGB16, image_column="picture")
+        load_task(str(hf_dataset_dir), RGB16, image_column="picture")
     with pytest.raises(UserError, match="dataset has no split 'dev'; it has: train, test"):
-        data.load_task(str(hf_dataset_dir), RGB16, eval_split="dev")
+        load_task(str(hf_dataset_dir), RGB16, eval_split="dev")
 
 
 def test_dataset_errors(tmp_path):
@@ -226,7 +214,7 @@ def test_dataset_errors(tmp_path):
         data.read_source("fashion-mnist:3-4")
     one = write_image_folder(tmp_path / "one", {"train": {"dark": 3}})
     with pytest.raises(UserError, match="has 1 class; a classifier needs at least 2"):
-        data.load_task(str(one), RGB16)
+        load_task(str(one), RGB16)
 
 
 # ---------------------------------------------------------------- built-in Fashion-MNIST
@@ -237,9 +225,7 @@ def test_fashion_mnist_task_is_classes_5_to_9_relabelled():
     assert len(train.labels) == 30000 and len(test.labels) == 5000  # 6000 / 1000 per class
     assert np.array_equal(np.bincount(train.labels), [6000] * 5)
     assert train.items.shape == (30000, 28, 28) and train.items.dtype == np.uint8
-    task = data.load_task(
-        "fashion-mnist:5-9", GRAY12, train_size=50, eval_size=25, seed=0, warn=lambda s: pytest.fail(s)
-    )
+    task = load_task("fashion-mnist:5-9", GRAY12, train_size=50, eval_size=25, seed=0, warn=lambda s: pytest.fail(s))
     assert task.train.images.shape == (50, 1, 12, 12) and len(task.eval) == 25
     assert task.coverage["train"]["per_class"] == dict.fromkeys(names, 10)
     assert task.coverage["eval"]["per_class"] == dict.fromkeys(names, 5)
@@ -249,7 +235,7 @@ def test_fashion_mnist_task_is_classes_5_to_9_relabelled():
 
 @needs_fmnist
 def test_fashion_mnist_all_classes_to_rgb():
-    task = data.load_task(
+    task = load_task(
         "fashion-mnist:all", RGB16, train_size=20, eval_size=10, min_per_class=1, warn=lambda s: pytest.fail(s)
     )
     assert task.num_classes == 10 and task.train.images.shape == (20, 3, 16, 16)

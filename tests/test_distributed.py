@@ -14,32 +14,11 @@ import pytest
 from peftlab import cli
 
 from .conftest import read_json
+from .helpers import run_args as _run_args
 
 
 def run_args(model: Path, dataset: Path, out: Path, *extra: str) -> list[str]:
-    return [
-        "run",
-        "--model",
-        str(model),
-        "--dataset",
-        str(dataset),
-        "--out",
-        str(out),
-        "--quiet",
-        "--train-size",
-        "0",
-        "--eval-size",
-        "0",
-        "--min-per-class",
-        "1",
-        "--epochs",
-        "3",
-        "--batch-size",
-        "8",
-        "--methods",
-        "head,full",
-        *extra,
-    ]
+    return _run_args(model, dataset, out, "--methods", "head,full", *extra)
 
 
 def test_two_processes_match_one(tiny_vit, image_folder, tmp_path):

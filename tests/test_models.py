@@ -13,7 +13,7 @@ from torch import nn
 from peftlab import models
 from peftlab.errors import UserError
 from peftlab.models import describe, image_spec, load_model
-from peftlab.runner import _model_config
+from peftlab.runs.worker import _model_config
 
 from .conftest import save_tiny_vit
 

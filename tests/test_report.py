@@ -15,96 +15,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from peftlab import cli, data, methods, report
-from peftlab.document import to_markdown
-from peftlab.findings import findings
+from peftlab import cli, methods, report
 from peftlab.models import BUNDLED_DIR
-from peftlab.plots import pareto_front
+from peftlab.report import findings, pareto_front, to_markdown
 
 from .conftest import CLASSES
-from .test_run import tiny_args
+from .helpers import NAMES, TRAINABLE, needs_fmnist, run_args
+from .helpers import make_result as fake
 
-NAMES = ["Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
 DEFAULTS = {m: methods.REGISTRY[m].config_cls().options() for m in methods.REGISTRY}
-TRAINABLE = {"head": 325, "last": 50_309, "lora": 12_613, "full": 304_709}
-
-
-def fake(method: str, seed: int, acc: float, *, baseline: float = 0.15, status: str = "ok", **params) -> dict:
-    """A result dict shaped like runner.run_one's, with round numbers: 100 eval images, 20 per class."""
-    head = {
-        "method": method,
-        "label": method,
-        "seed": seed,
-        "model": "tiny-model",
-        "dataset": "toy-data",
-        "method_config": DEFAULTS[method],
-        "status": status,
-        "run_name": f"{method}-seed{seed}",
-    }
-    if status != "ok":
-        return head | {"error": "Diverged: the loss became nan at step 3"}
-    k = len(NAMES)
-    correct = round(acc * 20)
-    confusion = [[correct if i == j else (20 - correct if j == (i + 1) % k else 0) for j in range(k)] for i in range(k)]
-    trainable = TRAINABLE.get(method, 1000)
-    p = {
-        "trainable": trainable,
-        "total": 304_709,
-        "base": 304_709,
-        "added": 0,
-        "peft_all_params": 304_709,
-        "trainable_pct": 100 * trainable / 304_709,
-        "theory_trainable": trainable,
-        "theory_total": 304_709,
-        "theory_match": True,
-        "mismatches": [],
-        "kind": "theory",
-    } | params
-    per_class = {
-        "per_class": dict.fromkeys(NAMES, 20),
-        "examples": 100,
-        "classes_present": k,
-        "classes_total": k,
-        "missing": [],
-        "min_per_class": 20,
-        "below_min": [],
-    }
-    return head | {
-        "params": p,
-        "metrics": {
-            "baseline_accuracy": baseline,
-            "chance_accuracy": 0.2,
-            "accuracy": acc,
-            "best_accuracy": acc,
-            "best_epoch": 2,
-            "top5_accuracy": None,
-            "macro_f1": acc - 0.01,
-            "eval_loss": 1.0,
-            "per_class_accuracy": {n: correct / 20 for n in NAMES},
-            "confusion": confusion,
-        },
-        "history": [
-            {"epoch": 1, "eval_accuracy": (baseline + acc) / 2, "train_loss": 1.2, "seconds": 5.0},
-            {"epoch": 2, "eval_accuracy": acc, "train_loss": 0.9, "seconds": 5.0},
-        ],
-        "time": {"train_s": 10.0 + trainable / 10_000, "eval_s": 1.0, "total_s": 12.0 + trainable / 10_000},
-        "throughput": {"train_img_s": 100.0, "steps": 10},
-        "memory": {"peak_bytes": 500_000_000 + 100 * trainable, "kind": "process_peak_rss"},
-        "size": {"adapter_bytes": 4 * trainable},
-        "coverage": {"train": per_class | {"examples": 200, "per_class": dict.fromkeys(NAMES, 40)}, "eval": per_class},
-        "data": {"label_names": NAMES, "train_examples": 200, "eval_examples": 100, "eval_split": "test", "notes": []},
-        "train": {
-            "epochs": 2,
-            "batch_size": 64,
-            "eval_batch_size": 256,
-            "weight_decay": 0.01,
-            "warmup_ratio": 0.1,
-            "max_grad_norm": 1.0,
-            "precision": "no",
-        },
-        "env": {"device": "cpu", "device_name": "x86_64"},
-    }
-
 
 # accuracies per seed: lora leads full beyond noise, head and last within noise of lora
 SEEDS = {"head": [0.60, 0.65, 0.70], "last": [0.65, 0.70, 0.75], "lora": [0.70, 0.75, 0.80], "full": [0.30, 0.35, 0.30]}
@@ -340,7 +259,7 @@ def test_html_renders_in_headless_chromium(built, tmp_path):
 # ---------------------------------------------------------------- written by run and report
 def test_run_and_report_write_report_files(tiny_vit, image_folder, tmp_path, capsys):
     out = tmp_path / "out"
-    assert cli.main(tiny_args(tiny_vit, image_folder, out, "--methods", "head,lora", "--epochs", "1")) == 0
+    assert cli.main(run_args(tiny_vit, image_folder, out, "--methods", "head,lora", "--epochs", "1")) == 0
     assert capsys.readouterr().out == ""  # --quiet: nothing printed
     md = (out / "report.md").read_text()
     page = (out / "report.html").read_text()
@@ -357,12 +276,9 @@ def test_run_and_report_write_report_files(tiny_vit, image_folder, tmp_path, cap
 
 # ---------------------------------------------------------------- the example notebook
 NOTEBOOK = Path(__file__).parent.parent / "examples" / "compare_methods.ipynb"
-FMNIST_OK = all((data.FMNIST_DIR / f).exists() for f in ("train-images-idx3-ubyte.gz", "t10k-images-idx3-ubyte.gz"))
 
 
-@pytest.mark.skipif(
-    not FMNIST_OK, reason=f"Fashion-MNIST not found in {data.FMNIST_DIR} (apt-get install dataset-fashion-mnist)"
-)
+@needs_fmnist
 @pytest.mark.skipif(not (BUNDLED_DIR / "model.safetensors").exists(), reason="bundled model not built")
 def test_example_notebook_runs_end_to_end(tmp_path, monkeypatch):
     nbformat = pytest.importorskip("nbformat", reason="pip install -e '.[test]' (nbformat, nbclient, ipykernel)")
@@ -385,8 +301,7 @@ def test_example_notebook_runs_end_to_end(tmp_path, monkeypatch):
 def test_classes_missing_from_some_seeds_eval_samples():
     """A class absent from one seed's eval sample (accuracy None) is averaged over the seeds that have it;
     absent from all, it shows '-'. Nothing raises."""
-    from peftlab.findings import findings
-    from peftlab.report import per_class_table
+    from peftlab.report.table import per_class_table
 
     rs = [fake("lora", 0, 0.8), fake("lora", 1, 0.6), fake("head", 0, 0.5), fake("head", 1, 0.5)]
     rs[1]["metrics"]["per_class_accuracy"][NAMES[0]] = None  # lora seed 1: no eval image of class 0

@@ -13,14 +13,22 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from peftlab import cli, data, methods
+from peftlab import cli, methods
+from peftlab.config import DEFAULT_METHODS
 from peftlab.models import BUNDLED_DIR, image_spec, load_model
-from peftlab.runner import _model_config
-from peftlab.train import evaluate, make_accelerator, metrics_from_logits
+from peftlab.runs.worker import _model_config
+from peftlab.training import evaluate, make_accelerator, metrics_from_logits
 
 from .conftest import CLASSES, read_json
+from .helpers import load_task, needs_fmnist, run_args
 
 EPOCHS = 2
+
+
+def tiny_args(model: Path, dataset: Path, out: Path, *extra: str, epochs: int | None = EPOCHS, **kw) -> list[str]:
+    return run_args(model, dataset, out, *extra, epochs=epochs, **kw)
+
+
 # every key the issue requires of a result.json ("a.b": key b inside a)
 REQUIRED_KEYS = [
     "method",
@@ -47,31 +55,6 @@ REQUIRED_KEYS = [
     "coverage",
     "env",
 ]
-
-
-def tiny_args(
-    model: Path, dataset: Path, out: Path, *extra: str, epochs: int | None = EPOCHS, batch_size: int | None = 8
-) -> list[str]:
-    """`peftlab run` on all the data, quietly; epochs/batch_size None leave them to --config or defaults."""
-    args = [
-        "run",
-        "--model",
-        str(model),
-        "--dataset",
-        str(dataset),
-        "--out",
-        str(out),
-        "--quiet",
-        "--train-size",
-        "0",
-        "--eval-size",
-        "0",
-        "--min-per-class",
-        "1",
-    ]
-    args += ["--epochs", str(epochs)] if epochs is not None else []
-    args += ["--batch-size", str(batch_size)] if batch_size is not None else []
-    return args + list(extra)
 
 
 def check_result(r: dict, *, method: str, epochs: int, num_classes: int, model: str, dataset: str) -> None:
@@ -159,7 +142,7 @@ def _reloaded_accuracy(method: str, run_dir: Path, tiny_vit: Path, image_folder:
         missing, unexpected = model.load_state_dict(tensors, strict=False)
         assert not unexpected and set(tensors) | set(missing) == set(model.state_dict())
     spec = image_spec(str(tiny_vit), _model_config(str(tiny_vit)))
-    task = data.load_task(str(image_folder), spec, min_per_class=1, warn=lambda s: None)
+    task = load_task(str(image_folder), spec, min_per_class=1, warn=lambda s: None)
     logits_of = lambda idx: model(pixel_values=spec.normalize(task.eval.images[idx])).logits  # noqa: E731
     return evaluate(model, logits_of, task.eval, make_accelerator("cpu", "fp32"), 256, task.num_classes)["accuracy"]
 
@@ -381,10 +364,6 @@ needs_bundled = pytest.mark.skipif(
     not BUNDLED_WEIGHTS.exists(),
     reason=f"bundled model not built yet ({BUNDLED_WEIGHTS} missing; 'peftlab pretrain' makes it)",
 )
-needs_fmnist = pytest.mark.skipif(
-    not all((data.FMNIST_DIR / f).exists() for f in ("train-images-idx3-ubyte.gz", "t10k-images-idx3-ubyte.gz")),
-    reason=f"Fashion-MNIST not found in {data.FMNIST_DIR} (apt-get install dataset-fashion-mnist)",
-)
 FMNIST_5_9 = ["Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
 
 
@@ -396,9 +375,9 @@ def test_default_job_on_fashion_mnist(tmp_path, capsys):
     )
     assert rc == 0, capsys.readouterr().err
     names = [p.parent.name for p in sorted(tmp_path.rglob("result.json"))]
-    assert sorted(names) == sorted(f"{m}-seed0" for m in methods.DEFAULT_METHODS)
+    assert sorted(names) == sorted(f"{m}-seed0" for m in DEFAULT_METHODS)
     results = {}
-    for method in methods.DEFAULT_METHODS:
+    for method in DEFAULT_METHODS:
         r = read_json(tmp_path / f"{method}-seed0" / "result.json")
         check_result(r, method=method, epochs=2, num_classes=5, model="peftlab-vit-tiny", dataset="fashion-mnist:5-9")
         assert r["data"]["label_names"] == FMNIST_5_9 and r["data"]["channels"] == 1
@@ -412,13 +391,13 @@ def test_default_job_on_fashion_mnist(tmp_path, capsys):
     assert results["head"]["metrics"]["accuracy"] > results["head"]["metrics"]["baseline_accuracy"]
     assert results["full"]["params"]["trainable"] == results["full"]["params"]["total"]
     summary = (tmp_path / "summary.md").read_text()
-    for method in methods.DEFAULT_METHODS:
+    for method in DEFAULT_METHODS:
         assert f"| {method} |" in summary
     capsys.readouterr()
     assert cli.main(["report", str(tmp_path)]) == 0
     printed = capsys.readouterr().out
     assert "fashion-mnist:5-9 (5 classes)" in printed
-    for method in methods.DEFAULT_METHODS:
+    for method in DEFAULT_METHODS:
         assert any(line.startswith(method + " ") for line in printed.splitlines())
 
 
@@ -448,3 +427,24 @@ def test_linear_probe_on_bundled_model_beats_its_baseline_widely(tmp_path):
     )
     m = read_json(tmp_path / "head-seed0" / "result.json")["metrics"]
     assert m["accuracy"] >= m["baseline_accuracy"] + 0.3, m
+
+
+# per-epoch training losses and final accuracy of the bundled model on Fashion-MNIST 5-9 (100 train / 50 eval
+# images, seed 0, 2 epochs of batches of 25), recorded from peftlab 0.1 (commit 39daeee) and unchanged by the
+# restructuring: a change in numerics shows here, not only a change between two runs of the same code
+GOLDEN = {
+    "head": ([1.663438720703125, 1.408820343017578], 0.5),
+    "lora": ([1.6653134155273437, 1.4948829650878905], 0.46),
+    "full": ([1.663894805908203, 1.5262542724609376], 0.34),
+}
+
+
+@needs_bundled
+@needs_fmnist
+def test_golden_losses_of_the_bundled_model(tmp_path, capsys):
+    args = ["run", "--methods", "head,lora,full", "--train-size", "100", "--eval-size", "50", "--epochs", "2"]
+    assert cli.main([*args, "--batch-size", "25", "--out", str(tmp_path), "--quiet"]) == 0, capsys.readouterr().err
+    for method, (losses, accuracy) in GOLDEN.items():
+        r = read_json(tmp_path / f"{method}-seed0" / "result.json")
+        assert [h["train_loss"] for h in r["history"]] == pytest.approx(losses, rel=1e-4), method
+        assert r["metrics"]["accuracy"] == pytest.approx(accuracy, abs=1e-6), method

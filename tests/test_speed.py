@@ -7,38 +7,14 @@ import torch
 from torch import nn
 
 from peftlab import cli
-from peftlab.train import augment_batch
+from peftlab.training import augment_batch
 
 from .conftest import read_json, save_tiny_vit
+from .helpers import load_task, run_args
 
 
 def _run(model, dataset, out, *extra) -> None:
-    assert (
-        cli.main(
-            [
-                "run",
-                "--model",
-                str(model),
-                "--dataset",
-                str(dataset),
-                "--out",
-                str(out),
-                "--quiet",
-                "--train-size",
-                "0",
-                "--eval-size",
-                "0",
-                "--min-per-class",
-                "1",
-                "--epochs",
-                "3",
-                "--batch-size",
-                "8",
-                *extra,
-            ]
-        )
-        == 0
-    )
+    assert cli.main(run_args(model, dataset, out, *extra)) == 0
 
 
 @pytest.mark.parametrize("method, blocks", [("head", 2), ("last", 1)])
@@ -72,10 +48,10 @@ def test_prefix_cache_under_bf16_autocast(tiny_vit, image_folder, tmp_path):
 
 
 def test_training_on_memory_mapped_images_gives_the_same_results(tiny_vit, image_folder, tmp_path, monkeypatch):
-    from peftlab import data
+    from peftlab.data import storage
 
     _run(tiny_vit, image_folder, tmp_path / "ram", "--methods", "lora")
-    monkeypatch.setattr(data, "IN_MEMORY_LIMIT", 0)
+    monkeypatch.setattr(storage, "IN_MEMORY_LIMIT", 0)
     monkeypatch.setenv("PEFTLAB_CACHE_DIR", str(tmp_path / "cache"))
     _run(tiny_vit, image_folder, tmp_path / "mapped", "--methods", "lora")
     a = read_json(tmp_path / "ram" / "lora-seed0" / "result.json")
@@ -86,7 +62,7 @@ def test_training_on_memory_mapped_images_gives_the_same_results(tiny_vit, image
 
 def test_last_block_on_the_cls_row_equals_the_whole_block(tiny_vit):
     from peftlab.models import describe, load_model
-    from peftlab.prefix import _cls_row_forward
+    from peftlab.training.fastpaths import _cls_row_forward
 
     model = load_model(str(tiny_vit), ["a", "b", "c"], seed=0).eval()
     arch = describe(model)
@@ -155,23 +131,23 @@ def test_flops_and_mfu_are_recorded(tiny_vit, image_folder, tmp_path):
 def test_images_decode_once_per_process(image_folder, monkeypatch):
     """A second load of the same images at the same input size (another seed, another grid point) decodes
     nothing: the decoded tensors are reused, identical."""
-    from peftlab import data
+    from peftlab.data import DecodeCache, decoding
     from peftlab.models import ImageSpec
 
-    monkeypatch.setattr(data, "CACHE", data.DecodeCache(1 << 30))
+    cache = DecodeCache(1 << 30)  # what a Worker owns for its runs
     calls = []
-    real = data._decode_item
-    monkeypatch.setattr(data, "_decode_item", lambda raw, i, spec: calls.append(i) or real(raw, i, spec))
+    real = decoding._decode_item
+    monkeypatch.setattr(decoding, "_decode_item", lambda raw, i, spec: calls.append(i) or real(raw, i, spec))
     spec = ImageSpec(16, 16, 3, (0.5,) * 3, (0.25,) * 3)
-    first = data.load_task(str(image_folder), spec, min_per_class=1, warn=lambda s: None)
+    first = load_task(str(image_folder), spec, cache=cache, min_per_class=1, warn=lambda s: None)
     n = len(first.train) + len(first.eval)
     assert len(calls) == n
-    again = data.load_task(str(image_folder), spec, seed=1, min_per_class=1, warn=lambda s: None)
-    assert len(calls) == n and data.CACHE.hits == n  # all from the cache
+    again = load_task(str(image_folder), spec, seed=1, cache=cache, min_per_class=1, warn=lambda s: None)
+    assert len(calls) == n and cache.hits == n  # all from the cache
     assert torch.equal(first.eval.images, again.eval.images) or len(first.eval) != len(again.eval)
     assert sorted(map(bytes, first.train.images.flatten(1).numpy())) == sorted(
         map(bytes, again.train.images.flatten(1).numpy())
     )
     other = ImageSpec(8, 8, 1, (0.5,), (0.25,))  # another input size: decoded anew
-    data.load_task(str(image_folder), other, min_per_class=1, warn=lambda s: None)
+    load_task(str(image_folder), other, cache=cache, min_per_class=1, warn=lambda s: None)
     assert len(calls) == 2 * n

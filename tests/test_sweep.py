@@ -15,10 +15,11 @@ from pathlib import Path
 import pytest
 
 from peftlab import cli, report
-from peftlab import results as results_mod
-from peftlab.stats import summarize
+from peftlab.report import summarize
+from peftlab.results import io as results_io
 
 from .conftest import read_json
+from .helpers import make_result
 
 
 def write_sweep(
@@ -62,34 +63,20 @@ def test_summary_matches_hand_computed_values():
     assert two.high - two.mean == pytest.approx(12.706 * math.sqrt(0.02) / math.sqrt(2))
 
 
-def _fake(method: str, seed: int, acc: float) -> dict:
-    return {
-        "method": method,
-        "seed": seed,
-        "status": "ok",
-        "params": {"trainable": 10, "trainable_pct": 1.0, "kind": "theory", "theory_match": True},
-        "metrics": {"accuracy": acc, "baseline_accuracy": 0.2, "top5_accuracy": None, "macro_f1": acc},
-        "time": {"train_s": 1.0},
-        "throughput": {"train_img_s": 100.0},
-        "memory": {"peak_bytes": 1000},
-        "size": {"adapter_bytes": 100},
-    }
-
-
 def test_noise_lines_call_overlapping_intervals_noise():
-    close = [_fake("head", s, a) for s, a in enumerate([0.80, 0.82, 0.84])]
-    close += [_fake("lora", s, a) for s, a in enumerate([0.81, 0.83, 0.85])]
+    close = [make_result("head", s, a) for s, a in enumerate([0.80, 0.82, 0.84])]
+    close += [make_result("lora", s, a) for s, a in enumerate([0.81, 0.83, 0.85])]
     lines = report.noise_lines(close)
     assert lines[0].startswith("best: lora (0.830 ± 0.020 over 3 seeds)")
     assert "lora vs head: +0.010 accuracy — within noise" in lines[1]
-    far = [_fake("head", s, a) for s, a in enumerate([0.50, 0.51, 0.52])] + close[3:]
+    far = [make_result("head", s, a) for s, a in enumerate([0.50, 0.51, 0.52])] + close[3:]
     assert "a real difference (95% intervals do not overlap)" in report.noise_lines(far)[1]
-    single = report.noise_lines([_fake("head", 0, 0.5), _fake("lora", 0, 0.6)])
+    single = report.noise_lines([make_result("head", 0, 0.5), make_result("lora", 0, 0.6)])
     assert "no noise estimate" in single[0] and "--seeds 0,1,2" in single[0]
 
 
 def test_table_shows_mean_std_and_interval_over_seeds():
-    rs = [_fake("lora", s, a) for s, a in enumerate([0.80, 0.82, 0.84])]
+    rs = [make_result("lora", s, a, baseline=0.2) for s, a in enumerate([0.80, 0.82, 0.84])]
     row = report.table_rows(rs)[0]
     assert row[0] == "lora" and row[1] == "3"
     assert row[5] == "0.200 → 0.820 ± 0.020"
@@ -137,9 +124,7 @@ def test_seeds_run_every_method_per_seed(tiny_vit, image_folder, tmp_path, capsy
 
 def test_bad_seeds_are_one_line_errors(capsys):
     assert cli.main(["run", "--seeds", "0,x"]) == 2
-    assert capsys.readouterr().err.strip() == (
-        "peftlab: error: --seeds must be comma-separated integers, e.g. 0,1,2 (got '0,x')"
-    )
+    assert capsys.readouterr().err.strip() == ("peftlab: error: --seeds must be comma-separated integers (got '0,x')")
     assert cli.main(["run", "--seeds", "1,1"]) == 2
     assert "distinct" in capsys.readouterr().err
 
@@ -233,7 +218,7 @@ def test_a_full_disk_stops_with_one_line_and_keeps_finished_results(
             raise OSError(errno.ENOSPC, "No space left on device")
         return real_fsync(fd)
 
-    monkeypatch.setattr(results_mod.os, "fsync", fsync)
+    monkeypatch.setattr(results_io.os, "fsync", fsync)
     assert cli.main(["sweep", str(f)]) == 2
     err = capsys.readouterr().err.strip()
     assert err == (
@@ -243,7 +228,7 @@ def test_a_full_disk_stops_with_one_line_and_keeps_finished_results(
     assert read_json(out / "head-seed0" / "result.json")["status"] == "ok"
     assert not (out / "last-seed0" / "result.json").exists()
     assert not list(out.rglob("*.tmp"))  # no half-written temp file left behind
-    monkeypatch.setattr(results_mod.os, "fsync", real_fsync)
+    monkeypatch.setattr(results_io.os, "fsync", real_fsync)
     assert cli.main(["sweep", str(f)]) == 0  # space is back: the rest completes
     assert sorted(result_files(out)) == ["head-seed0", "last-seed0"]
 

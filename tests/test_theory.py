@@ -15,8 +15,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from peftlab import measure, methods, models, theory
+from peftlab import methods, models, theory
 from peftlab.errors import UserError
+from peftlab.training import measure
 
 C101 = 101
 STEPS = 100  # planned optimizer steps handed to every method function (only AdaLoRA uses them)
@@ -44,8 +45,16 @@ def measured(config, method: str, cfg, num_labels: int, device: str = "cpu") -> 
     return measure.count_params(prepared.model, base)
 
 
+def derive(config, method: str, cfg=None, num_labels: int = 2):
+    return theory.derive(config, methods.get(method), cfg, num_labels)
+
+
+def structural(model, method: str, cfg=None, num_labels: int | None = None):
+    return theory.structural(model, methods.get(method), cfg, num_labels)
+
+
 def assert_matches(config, method, cfg, num_labels, device="cpu"):
-    bd = theory.derive(config, method, cfg, num_labels)
+    bd = derive(config, method, cfg, num_labels)
     got = measured(config, method, cfg, num_labels, device)
     result = theory.check(bd, got)
     assert result["theory_match"], (result["mismatches"], bd.format())
@@ -55,16 +64,17 @@ def assert_matches(config, method, cfg, num_labels, device="cpu"):
 # ------------------------------------------------------------------ registry
 
 
-def test_every_registered_method_has_a_formula():
-    assert set(theory.FORMULAS) == set(methods.REGISTRY)
+def test_every_built_in_method_derives_its_counts():
+    missing = [name for name, m in methods.REGISTRY.items() if m.formula is None]
+    assert not missing, f"built-in methods without a parameter formula: {missing}"
 
 
-def test_a_method_without_formula_is_a_user_error(monkeypatch):
-    monkeypatch.setitem(methods.REGISTRY, "nothing", dataclasses.replace(methods.REGISTRY["head"], name="nothing"))
-    with pytest.raises(UserError, match="no parameter formula"):
-        theory.derive(theory.load_config(VIT_B), "nothing", None, C101)
-    with pytest.raises(UserError, match="unknown method"):
-        theory.derive(theory.load_config(VIT_B), "nope", None, C101)
+def test_a_method_without_formula_is_not_derived_and_never_aborts(monkeypatch):
+    bare = dataclasses.replace(methods.REGISTRY["head"], name="bare", formula=None)
+    assert theory.derive(theory.load_config(VIT_B), bare, None, C101) is None
+    assert theory.check(None, {"trainable": 5}) == {"kind": theory.NOT_DERIVED, "mismatches": []}
+    with pytest.raises(UserError, match="unknown method 'nope'"):
+        derive(theory.load_config(VIT_B), "nope", None, C101)
 
 
 # ------------------------------------------------------------------ ViT-B/16, 101 classes: exact figures
@@ -76,21 +86,21 @@ def vit_b():
 
 
 def test_vit_b_exact_numbers(vit_b):
-    head = theory.derive(vit_b, "head", methods.HeadConfig(), C101)
+    head = derive(vit_b, "head", methods.HeadConfig(), C101)
     assert (head.base, head.total, head.trainable, head.peft_all_params) == (85_876_325, 85_876_325, 77_669, 85_876_325)
 
-    lora = theory.derive(vit_b, "lora", methods.LoraConfig(r=8, targets="query,value"), C101)
+    lora = derive(vit_b, "lora", methods.LoraConfig(r=8, targets="query,value"), C101)
     assert lora.added == 294_912 and lora.trainable == 372_581
     assert lora.total == 85_876_325 + 294_912 and lora.base == 85_876_325
     assert lora.peft_all_params == 86_248_906
 
-    last = theory.derive(vit_b, "last", methods.LastConfig(blocks=1), C101)
+    last = derive(vit_b, "last", methods.LastConfig(blocks=1), C101)
     assert [ln.count for ln in last.lines if ln.component == "last 1 block"] == [7_087_872]
     assert last.trainable == 7_165_541 and last.total == 85_876_325
-    with_norm = theory.derive(vit_b, "last", methods.LastConfig(blocks=1, final_norm=True), C101)
+    with_norm = derive(vit_b, "last", methods.LastConfig(blocks=1, final_norm=True), C101)
     assert with_norm.trainable == 7_165_541 + 2 * 768
 
-    full = theory.derive(vit_b, "full", methods.FullConfig(), C101)
+    full = derive(vit_b, "full", methods.FullConfig(), C101)
     assert full.trainable == full.total == 85_876_325
 
 
@@ -154,7 +164,7 @@ def test_vit_b_exact_numbers_of_more_methods(vit_b, method, cfg, added, trainabl
 
 
 def test_vit_b_formula_strings_show_the_numbers(vit_b):
-    lora = theory.derive(vit_b, "lora", methods.LoraConfig(r=8, targets="q,v"), C101)
+    lora = derive(vit_b, "lora", methods.LoraConfig(r=8, targets="q,v"), C101)
     text = {str(ln) for ln in lora.lines}
     assert "LoRA on query,value: L·2·r·(d+d) = 12·2·8·(768+768) = 294,912" in text
     assert "classifier copy (PEFT modules_to_save): d·C + C = 768·101 + 101 = 77,669" in text
@@ -163,10 +173,10 @@ def test_vit_b_formula_strings_show_the_numbers(vit_b):
         assert figure in out
     assert any("counts the head twice" in n and "86,248,906" in n for n in lora.notes)
 
-    head = theory.derive(vit_b, "head", None, C101)
+    head = derive(vit_b, "head", None, C101)
     assert "classifier: d·C + C = 768·101 + 101 = 77,669" in {str(ln) for ln in head.lines}
     assert not any("twice" in n for n in head.notes)  # no PEFT copy, no doubled head
-    last = theory.derive(vit_b, "last", methods.LastConfig(blocks=1), C101)
+    last = derive(vit_b, "last", methods.LastConfig(blocks=1), C101)
     assert "last 1 block: n·(4·d² + 2·d·m + m + 9·d) = 1·(4·768² + 2·768·3072 + 3072 + 9·768) = 7,087,872" in {
         str(ln) for ln in last.lines
     }
@@ -199,7 +209,7 @@ def test_vit_b_built_from_config_matches(vit_b):
     ],
 )
 def test_presets_reproduce_published_totals(name, total):
-    assert theory.derive(theory.load_config(name), "head", None, 1000).total == total
+    assert derive(theory.load_config(name), "head", None, 1000).total == total
 
 
 # ------------------------------------------------------------------ theory == measured on built models
@@ -259,7 +269,7 @@ def test_bias_variants_on_qkv_without_bias():
     )
     for bias in ("none", "all", "lora_only"):
         assert_matches(config, "lora", methods.LoraConfig(r=2, targets="query,value", bias=bias), 5)
-    bd = theory.derive(config, "lora", methods.LoraConfig(r=2, targets="query,value", bias="lora_only"), 5)
+    bd = derive(config, "lora", methods.LoraConfig(r=2, targets="query,value", bias="lora_only"), 5)
     assert [ln.count for ln in bd.lines if ln.part == "subset"] == [0]  # q/v have no bias to train
 
 
@@ -346,12 +356,32 @@ OPTIONS = {
 }
 
 
+def _space(space):
+    if isinstance(space, methods.Choice):
+        return st.sampled_from(space.values)
+    if isinstance(space, methods.IntRange):
+        return st.integers(space.low, space.high)
+    return st.floats(space.low, space.high)
+
+
 def method_options(name: str, layers: int):
-    return OPTIONS[name](layers)
+    """Random options of a method: the strategy written here where there is one (wider than the tuner's),
+    else drawn from the search space the method registers, so that every method gets the property test."""
+    if name in OPTIONS:
+        return OPTIONS[name](layers)
+    m = methods.get(name)
+    return st.builds(m.config_cls, **{k: _space(v) for k, v in m.search.items() if k != "lr"})
 
 
-def test_every_method_has_random_options():
-    assert set(OPTIONS) == set(methods.REGISTRY)
+@pytest.mark.parametrize("method", list(methods.REGISTRY))
+def test_every_search_space_gives_valid_options(method):
+    """The tuner draws from these: every value of every searched option makes a valid configuration."""
+    m = methods.get(method)
+    assert "lr" in m.search and m.search["lr"].contains(m.config_cls().lr)
+    for option, space in m.search.items():
+        values = space.values if isinstance(space, methods.Choice) else (space.low, space.high)
+        for v in values:
+            assert m.config_cls(**{option: v}).options()[option] == v
 
 
 @pytest.mark.parametrize("method", list(methods.REGISTRY))
@@ -362,7 +392,7 @@ def test_theory_equals_measured_on_random_small_vits(method, data):
     assert config.hidden_size % config.num_attention_heads == 0 and 8 <= config.hidden_size <= 48
     cfg = data.draw(method_options(method, config.num_hidden_layers))
     num_labels = data.draw(st.integers(2, 12))
-    bd = theory.derive(config, method, cfg, num_labels)
+    bd = derive(config, method, cfg, num_labels)
     got = measured(config, method, cfg, num_labels)
     assert (bd.trainable, bd.total) == (got["trainable"], got["total"]), bd.format()
     assert theory.check(bd, got)["theory_match"], bd.format()
@@ -417,7 +447,7 @@ def test_structural_counts_other_architectures(method, cfg):
         models.fit_head(model, list("abcde"), seed=0)
         return model
 
-    bd = theory.structural(fresh(), method, cfg)
+    bd = structural(fresh(), method, cfg)
     assert bd.kind == "structural" and "Structural" in bd.format() and "Theory" not in bd.format()
     model = fresh()
     base = sum(p.numel() for p in model.parameters())
@@ -441,7 +471,7 @@ def test_structural_agrees_with_theory_on_a_vit():
         ("lora", methods.LoraConfig(targets="all-linear")),
         *[(name, methods.get(name).config_cls()) for name in methods.REGISTRY],
     ]:
-        s, t = theory.structural(model, method, cfg), theory.derive(config, method, cfg, 9)
+        s, t = structural(model, method, cfg), derive(config, method, cfg, 9)
         assert (s.base, s.added, s.total, s.trainable, s.peft_all_params) == (
             t.base,
             t.added,
@@ -455,16 +485,16 @@ def test_other_model_types_have_no_theory():
     config = transformers.SwinConfig()
     assert not theory.supported(config) and theory.supported(theory.load_config(VIT_B))
     with pytest.raises(UserError, match="structural"):
-        theory.derive(config, "head", None, 10)
+        derive(config, "head", None, 10)
     with pytest.raises(UserError, match="lacks hidden_size"):
-        theory.derive({"model_type": "vit"}, "head", None, 10)
+        derive({"model_type": "vit"}, "head", None, 10)
 
 
 # ------------------------------------------------------------------ check(), options, configs
 
 
 def test_check_lists_mismatches_with_both_numbers(vit_b):
-    bd = theory.derive(vit_b, "head", None, C101)
+    bd = derive(vit_b, "head", None, C101)
     wrong = {
         "trainable": 1,
         "total": bd.total,
@@ -480,19 +510,19 @@ def test_check_lists_mismatches_with_both_numbers(vit_b):
 
 def test_bad_options_are_user_errors(vit_b):
     with pytest.raises(UserError, match="blocks"):
-        theory.derive(vit_b, "last", methods.LastConfig(blocks=13), C101)
+        derive(vit_b, "last", methods.LastConfig(blocks=13), C101)
     with pytest.raises(UserError, match="unknown target role"):
-        theory.derive(vit_b, "lora", methods.LoraConfig(targets="query,nope"), C101)
+        derive(vit_b, "lora", methods.LoraConfig(targets="query,nope"), C101)
     with pytest.raises(UserError, match="LoraConfig"):
-        theory.derive(vit_b, "lora", methods.HeadConfig(), C101)
+        derive(vit_b, "lora", methods.HeadConfig(), C101)
     with pytest.raises(UserError, match="freeze-first.blocks=13 but the model has 12 blocks"):
-        theory.derive(vit_b, "freeze-first", methods.FreezeFirstConfig(blocks=13), C101)
+        derive(vit_b, "freeze-first", methods.FreezeFirstConfig(blocks=13), C101)
     with pytest.raises(UserError, match=r"ia3.feedforward must be among ia3.targets \(key, value\); not a target: fc2"):
-        theory.derive(vit_b, "ia3", methods.Ia3Config(targets="k,v", feedforward="fc2"), C101)
+        derive(vit_b, "ia3", methods.Ia3Config(targets="k,v", feedforward="fc2"), C101)
 
 
 def test_a_mapping_config_works():
-    bd = theory.derive(
+    bd = derive(
         {
             "hidden_size": 768,
             "num_hidden_layers": 12,
@@ -548,7 +578,7 @@ def test_load_config_files_folders_and_bundled(tmp_path, monkeypatch):
     with pytest.raises(UserError, match="without config.json"):
         theory.load_config(str(tmp_path))
 
-    monkeypatch.setattr(models, "BUNDLED_DIR", tmp_path / "bundled")
+    monkeypatch.setattr(models.loading, "BUNDLED_DIR", tmp_path / "bundled")
     with pytest.raises(UserError, match="bundled model"):
         theory.load_config("bundled")
     config.save_pretrained(tmp_path / "bundled")
@@ -557,6 +587,6 @@ def test_load_config_files_folders_and_bundled(tmp_path, monkeypatch):
 
 
 def test_breakdown_to_dict_is_json():
-    bd = theory.derive(theory.load_config(VIT_B), "lora", None, C101)
+    bd = derive(theory.load_config(VIT_B), "lora", None, C101)
     data = json.loads(json.dumps(bd.to_dict()))
     assert data["kind"] == "theory" and data["peft_all_params"] == 86_248_906 and len(data["lines"]) == len(bd.lines)

@@ -10,7 +10,7 @@ from .errors import UserError
 
 
 def _add_field(parser, cls, f, flag: str, dest: str) -> None:
-    from .config import field_type
+    from .config import field_type, item_type
 
     typ = field_type(cls, f)
     default = f.default if f.default is not MISSING else None
@@ -19,6 +19,9 @@ def _add_field(parser, cls, f, flag: str, dest: str) -> None:
         help_ += f" (default: {default})"
     if typ is bool:
         parser.add_argument(flag, dest=dest, action=argparse.BooleanOptionalAction, default=None, help=help_)
+    elif typ is list:  # comma-separated on the command line; config.coerce splits it
+        item = item_type(cls, f).__name__.upper()
+        parser.add_argument(flag, dest=dest, type=str, default=None, metavar=f"{item}[,{item}...]", help=help_)
     else:
         parser.add_argument(flag, dest=dest, type=typ, default=None, metavar=typ.__name__.upper(), help=help_)
 
@@ -91,7 +94,7 @@ def _theory_parser(sub) -> argparse.ArgumentParser:
 
 
 def _pretrain_parser(sub) -> argparse.ArgumentParser:
-    from .pretrain import PretrainConfig
+    from .runs.pretrain import PretrainConfig
 
     p = sub.add_parser("pretrain", help="reproduce the bundled model (Fashion-MNIST classes 0-4)")
     for f in fields(PretrainConfig):
@@ -176,26 +179,27 @@ def parser() -> argparse.ArgumentParser:
 
 
 def _cmd_run(args) -> int:
-    from . import config, runner
+    from . import config
+    from .runs import run
 
     values = config.read_file(args.config) if args.config else {}
     values |= {k: v for k, v in vars(args).items() if v is not None and "." not in k and k not in ("command", "config")}
     for method, opts in _method_sections(args).items():
         values[method] = dict(values.get(method) or {}) | opts
-    runner.run(config.build(values))
+    run(config.build(values))
     return 0
 
 
 def _sweep_doc() -> str:
-    from . import sweep
+    from .runs import sweep
 
     return sweep.__doc__
 
 
 def _cmd_sweep(args) -> int:
-    from . import runner, sweep
+    from .runs import execute, sweep
 
-    cfg, specs = sweep.load(args.file, args.out)
+    cfg, specs, settings = sweep.load(args.file, args.out)
     if args.count:
         print(len(specs))
         return 0
@@ -209,17 +213,18 @@ def _cmd_sweep(args) -> int:
         cfg.quiet = True
     if args.cpus_per_run <= 0 or (args.gpus_per_run is not None and args.gpus_per_run < 0):
         raise UserError("--cpus-per-run must be > 0 and --gpus-per-run >= 0")
-    runner.execute(
+    execute(
         cfg,
         specs,
         ray_address=args.ray,
         ray_resources={"cpus_per_run": args.cpus_per_run, "gpus_per_run": args.gpus_per_run},
+        settings=settings,
     )
     return 0
 
 
 def _cmd_pretrain(args) -> int:
-    from .pretrain import PretrainConfig, pretrain
+    from .runs.pretrain import PretrainConfig, pretrain
 
     cfg = PretrainConfig(**{f.name: getattr(args, f.name) for f in fields(PretrainConfig)})
     pretrain(cfg, progress=not args.quiet)
@@ -230,7 +235,7 @@ def _cmd_report(args) -> int:
     from pathlib import Path
 
     from .report import context_lines, format_text, noise_lines, summary_markdown, write_report
-    from .results import load_results
+    from .results import load_results, write_text_atomic
 
     if not Path(args.dir).is_dir():
         raise UserError(f"'{args.dir}' is not a folder; pass a results folder written by 'peftlab run'")
@@ -240,7 +245,7 @@ def _cmd_report(args) -> int:
     print("\n".join(context_lines(results)) + "\n\n" + format_text(results))
     for line in noise_lines(results):
         print(line)
-    (Path(args.dir) / "summary.md").write_text(summary_markdown(results))
+    write_text_atomic(Path(args.dir) / "summary.md", summary_markdown(results))
     write_report(args.dir, results)
     print(f"report: {Path(args.dir) / 'report.md'} and {Path(args.dir) / 'report.html'}")
     return 0
@@ -249,7 +254,7 @@ def _cmd_report(args) -> int:
 def _cmd_theory(args) -> int:
     from . import theory
     from .config import method_config
-    from .methods import parse_methods
+    from .methods import get, parse_methods
 
     if args.list_presets:
         for name, p in theory.PRESETS.items():
@@ -268,13 +273,14 @@ def _cmd_theory(args) -> int:
                 f"no formulas for model type '{getattr(cfg, 'model_type', '?')}'; "
                 "'peftlab run' counts such models structurally"
             )
-        blocks.append(theory.derive(cfg, name, mcfg, num_labels).format())
+        bd = theory.derive(cfg, get(name), mcfg, num_labels)
+        blocks.append(bd.format() if bd else f"{name}: {theory.NOT_DERIVED} (the method registers no formula)")
     print("\n\n".join(blocks))
     return 0
 
 
 def _cmd_merge(args) -> int:
-    from .adapters import merge
+    from .runs.artifacts import merge
 
     print(f"merged model written to {merge(args.run, args.out)}")
     return 0
@@ -283,7 +289,7 @@ def _cmd_merge(args) -> int:
 def _cmd_predict(args) -> int:
     import json
 
-    from .adapters import predict
+    from .runs.artifacts import predict
 
     if args.top_k < 1 or args.batch_size < 1:
         raise UserError("--top-k and --batch-size must be >= 1")
@@ -300,7 +306,7 @@ def _cmd_predict(args) -> int:
 def _cmd_eval(args) -> int:
     import json
 
-    from .adapters import evaluate_run
+    from .runs.artifacts import evaluate_run
 
     if args.eval_size < 0:
         raise UserError("--eval-size must be >= 0 (0 = all)")

@@ -14,12 +14,13 @@ from pathlib import Path
 
 import torch
 
-from .data import load_task
-from .measure import environment
-from .methods import Prepared
-from .models import ImageSpec, fit_head
-from .results import write_json_atomic
-from .train import TrainConfig, fit, make_accelerator
+from ..config import DataOptions, TrainConfig
+from ..data import load_task
+from ..methods import Prepared
+from ..models import ImageSpec, fit_head
+from ..results import write_json_atomic
+from ..training import fit, make_accelerator
+from ..training.measure import environment
 
 PRETRAIN_TASK = "fashion-mnist:0-4"
 FMNIST_MEAN, FMNIST_STD = 0.2860, 0.3530  # pixel mean/std of the Fashion-MNIST training images
@@ -64,7 +65,7 @@ def pretrain(cfg: PretrainConfig, progress: bool = True, log=print) -> dict:
 
     t_start = time.perf_counter()
     spec = ImageSpec(28, 28, 1, (FMNIST_MEAN,), (FMNIST_STD,))
-    task = load_task(PRETRAIN_TASK, spec, seed=cfg.seed, warn=log)
+    task = load_task(DataOptions(PRETRAIN_TASK), spec, seed=cfg.seed, warn=log)
     torch.manual_seed(cfg.seed)
     model = ViTForImageClassification(vit_config(cfg, task.label_names))
     fit_head(model, task.label_names, cfg.seed)
@@ -74,11 +75,11 @@ def pretrain(cfg: PretrainConfig, progress: bool = True, log=print) -> dict:
         f"{sum(p.numel() for p in model.parameters()):,} parameters, {cfg.epochs} epochs"
     )
     out = fit(Prepared(model), task, spec, tcfg, cfg.lr, cfg.seed, make_accelerator("cpu"), progress, desc="pretrain")
-    for h in out["history"]:
+    for h in out.history:
         log(f"  epoch {h['epoch']}: train loss {h['train_loss']:.4f}, test accuracy {h['eval_accuracy']:.4f}")
     target = Path(cfg.out)
     target.mkdir(parents=True, exist_ok=True)
-    model = out["model"]
+    model = out.model
     model.save_pretrained(target, safe_serialization=True)
     ViTImageProcessorPil(
         size={"height": 28, "width": 28}, image_mean=[FMNIST_MEAN], image_std=[FMNIST_STD], do_convert_rgb=False
@@ -93,8 +94,8 @@ def pretrain(cfg: PretrainConfig, progress: bool = True, log=print) -> dict:
         f"training images; accuracy on all {len(task.eval)} test images of those classes",
         "seed": cfg.seed,
         "epochs": cfg.epochs,
-        "final_accuracy": out["final"]["accuracy"],
-        "history": out["history"],
+        "final_accuracy": out.final["accuracy"],
+        "history": out.history,
         "parameters": sum(p.numel() for p in model.parameters()),
         "weights_bytes": weights.stat().st_size,
         "weights_sha256": hashlib.sha256(weights.read_bytes()).hexdigest(),

@@ -10,10 +10,11 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, fields
 
+from ..config import RunConfig
+from ..results import Result, is_ok
 from .document import Block, Bullets, Heading, Table
-from .plots import pareto_front
-from .report import accuracy_summary, class_mean, groups, human_bytes, label, noise_lines, ordered
-from .stats import Summary, summarize
+from .stats import Summary, pareto_front, summarize
+from .table import accuracy_summary, class_mean, groups, human_bytes, label, noise_lines, ordered
 
 
 @dataclass(frozen=True)
@@ -31,7 +32,7 @@ class G:
     adapter: int
 
 
-def _g(name: str, rs: list[dict]) -> G:
+def _g(name: str, rs: list[Result]) -> G:
     mean = lambda get: sum(get(r) for r in rs) / len(rs)  # noqa: E731
     return G(
         name,
@@ -54,16 +55,14 @@ def _names(items: list[str]) -> str:
     return ", ".join(items[:-1]) + " and " + items[-1] if len(items) > 1 else "".join(items)
 
 
-def option_help(method: str) -> dict[str, str]:
-    """{option: one-line meaning} from the method's config dataclass (its fields' metadata 'help')."""
-    from .methods import REGISTRY
-
-    m = REGISTRY.get(method)
-    return {f.name: f.metadata.get("help", "") for f in fields(m.config_cls)} if m else {}
+def option_help(r: Result) -> dict[str, str]:
+    """{option: one-line meaning}, as the method's config dataclass said when the run was made (recorded
+    in its result's method_info)."""
+    return dict((r.get("method_info") or {}).get("options") or {})
 
 
 # ------------------------------------------------------------------------- the sections
-def metric(ok: list[dict]) -> list[str]:
+def metric(ok: list[Result]) -> list[str]:
     r, m = ok[0], ok[0]["metrics"]
     k, n = len(r["data"]["label_names"]), r["data"]["eval_examples"]
     chances = sorted({round(x["metrics"]["chance_accuracy"], 6) for x in ok})
@@ -83,7 +82,7 @@ def metric(ok: list[dict]) -> list[str]:
     ]
 
 
-def baseline(ok: list[dict]) -> list[str]:
+def baseline(ok: list[Result]) -> list[str]:
     by_seed: dict[int, list[float]] = {}
     for r in ok:
         by_seed.setdefault(r["seed"], []).append(r["metrics"]["baseline_accuracy"])
@@ -119,23 +118,20 @@ def baseline(ok: list[dict]) -> list[str]:
 
 
 def hyperparameters(gs: list[G]) -> tuple[list[str], Table]:
-    from .methods import REGISTRY
-
     rows = []
     for g in gs:
         r = g.rs[0]
-        helps = option_help(r["method"])
+        helps = option_help(r)
         for i, (opt, value) in enumerate(r["method_config"].items()):
             rows.append([g.label if i == 0 else "", opt, str(value), helps.get(opt, "")])
-    from .config import RunConfig
-
     run_help = {f.name: f.metadata.get("help", "") for f in fields(RunConfig)}
     shared = gs[0].rs[0].get("train", {})
     shared = {k: v for k, v in shared.items() if run_help.get(k)}  # the settings a user chooses
     rows += [
         ["every configuration" if i == 0 else "", k, str(v), run_help[k]] for i, (k, v) in enumerate(shared.items())
     ]
-    lines = [f"**{g.label}**: {REGISTRY[g.rs[0]['method']].description}." for g in gs if g.rs[0]["method"] in REGISTRY]
+    described = [(g, (g.rs[0].get("method_info") or {}).get("description")) for g in gs]
+    lines = [f"**{g.label}**: {d}." for g, d in described if d]
     return lines, Table(["configuration", "option", "value", "meaning"], rows, left=4)
 
 
@@ -152,7 +148,9 @@ def parameters(gs: list[G]) -> list[str]:
         )
         derived = p.get(f"{kind}_trainable")
         what = "Derived from the architecture" if kind == "theory" else "Counted from module shapes"
-        if derived is None:
+        if kind == "not derived":
+            line += "Not derived: the method registers no parameter formula."
+        elif derived is None:
             line += "No derived count recorded."
         elif p.get(f"{kind}_match"):
             line += f"{what}: {derived:,} trainable, {p[f'{kind}_total']:,} total — **match**."
@@ -203,7 +201,7 @@ def _extremes(gs: list[G], key, fmt, low: str, high: str) -> str | None:
     return f"{low[0].upper()}{low[1:]}: {lo.label} ({fmt(key(lo))}); {high}: {hi.label} ({fmt(key(hi))}{ratio})"
 
 
-def comparison(gs: list[G], results: list[dict]) -> dict[str, list[str]]:
+def comparison(gs: list[G], results: list[Result]) -> dict[str, list[str]]:
     best = max(gs, key=lambda g: g.acc.mean)
     others = [g for g in gs if g is not best]
     noisy = all(g.acc.n > 1 for g in gs)
@@ -318,7 +316,7 @@ def pros_cons(gs: list[G]) -> list[str]:
     return out
 
 
-def coverage(ok: list[dict]) -> list[str]:
+def coverage(ok: list[Result]) -> list[str]:
     out, seen = [], {}
     for r in ok:
         seen.setdefault(r["seed"], r)
@@ -353,8 +351,8 @@ def coverage(ok: list[dict]) -> list[str]:
     return out
 
 
-def failures(results: list[dict]) -> list[str]:
-    bad = [r for r in ordered(results) if r.get("status", "ok") != "ok"]
+def failures(results: list[Result]) -> list[str]:
+    bad = [r for r in ordered(results) if not is_ok(r)]
     if not bad:
         return [f"All {len(results)} runs finished: none failed or diverged."]
     return [f"{len(bad)} of {len(results)} runs did not finish:"] + [
@@ -362,7 +360,7 @@ def failures(results: list[dict]) -> list[str]:
     ]
 
 
-def findings(results: list[dict]) -> list[Block]:
+def findings(results: list[Result]) -> list[Block]:
     """The Findings section as document blocks (headings, bullet lists, one table)."""
     gs = [_g(name, rs) for name, rs in groups(results).items()]
     ok = [r for g in gs for r in g.rs]

@@ -15,7 +15,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from .models import blocks_of, describe, role_modules
+from ..models import blocks_of, describe, role_modules
 
 
 def _out(x):

@@ -10,9 +10,10 @@ import io
 import math
 from dataclasses import dataclass
 
+from ..results import Result
 from .document import Figure
-from .report import accuracy_summary, groups
-from .stats import Summary
+from .stats import Summary, pareto_front
+from .table import accuracy_summary, groups
 
 DPI = 120  # 672 x 480 px at the default size: sharp at half a page's width
 CHANCE_STYLE = {"color": "#8c959f", "linestyle": "--", "linewidth": 1}
@@ -27,7 +28,7 @@ class Point:
     peak_bytes: int
 
 
-def points(results: list[dict]) -> list[Point]:
+def points(results: list[Result]) -> list[Point]:
     return [
         Point(
             name,
@@ -38,13 +39,6 @@ def points(results: list[dict]) -> list[Point]:
         )
         for name, rs in groups(results).items()
     ]
-
-
-def pareto_front(pts: list[tuple[float, float]]) -> list[int]:
-    """Indices of the points no other point beats: none has x <= and y >= with one of them strict
-    (smaller cost x, higher accuracy y). Sorted by x."""
-    front = [i for i, (x, y) in enumerate(pts) if not any(x2 <= x and y2 >= y and (x2 < x or y2 > y) for x2, y2 in pts)]
-    return sorted(front, key=lambda i: (pts[i][0], -pts[i][1]))
 
 
 def colours(labels: list[str]) -> dict[str, tuple]:
@@ -143,7 +137,7 @@ def _labels(ax, xs: list[float], ys: list[float], labels: list[str], log: bool) 
         )
 
 
-def learning_curves(results: list[dict], chance: float | None, colour: dict, title: str) -> bytes:
+def learning_curves(results: list[Result], chance: float | None, colour: dict, title: str) -> bytes:
     """Eval accuracy per epoch (epoch 0: before training), mean over seeds; shaded: min to max.
     Beyond 6 configurations the legend moves out of the axes, to their right."""
     gs = groups(results)
@@ -214,12 +208,12 @@ def confusion_matrix(matrix: list[list[int]], names: list[str], title: str) -> b
     return _png(fig)
 
 
-def best_label(results: list[dict]) -> str | None:
+def best_label(results: list[Result]) -> str | None:
     gs = {name: accuracy_summary(rs).mean for name, rs in groups(results).items()}
     return max(gs, key=gs.get) if gs else None
 
 
-def figures(results: list[dict]) -> list[Figure]:
+def figures(results: list[Result]) -> list[Figure]:
     """Every plot of the report, in order; none when no run succeeded."""
     pts = points(results)
     if not pts:

@@ -1,4 +1,4 @@
-"""Results are data: one result.json per run, written atomically; everything else reads them."""
+"""Atomic writes: readers never see half a file (results, reports, config.yaml)."""
 
 from __future__ import annotations
 
@@ -45,13 +45,3 @@ def _jsonable(x):
     if isinstance(x, (set, tuple)):
         return list(x)
     return str(x)
-
-
-def load_results(root: str | Path) -> list[dict]:
-    """Every result.json under root, in path order."""
-    out = []
-    for p in sorted(Path(root).rglob("result.json")):
-        r = json.loads(p.read_text())
-        r["_path"] = str(p.parent)
-        out.append(r)
-    return out

@@ -66,3 +66,10 @@ def summarize(values: list[float]) -> Summary:
     t = T975[n - 2] if n - 1 <= len(T975) else 1.96
     half = t * std / math.sqrt(n)
     return Summary(n, mean, std, mean - half, mean + half)
+
+
+def pareto_front(pts: list[tuple[float, float]]) -> list[int]:
+    """Indices of the points no other point beats: none has x <= and y >= with one of them strict
+    (smaller cost x, higher accuracy y). Sorted by x."""
+    front = [i for i, (x, y) in enumerate(pts) if not any(x2 <= x and y2 >= y and (x2 < x or y2 > y) for x2, y2 in pts)]
+    return sorted(front, key=lambda i: (pts[i][0], -pts[i][1]))

@@ -8,38 +8,57 @@ labels.json beside them carries the base model and the label names.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
-from .errors import UserError
-from .models import ImageSpec, image_spec, load_model, resolve_model_path
+from .. import methods as M
+from ..config import DataOptions, method_config
+from ..data import IMAGE_SUFFIXES, Split, load_task
+from ..data.decoding import _pil_to_array
+from ..errors import UserError
+from ..models import ImageSpec, describe, image_spec, load_model, resolve_model_path
+from ..results import Result, Status, load_result
+from ..training import metrics_from_logits
 
 
-def read_result(run: str | Path) -> dict:
+def save_trained_part(model: nn.Module, folder: Path) -> int:
+    """Save what the run trained and return its size in bytes: a PEFT adapter folder (with the new
+    head) for PEFT models, else the trainable tensors as safetensors."""
+    from safetensors.torch import save_file
+
+    folder.mkdir(parents=True, exist_ok=True)
+    if hasattr(model, "peft_config"):
+        model.save_pretrained(folder)
+    else:
+        tensors = {n: p.detach().contiguous().cpu() for n, p in model.named_parameters() if p.requires_grad}
+        save_file(tensors, str(folder / "trainable.safetensors"))
+    return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file() and f.suffix == ".safetensors")
+
+
+def finished_result(run: str | Path) -> Result:
+    """The result of a run folder that finished ('ok'); anything else is a one-line error."""
     path = Path(run) / "result.json"
     if not path.is_file():
         raise UserError(f"'{run}' is not a run folder (no result.json); pass a folder written by 'peftlab run'")
-    result = json.loads(path.read_text())
-    if result.get("status") != "ok":
+    result = load_result(path)
+    if result.get("status") != Status.OK:
         raise UserError(f"run '{run}' did not finish ({result.get('status')}: {result.get('error', '')})")
     return result
 
 
-def is_peft_folder(adapter: Path) -> bool:
-    return (adapter / "adapter_config.json").exists()
-
-
-def load_run(run: str | Path) -> tuple[nn.Module, ImageSpec, dict]:
-    """The fine-tuned model of a run (in eval mode), its image spec and its result."""
-    result = read_result(run)
+def load_run(run: str | Path) -> tuple[nn.Module, ImageSpec, Result]:
+    """The fine-tuned model of a run (in eval mode), its image spec and its result. A PEFT-format method's
+    adapter folder is loaded by PEFT; any other method is applied again to a fresh base (its rebuild:
+    the same modules, frozen or added) and its trained tensors are loaded into it."""
+    result = finished_result(run)
     labels = result["data"]["label_names"]
     adapter = Path(run) / result["size"]["adapter_path"]
     model = load_model(result["model"], labels, result["seed"])
-    if is_peft_folder(adapter):
+    method = M.get(result["method"])
+    if method.caps.peft_format:
         from peft import PeftModel
 
         model = PeftModel.from_pretrained(model, str(adapter))
@@ -49,6 +68,7 @@ def load_run(run: str | Path) -> tuple[nn.Module, ImageSpec, dict]:
         missing_file = adapter / "trainable.safetensors"
         if not missing_file.exists():
             raise UserError(f"run '{run}' has no saved weights in {adapter}")
+        model = method.apply(model, describe(model), method_config(method.name, result["method_config"]), 1).model
         unexpected = model.load_state_dict(load_file(str(missing_file)), strict=False).unexpected_keys
         if unexpected:
             raise UserError(
@@ -58,7 +78,7 @@ def load_run(run: str | Path) -> tuple[nn.Module, ImageSpec, dict]:
     return model.eval(), run_spec(result, _config(model)), result
 
 
-def run_spec(result: dict, config) -> ImageSpec:
+def run_spec(result: Result, config) -> ImageSpec:
     """The input spec the run trained with: as recorded in its result (data.image_size, channels and
     normalization), else read again from the base model's image processor (runs from before it was
     recorded)."""
@@ -96,8 +116,6 @@ def merge(run: str | Path, out: str | Path) -> Path:
 
 
 def _image_paths(inputs: list[str]) -> list[Path]:
-    from .data import IMAGE_SUFFIXES
-
     paths: list[Path] = []
     for item in inputs:
         p = Path(item)
@@ -116,8 +134,6 @@ def _image_paths(inputs: list[str]) -> list[Path]:
 def predict(run: str | Path, inputs: list[str], top_k: int = 5, batch_size: int = 64) -> list[dict]:
     """Top-k labels with probabilities for each image file (folders are searched recursively)."""
     from PIL import Image, UnidentifiedImageError
-
-    from .data import _pil_to_array
 
     model, spec, result = load_run(run)
     labels = result["data"]["label_names"]
@@ -155,23 +171,17 @@ def evaluate_run(
     label_column: str | None = None,
 ) -> dict:
     """Accuracy etc. of a saved run on the evaluation split of another dataset (labels matched by name)."""
-    from .data import Split, load_task
-    from .train import metrics_from_logits
-
     model, spec, result = load_run(run)
     labels = result["data"]["label_names"]
-    task = load_task(
+    options = DataOptions(
         dataset,
-        spec,
-        train_size=0,
         eval_size=eval_size,
-        seed=seed,
         eval_split=eval_split,
         image_column=image_column,
         label_column=label_column,
         min_per_class=1,
-        decode_train=False,
     )
+    task = load_task(options, spec, seed=seed, decode_train=False)
     unknown = [n for n in task.label_names if n not in labels]
     if unknown:
         raise UserError(f"dataset '{dataset}' has labels the run was not trained on: {', '.join(unknown[:5])}")

@@ -1,12 +1,10 @@
-"""Reports are pure functions of result dicts (as written to result.json); write_report is the one
-function that touches files: report.md (+ its plots folder) and a self-contained report.html."""
+"""The comparison table: one row per configuration (a method with its options) over its seeds, the
+context it was measured in, and the noise verdict. Pure functions of result records."""
 
 from __future__ import annotations
 
-import errno
-from pathlib import Path
-
-from .results import write_bytes_atomic
+from ..results import Result, is_ok
+from .document import Table
 from .stats import Summary, summarize
 
 COLUMNS = [
@@ -40,6 +38,8 @@ def theory_cell(p: dict) -> str:
     """The derived trainable count and '✓' when measured counts equal the derived ones, 'MISMATCH' when
     not; 'structural' marks counts derived from module shapes rather than from the architecture's formulas."""
     kind = p.get("kind", "theory")
+    if kind == "not derived":
+        return "not derived"
     match = p.get(f"{kind}_match")
     if match is None:
         return "-"
@@ -56,29 +56,30 @@ def label(r: dict) -> str:
     return r.get("label") or r["method"]
 
 
-def ordered(results: list[dict]) -> list[dict]:
-    """Registry order of methods (head, last, lora, full, ...), then label and seed: the same order
-    whether the results come from a run or from the files on disk."""
-    from .methods import REGISTRY
+def ordered(results: list[Result]) -> list[Result]:
+    """Registry order of methods (head, last, lora, full, ...: recorded in each result's method_info),
+    then label and seed: the same order whether the results come from a run or from the files on disk."""
+    unknown = 10**6  # results without a recorded order (older files) go last, by name
+    return sorted(
+        results,
+        key=lambda r: ((r.get("method_info") or {}).get("order", unknown), r["method"], label(r), r.get("seed", 0)),
+    )
 
-    order = {name: i for i, name in enumerate(REGISTRY)}
-    return sorted(results, key=lambda r: (order.get(r["method"], len(order)), label(r), r.get("seed", 0)))
 
-
-def groups(results: list[dict]) -> dict[str, list[dict]]:
+def groups(results: list[Result]) -> dict[str, list[Result]]:
     """Successful results grouped by label (one group = one method configuration over its seeds)."""
-    out: dict[str, list[dict]] = {}
+    out: dict[str, list[Result]] = {}
     for r in ordered(results):
-        if r.get("status", "ok") == "ok":
+        if is_ok(r):
             out.setdefault(label(r), []).append(r)
     return out
 
 
-def accuracy_summary(rs: list[dict]) -> Summary:
+def accuracy_summary(rs: list[Result]) -> Summary:
     return summarize([r["metrics"]["accuracy"] for r in rs])
 
 
-def _mean(rs: list[dict], get) -> float | None:
+def _mean(rs: list[Result], get) -> float | None:
     vals = [get(r) for r in rs]
     vals = [v for v in vals if v is not None]
     return sum(vals) / len(vals) if vals else None
@@ -88,7 +89,7 @@ def _num(x: float | None, fmt: str = ".3f") -> str:
     return "-" if x is None else format(x, fmt)
 
 
-def row(name: str, rs: list[dict]) -> list[str]:
+def row(name: str, rs: list[Result]) -> list[str]:
     r0, acc = rs[0], accuracy_summary(rs)
     p = r0["params"]
     base = summarize([r["metrics"]["baseline_accuracy"] for r in rs]).mean
@@ -110,11 +111,11 @@ def row(name: str, rs: list[dict]) -> list[str]:
     ]
 
 
-def table_rows(results: list[dict]) -> list[list[str]]:
+def table_rows(results: list[Result]) -> list[list[str]]:
     return [row(name, rs) for name, rs in groups(results).items()]
 
 
-def format_text(results: list[dict]) -> str:
+def format_text(results: list[Result]) -> str:
     rows = [COLUMNS] + table_rows(results)
     widths = [max(len(r[i]) for r in rows) for i in range(len(COLUMNS))]
     line = lambda cells: "  ".join(
@@ -124,14 +125,14 @@ def format_text(results: list[dict]) -> str:
     return "\n".join([line(rows[0]), line(["-" * w for w in widths])] + [line(r) for r in rows[1:]])
 
 
-def format_markdown(results: list[dict]) -> str:
+def format_markdown(results: list[Result]) -> str:
     rows = table_rows(results)
     out = ["| " + " | ".join(COLUMNS) + " |", "|" + "|".join(["---"] + ["---:"] * (len(COLUMNS) - 1)) + "|"]
     out += ["| " + " | ".join(r) + " |" for r in rows]
     return "\n".join(out)
 
 
-def noise_lines(results: list[dict]) -> list[str]:
+def noise_lines(results: list[Result]) -> list[str]:
     """Is the best configuration's lead real? Compares 95% intervals of the mean accuracy over seeds."""
     gs = {name: accuracy_summary(rs) for name, rs in groups(results).items()}
     if len(gs) < 2:
@@ -156,11 +157,11 @@ def noise_lines(results: list[dict]) -> list[str]:
     return out
 
 
-def context_lines(results: list[dict]) -> list[str]:
+def context_lines(results: list[Result]) -> list[str]:
     """What the table was measured on: model, data, chance level, coverage, device, failures."""
     if not results:
         return []
-    ok = [r for r in results if r.get("status", "ok") == "ok"]
+    ok = [r for r in results if is_ok(r)]
     lines = []
     if ok:
         r = ok[0]
@@ -177,31 +178,28 @@ def context_lines(results: list[dict]) -> list[str]:
     lines += [
         f"{label(x)} seed {x.get('seed')}: {x['status']} — {x.get('error', '')}"
         for x in ordered(results)
-        if x.get("status", "ok") != "ok"
+        if not is_ok(x)
     ]
     return lines
 
 
-def summary_markdown(results: list[dict]) -> str:
+def summary_markdown(results: list[Result]) -> str:
     ctx = "\n".join(f"- {line}" for line in context_lines(results) + noise_lines(results))
     return f"# peftlab comparison\n\n{ctx}\n\n{format_markdown(results)}\n"
 
 
 # ------------------------------------------------------------------------- the full report
-REPORT_PLOTS = "report-plots"  # report.md's PNG files, beside it; report.html carries its own copies
 
 
-def class_mean(runs: list[dict], c: str) -> float | None:
+def class_mean(runs: list[Result], c: str) -> float | None:
     """Mean accuracy on class c over the runs whose eval split has it; None when none has."""
     vals = [v for r in runs if (v := r["metrics"]["per_class_accuracy"].get(c)) is not None]
     return sum(vals) / len(vals) if vals else None
 
 
-def per_class_table(results: list[dict]):
+def per_class_table(results: list[Result]):
     """Per-class accuracy (mean over seeds): one row per class, one column per configuration; the best
     configuration of each class in bold."""
-    from .document import Table
-
     gs = groups(results)
     if not gs or not all(r["metrics"].get("per_class_accuracy") for rs in gs.values() for r in rs):
         return None
@@ -222,70 +220,3 @@ def per_class_table(results: list[dict]):
             ]
         )
     return Table(["class", "eval images"] + list(gs), rows, left=1)
-
-
-def report_blocks(results: list[dict], figures: list) -> list:
-    """The report's content: context, comparison table, plots, per-class accuracy, findings."""
-    from .document import Bullets, Heading, Para, Table
-    from .findings import findings
-
-    ok = [r for r in results if r.get("status", "ok") == "ok"]
-    title = f"peftlab report: {ok[0]['model']} on {ok[0]['dataset']}" if ok else "peftlab report"
-    blocks = [Heading(title, 1), Bullets(context_lines(results)), Heading("Comparison", 2)]
-    if ok:
-        blocks += [
-            Table(COLUMNS, table_rows(results)),
-            Para(
-                "Accuracy is the mean over seeds ± standard deviation; 95% CI is the interval of that mean. "
-                "Time, img/s: mean per run; peak memory: largest over seeds; adapter: the saved trained part."
-            ),
-        ]
-    else:
-        blocks.append(Para("No run succeeded."))
-    if figures:
-        blocks += [Heading("Plots", 2)] + list(figures)
-    pc = per_class_table(results)
-    if pc is not None:
-        blocks += [
-            Heading("Per-class accuracy", 2),
-            Para("Accuracy on each class's eval images, mean over seeds; bold: the best configuration."),
-            pc,
-        ]
-    return blocks + findings(results)
-
-
-def build_report(results: list[dict]) -> tuple[str, str, dict[str, bytes]]:
-    """(report.md text, report.html text, {plot file name: PNG bytes}): the same results give the
-    same bytes."""
-    from .document import to_html, to_markdown
-    from .plots import figures
-
-    figs = figures(results)
-    blocks = report_blocks(results, figs)
-    title = blocks[0].text
-    return to_markdown(blocks, REPORT_PLOTS), to_html(blocks, title), {f"{f.name}.png": f.png for f in figs}
-
-
-def write_report(out: str | Path, results: list[dict]) -> list[Path]:
-    """Write report.md, its plots (report-plots/*.png) and report.html into out; return their paths."""
-    from .errors import UserError
-
-    out = Path(out)
-    md, page, pngs = build_report(results)
-    plots = out / REPORT_PLOTS
-    written = []
-    try:
-        plots.mkdir(parents=True, exist_ok=True)
-        for old in plots.glob("*.png"):
-            if old.name not in pngs:
-                old.unlink()  # a plot the results no longer have
-        for name, data in pngs.items():
-            write_bytes_atomic(plots / name, data)
-            written.append(plots / name)
-        for name, text in (("report.md", md), ("report.html", page)):
-            write_bytes_atomic(out / name, text.encode())
-            written.append(out / name)
-    except OSError as e:
-        why = "the disk is full" if e.errno == errno.ENOSPC else (e.strerror or str(e))
-        raise UserError(f"cannot write the report into {out}: {why}") from e
-    return written

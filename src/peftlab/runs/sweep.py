@@ -18,9 +18,9 @@ from __future__ import annotations
 import itertools
 from pathlib import Path
 
-from .config import RunConfig, RunSpec, build, method_config, read_file
-from .errors import UserError
-from .methods import REGISTRY
+from ..config import RunConfig, RunSpec, build, method_config, read_file, run_fields
+from ..errors import UserError
+from ..methods import REGISTRY
 
 
 def expand(grid: dict, seeds: list[int], lr: float | None = None) -> list[RunSpec]:
@@ -47,7 +47,9 @@ def expand(grid: dict, seeds: list[int], lr: float | None = None) -> list[RunSpe
     return [RunSpec(m, opts, seed, label) for seed in seeds for m, label, opts in configs]
 
 
-def load(path: str, out: str | None = None) -> tuple[RunConfig, list[RunSpec]]:
+def load(path: str, out: str | None = None) -> tuple[RunConfig, list[RunSpec], dict]:
+    """The sweep file -> its run options, its runs, and the settings config.yaml records (every run
+    option, defaults included, and the grid): 'peftlab sweep OUT/config.yaml' reruns it."""
     values = read_file(path)
     grid = values.pop("grid", None)
     values.setdefault("out", str(Path("runs") / Path(path).stem))
@@ -56,7 +58,8 @@ def load(path: str, out: str | None = None) -> tuple[RunConfig, list[RunSpec]]:
     if grid is not None:
         if not isinstance(grid, dict) or not grid:
             expand(grid, [])  # raises the message about the grid's shape
-        values["methods"] = ",".join(grid)
+        values["methods"] = list(grid)
     cfg = build(values)
-    specs = expand(grid, cfg.seed_list, cfg.lr) if grid is not None else cfg.plan()
-    return cfg, specs
+    specs = expand(grid, cfg.seeds, cfg.lr) if grid is not None else cfg.plan()
+    settings = cfg.to_dict() if grid is None else {f.name: getattr(cfg, f.name) for f in run_fields()} | {"grid": grid}
+    return cfg, specs, settings

@@ -8,15 +8,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from .config import RunConfig, RunSpec
-from .errors import UserError
+from ..config import RunConfig, RunSpec
+from ..errors import UserError
 
 
 def _run_remote(cfg: RunConfig, spec: RunSpec) -> dict:
     """Inside a Ray worker: one run, written to cfg.out like a local run."""
     import warnings
 
-    from .runner import Worker
+    from .worker import Worker
 
     warnings.filterwarnings("ignore", category=FutureWarning)
     return Worker(cfg, log=lambda s: None).attempt(spec)

@@ -1,4 +1,4 @@
-"""Measurements: parameter counts, memory, adapter size, environment."""
+"""Measurements of a run: parameter counts, peak memory, FLOPs, the environment."""
 
 from __future__ import annotations
 
@@ -54,20 +54,6 @@ def peak_memory(device: torch.device) -> dict:
         pass
     scale = 1 if sys.platform == "darwin" else 1024  # ru_maxrss: bytes on macOS, KiB on Linux
     return {"peak_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale, "kind": "process_peak_rss"}
-
-
-def save_trained_part(model: nn.Module, folder: Path) -> int:
-    """Save what the run trained and return its size in bytes: a PEFT adapter folder (with the new
-    head) for PEFT models, else the trainable tensors as safetensors."""
-    from safetensors.torch import save_file
-
-    folder.mkdir(parents=True, exist_ok=True)
-    if hasattr(model, "peft_config"):
-        model.save_pretrained(folder)
-    else:
-        tensors = {n: p.detach().contiguous().cpu() for n, p in model.named_parameters() if p.requires_grad}
-        save_file(tensors, str(folder / "trainable.safetensors"))
-    return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file() and f.suffix == ".safetensors")
 
 
 def environment(device: torch.device | None = None) -> dict:

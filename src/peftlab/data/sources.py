@@ -1,0 +1,304 @@
+"""Dataset sources, each read as *labels plus undecoded items* (a RawSplit): the built-in Fashion-MNIST
+tasks, image folders (one subfolder per class, optionally train/ and test|val/), datasets'
+save_to_disk folders and hub dataset ids. Nothing is decoded here."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import UserError
+
+FMNIST_DIR = Path(os.environ.get("PEFTLAB_FMNIST_DIR", "/usr/share/datasets/fashion-mnist"))
+FMNIST_NAMES = [
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+]
+FMNIST_TASKS = {"fashion-mnist:0-4": range(0, 5), "fashion-mnist:5-9": range(5, 10), "fashion-mnist:all": range(0, 10)}
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+# files an OS or tool leaves in folders: passed over without a word (as are hidden files and folders)
+JUNK_FILES = {"thumbs.db", "desktop.ini", "__macosx"}
+EXAMPLES_SHOWN = 3  # example paths in a warning or error about skipped items
+EVAL_SPLIT_NAMES = ("validation", "valid", "val", "test")
+
+
+@dataclass
+class RawSplit:
+    """Labels (already 0..C-1) and one undecoded item per example; decode(item) -> PIL or array."""
+
+    name: str
+    labels: np.ndarray
+    items: Sequence[Any]
+    decode: Callable[[Any], Any]
+    folder: Path | None = None  # image folders: the folder holding this split's class folders
+    not_images: list[str] = field(default_factory=list)  # files in class folders that are not image types
+
+    def subset(self, idx: np.ndarray, name: str | None = None) -> RawSplit:
+        items = self.items.select(idx) if hasattr(self.items, "select") else [self.items[i] for i in idx]
+        return RawSplit(name or self.name, self.labels[idx], items, self.decode, self.folder)
+
+    def describe(self, i: int) -> str:
+        """Where item i comes from, for messages: its path, or its row in the dataset."""
+        item = self.items[i]
+        if isinstance(item, (str, Path)):
+            return str(item)
+        row = self.items.row(i) if hasattr(self.items, "row") else i
+        path = item.get("path") if isinstance(item, dict) else None
+        return f"{self.name} row {row}" + (f" ({path})" if path else "")
+
+
+# ---------------------------------------------------------------- sources
+def _read_idx(path: Path) -> np.ndarray:
+    with gzip.open(path, "rb") as f:
+        data = f.read()
+    ndim = data[3]
+    dims = [int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
+    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
+
+
+def _fashion_mnist(spec: str) -> tuple[list[str], RawSplit, RawSplit]:
+    classes = list(FMNIST_TASKS[spec])
+    files = {
+        s: (FMNIST_DIR / f"{p}-images-idx3-ubyte.gz", FMNIST_DIR / f"{p}-labels-idx1-ubyte.gz")
+        for s, p in (("train", "train"), ("test", "t10k"))
+    }
+    if not all(f.exists() for pair in files.values() for f in pair):
+        raise UserError(
+            f"Fashion-MNIST files not found in {FMNIST_DIR}; install them with "
+            "'sudo apt-get install -y dataset-fashion-mnist' (or set PEFTLAB_FMNIST_DIR), "
+            "or pass --dataset with another dataset"
+        )
+    remap = np.full(10, -1)
+    remap[classes] = np.arange(len(classes))
+    splits = []
+    for name, (img_f, lab_f) in files.items():
+        images, labels = _read_idx(img_f), _read_idx(lab_f)
+        keep = np.flatnonzero(remap[labels] >= 0)
+        splits.append(RawSplit(name, remap[labels[keep]], images[keep], _identity))
+    return [FMNIST_NAMES[c] for c in classes], splits[0], splits[1]
+
+
+def _identity(x):
+    return x
+
+
+def _open_image(item) -> Any:
+    """A path, bytes, a {'bytes', 'path'} dict or a PIL image -> PIL image (lazily decoded)."""
+    from PIL import Image
+
+    if isinstance(item, dict):
+        item = item.get("bytes") or item.get("path")
+    if isinstance(item, (bytes, bytearray)):
+        return Image.open(io.BytesIO(item))
+    if isinstance(item, (str, Path)):
+        return Image.open(item)
+    return item
+
+
+def _hidden(name: str) -> bool:
+    return name.startswith(".") or name.lower() in JUNK_FILES
+
+
+def _image_folder(root: Path) -> tuple[list[str], RawSplit, RawSplit | None]:
+    try:
+        return _read_image_folder(root)
+    except OSError as e:  # e.g. a folder without read permission
+        raise UserError(
+            f"cannot read image folder '{e.filename or root}' ({e.strerror or e}); check its permissions"
+        ) from e
+
+
+def _class_folders(d: Path) -> list[str]:
+    return sorted(p.name for p in d.iterdir() if p.is_dir() and not _hidden(p.name))
+
+
+def _read_image_folder(root: Path) -> tuple[list[str], RawSplit, RawSplit | None]:
+    subdirs = {p.name.lower(): p for p in root.iterdir() if p.is_dir()}
+    train_dir = subdirs.get("train")
+    eval_dir = next((subdirs[n] for n in EVAL_SPLIT_NAMES if n in subdirs), None) if train_dir else None
+    base = train_dir or root
+    names = _class_folders(base)
+    if not names:
+        raise UserError(
+            f"image folder '{root}' has no class subfolders; lay it out as "
+            "ROOT/<class>/<image> (optionally ROOT/train/<class>/... and ROOT/test/<class>/...)"
+        )
+
+    def files(d: Path) -> tuple[list[str], list[str]]:
+        """Image files (by type) under d, and the other files; hidden files and folders are passed over."""
+        images, others = [], []
+        for f in sorted(d.rglob("*")) if d.is_dir() else []:
+            if any(_hidden(part) for part in f.relative_to(d).parts) or f.is_dir():
+                continue
+            (images if f.suffix.lower() in IMAGE_SUFFIXES else others).append(str(f))
+        return images, others
+
+    def scan(d: Path, split: str) -> RawSplit:
+        paths, labels, not_images = [], [], []
+        for i, n in enumerate(names):
+            images, others = files(d / n)
+            paths += images
+            labels += [i] * len(images)
+            not_images += others
+        return RawSplit(split, np.asarray(labels, dtype=np.int64), paths, _open_image, d, not_images)
+
+    if eval_dir is not None:  # a class only in the eval folder could never be predicted right
+        extra = [n for n in _class_folders(eval_dir) if n not in names and files(eval_dir / n)[0]]
+        if extra:
+            raise UserError(
+                f"class folder '{eval_dir / extra[0]}' has images but '{base / extra[0]}' does not "
+                f"exist{f' ({len(extra)} such classes)' if len(extra) > 1 else ''}; a class without "
+                "training images cannot be learned: add training images or remove the class"
+            )
+    return names, scan(base, "train"), scan(eval_dir, eval_dir.name) if eval_dir else None
+
+
+def _hf_dataset(
+    dsd, image_column: str | None, label_column: str | None, train_split: str | None, eval_split: str | None
+) -> tuple[list[str], RawSplit, RawSplit | None]:
+    from datasets import ClassLabel, Dataset, DatasetDict, Image
+
+    if isinstance(dsd, Dataset):
+        dsd = DatasetDict({train_split or "train": dsd})
+    train_name = train_split or ("train" if "train" in dsd else next(iter(dsd)))
+    if train_name not in dsd:
+        raise UserError(f"dataset has no split '{train_name}'; it has: {', '.join(dsd)}")
+    eval_name = eval_split or next((n for n in EVAL_SPLIT_NAMES if n in dsd and n != train_name), None)
+    if eval_name is not None and eval_name not in dsd:
+        raise UserError(f"dataset has no split '{eval_name}'; it has: {', '.join(dsd)}")
+    feats = dsd[train_name].features
+    image_column = image_column or next((k for k, v in feats.items() if isinstance(v, Image)), None)
+    label_column = label_column or next((k for k, v in feats.items() if isinstance(v, ClassLabel)), None)
+    label_column = label_column or next((k for k in ("label", "labels") if k in feats), None)
+    for what, col in (("image", image_column), ("label", label_column)):
+        if col is None or col not in feats:
+            raise UserError(f"cannot find the {what} column (columns: {', '.join(feats)}); pass --{what}-column")
+    if isinstance(feats[label_column], ClassLabel):
+        names = list(feats[label_column].names)
+        to_id = None
+    else:  # plain values: the label set is the values seen; a missing value (None) means "no label"
+        names = sorted({str(v) for s in dsd.values() for v in s[label_column] if v is not None})
+        to_id = {n: i for i, n in enumerate(names)}
+
+    def raw(split: str) -> RawSplit:
+        ds = dsd[split]
+        labels = ds[label_column]
+        if to_id:
+            labels = np.asarray([-1 if v is None else to_id[str(v)] for v in labels], dtype=np.int64)
+        else:
+            try:
+                labels = np.asarray(labels, dtype=np.int64)
+            except TypeError:  # missing labels (None) among them
+                labels = np.asarray([-1 if v is None else v for v in labels], dtype=np.int64)
+        if isinstance(ds.features[image_column], Image):
+            ds = ds.cast_column(image_column, Image(decode=False))
+        return RawSplit(split, labels, _Column(ds, image_column), _open_image)
+
+    return names, raw(train_name), raw(eval_name) if eval_name else None
+
+
+class _Column:
+    """One column of a datasets.Dataset, indexable without decoding the others; rows map back to the dataset."""
+
+    def __init__(self, ds, col: str, rows: np.ndarray | None = None):
+        self.ds, self.col = ds, col
+        self.rows = np.arange(len(ds)) if rows is None else rows
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int):
+        return self.ds[int(self.rows[i])][self.col]
+
+    def row(self, i: int) -> int:
+        return int(self.rows[i])
+
+    def select(self, idx) -> _Column:
+        return _Column(self.ds, self.col, self.rows[np.asarray(idx, dtype=np.int64)])
+
+
+def _offline() -> bool:
+    from datasets import config
+    from huggingface_hub import constants
+
+    return bool(constants.HF_HUB_OFFLINE or config.HF_HUB_OFFLINE)
+
+
+def _load_hub_dataset(dataset: str):
+    from datasets import load_dataset
+    from huggingface_hub.utils import logging as hub_logging
+
+    builtins = ", ".join(FMNIST_TASKS)
+    hub_log = hub_logging.get_logger("huggingface_hub")
+    level = hub_log.level
+    hub_log.setLevel("ERROR")  # no network: five multi-line "Retrying in Ns" warnings before the error
+    try:
+        return load_dataset(dataset)
+    except Exception as e:  # the hub raises many types; all mean "cannot get it"
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        if isinstance(e, (ConnectionError, FileNotFoundError)) and _offline():
+            raise UserError(
+                f"cannot load dataset '{dataset}': it is not a local folder, and HF_HUB_OFFLINE is set "
+                "and it is not in the datasets cache; pass an image folder, a save_to_disk folder or "
+                f"one of: {builtins}, or unset HF_HUB_OFFLINE to download it"
+            ) from e
+        if isinstance(e, (ConnectionError, FileNotFoundError)):
+            raise UserError(
+                f"cannot load dataset '{dataset}': it is not a local folder, and the hub answered: "
+                f"{first.rstrip('.')}; check the name and the network, or pass an image folder, a "
+                f"save_to_disk folder or one of: {builtins}"
+            ) from e
+        raise UserError(f"cannot load dataset '{dataset}': {first}") from e
+    finally:
+        hub_log.setLevel(level)
+
+
+def read_source(
+    dataset: str,
+    image_column: str | None = None,
+    label_column: str | None = None,
+    train_split: str | None = None,
+    eval_split: str | None = None,
+):
+    """Any supported --dataset -> (label names, train RawSplit, eval RawSplit or None)."""
+    if dataset in FMNIST_TASKS:
+        return _fashion_mnist(dataset)
+    if dataset.startswith("fashion-mnist:"):
+        raise UserError(f"unknown built-in task '{dataset}'; built-in tasks: {', '.join(FMNIST_TASKS)}")
+    path = Path(dataset).expanduser()
+    if path.is_dir():
+        if (path / "dataset_dict.json").exists() or (path / "state.json").exists():
+            from datasets import load_from_disk
+
+            try:
+                dsd = load_from_disk(str(path))
+            except Exception as e:  # a damaged save_to_disk folder: missing arrow files, bad json, ...
+                first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+                raise UserError(
+                    f"cannot read save_to_disk dataset '{dataset}' ({first}); save it again with "
+                    "Dataset.save_to_disk / DatasetDict.save_to_disk"
+                ) from e
+            return _hf_dataset(dsd, image_column, label_column, train_split, eval_split)
+        return _image_folder(path)
+    if path.exists() or dataset.startswith((".", "/", "~")):
+        what = "is not a folder" if path.exists() else "does not exist"
+        raise UserError(
+            f"dataset '{dataset}' {what}; pass an image folder, a save_to_disk "
+            f"folder, a hub dataset id or one of: {', '.join(FMNIST_TASKS)}"
+        )
+    return _hf_dataset(_load_hub_dataset(dataset), image_column, label_column, train_split, eval_split)

@@ -1,0 +1,193 @@
+"""What a run writes: result.json's typed shape, its schema version and status, and the one loader that
+reads every version. Pure Python (no torch): the report layer reads results through here.
+
+Version history:
+  1 (no schema_version key): peftlab 0.1.
+  2: schema_version, method_info (the method's description, paper, option meanings and order, so that
+     reports need no method registry).
+"""
+
+from __future__ import annotations
+
+import json
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, TypedDict
+
+from ..errors import UserError
+
+SCHEMA_VERSION = 2
+
+
+class Status(StrEnum):
+    """How a run ended. A rerun keeps FINAL ones and tries the others again (they may be transient)."""
+
+    OK = "ok"
+    DIVERGED = "diverged"  # the loss became NaN or infinite
+    OOM = "oom"  # out of GPU memory
+    FAILED = "failed"  # any other error; the traceback is in error.log
+
+
+FINAL = (Status.OK, Status.DIVERGED)
+
+
+class Params(TypedDict, total=False):
+    trainable: int
+    total: int  # base + added, each module once
+    base: int  # the model with its new head
+    added: int  # parameters the method adds beside the base
+    trainable_pct: float  # of base
+    peft_all_params: int  # PEFT's own figure (modules_to_save counted twice)
+    kind: str  # "theory", "structural" or "not derived": where the derived counts come from
+    theory_trainable: int
+    theory_total: int
+    theory_match: bool
+    structural_trainable: int
+    structural_total: int
+    structural_match: bool
+    mismatches: list[dict]
+
+
+class Metrics(TypedDict, total=False):
+    baseline_accuracy: float  # before fine-tuning, same eval data
+    baseline_top5_accuracy: float | None
+    baseline_macro_f1: float
+    chance_accuracy: float  # always predicting the most frequent class
+    accuracy: float  # after the last epoch
+    best_accuracy: float
+    best_epoch: int
+    top5_accuracy: float | None  # only with more than 5 classes
+    macro_f1: float
+    eval_loss: float
+    evaluated_examples: int
+    per_class_accuracy: dict[str, float | None]
+    confusion: list[list[int]]
+
+
+class Epoch(TypedDict):
+    epoch: int
+    train_loss: float
+    eval_accuracy: float
+    eval_loss: float
+    seconds: float
+
+
+class Times(TypedDict, total=False):
+    train_s: float  # epochs plus building a prefix cache
+    eval_s: float
+    total_s: float  # model loading to saved adapter
+    data_s: float  # reading and decoding the data for this run (0 when reused)
+
+
+class Throughput(TypedDict, total=False):
+    train_img_s: float
+    steps: int
+    processes: int
+    train_flops_per_image: float
+    achieved_tflops: float
+    mfu: float | None
+
+
+class Memory(TypedDict):
+    peak_bytes: int
+    kind: str  # "cuda_max_allocated" or "process_peak_rss"
+
+
+class Size(TypedDict):
+    adapter_bytes: int
+    adapter_path: str
+
+
+class DataInfo(TypedDict, total=False):
+    label_names: list[str]
+    train_examples: int
+    eval_examples: int
+    eval_split: str
+    notes: list[str]
+    skipped: dict
+    storage: str
+    image_size: list[int]
+    channels: int
+    normalization: dict
+
+
+class Result(TypedDict, total=False):
+    """One run's result.json."""
+
+    schema_version: int
+    status: str  # a Status value
+    error: str  # failed runs: "<type>: <first line>"
+    method: str
+    label: str  # the configuration's name in tables, e.g. "lora r=4"
+    method_config: dict[str, Any]
+    method_info: dict[str, Any]  # description, paper, options (their meanings), order
+    model: str
+    dataset: str
+    seed: int
+    run_name: str
+    config: dict[str, Any]  # everything that decides the result: a finished run is reused only on a match
+    created: str
+    params: Params
+    metrics: Metrics
+    history: list[Epoch]
+    time: Times
+    throughput: Throughput
+    memory: Memory
+    size: Size
+    coverage: dict
+    data: DataInfo
+    train: dict[str, Any]
+    env: dict[str, Any]
+    _path: str  # not in the file: the run folder it was read from
+
+
+REQUIRED = ("status", "method", "seed")  # in every result, finished or not
+REQUIRED_OK = ("params", "metrics", "time", "throughput", "memory", "size", "data", "train", "env")
+
+
+def upgrade(data: dict) -> Result:
+    """A result of any earlier version -> the current shape (nothing is lost; added keys get neutral values)."""
+    version = data.get("schema_version", 1)
+    if version > SCHEMA_VERSION:
+        raise ValueError(f"written by a newer peftlab (schema {version}; this one reads up to {SCHEMA_VERSION})")
+    if version < 2:
+        data.setdefault("method_info", {})
+    data["schema_version"] = SCHEMA_VERSION
+    return data
+
+
+def is_ok(r: Result) -> bool:
+    return r.get("status", Status.OK.value) == Status.OK.value
+
+
+def load_result(path: str | Path) -> Result:
+    """One result.json, upgraded to the current schema; a damaged file is a one-line UserError."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        why = e.strerror if isinstance(e, OSError) and e.strerror else type(e).__name__
+        raise UserError(
+            f"cannot read {path} ({why}); it is not a complete result file: delete its run folder "
+            "and rerun to redo that run"
+        ) from e
+    try:
+        if not isinstance(data, dict):
+            raise ValueError("not a mapping")
+        missing = [
+            k for k in REQUIRED + (REQUIRED_OK if data.get("status") == Status.OK.value else ()) if k not in data
+        ]
+        if missing:
+            raise ValueError(f"missing {', '.join(missing)}")
+        result = upgrade(data)
+    except ValueError as e:
+        raise UserError(
+            f"{path} is not a peftlab result ({e}); delete its run folder and rerun to redo that run"
+        ) from e
+    result["_path"] = str(path.parent)
+    return result
+
+
+def load_results(root: str | Path) -> list[Result]:
+    """Every result.json under root, in path order."""
+    return [load_result(p) for p in sorted(Path(root).rglob("result.json"))]

@@ -1,0 +1,122 @@
+"""A comparison: plan its runs, skip those finished on disk, run the rest (here or on Ray), and write
+the folder's summary, report and config.yaml."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from .. import methods as M
+from ..config import RunConfig, RunSpec, config_yaml
+from ..errors import UserError
+from ..models import describe, fit_head
+from ..report import context_lines, format_text, noise_lines, summary_markdown, write_report
+from ..results import FINAL, Result, load_result
+from .worker import Worker, _header, _model_config, _write
+
+
+def _check_writable(out: Path) -> None:
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / f".peftlab-write-test-{os.getpid()}"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as e:
+        raise UserError(f"cannot write to output folder '{out}' ({e.strerror}); pass a writable --out") from e
+
+
+
+def preflight(specs: list[RunSpec], config) -> None:
+    """Apply every method configuration to a weightless (meta-device) copy of the model before any
+    training, so a bad option (e.g. a LoRA target the model lacks) fails before any result is written."""
+    from transformers import AutoModelForImageClassification
+
+    seen = set()
+    for s in specs:
+        if s.label in seen:
+            continue
+        seen.add(s.label)
+        with torch.device("meta"):
+            model = AutoModelForImageClassification.from_config(config)
+        fit_head(model, ["a", "b"], s.seed)  # the head size does not change whether a method applies
+        M.get(s.method).apply(model, describe(model), s.options, 100)
+
+
+
+def _finished(run_dir: Path, header: Result) -> Result | None:
+    path = run_dir / "result.json"
+    if not path.exists():
+        return None
+    try:
+        old = load_result(path)
+    except UserError:
+        return None  # unreadable: redo it
+    if old.get("config") != json.loads(json.dumps(header["config"])):
+        raise UserError(
+            f"'{run_dir}' holds a run with a different configuration; pass another --out "
+            "(results are never overwritten)"
+        )
+    return old if old.get("status") in FINAL else None
+
+
+
+def execute(
+    cfg: RunConfig,
+    specs: list[RunSpec],
+    log: Callable[[str], None] = print,
+    ray_address: str | None = None,
+    ray_resources: dict | None = None,
+    settings: dict | None = None,
+) -> list[Result]:
+    """Run specs, one folder each. Finished runs are skipped, unfinished ones redone; a run that fails
+    (exception, NaN loss, out of memory) is recorded and the rest go on. Ctrl-C or kill leaves only
+    complete result.json files (each written atomically). ray_address ('' or 'auto' for a local Ray
+    instance) sends each run to Ray as a task instead of running it here. settings: what config.yaml
+    records, for a sweep (its file's options and grid); a run records cfg.to_dict()."""
+    t0 = time.perf_counter()
+    out = Path(cfg.out)
+    if ray_address is not None:
+        from .cluster import ray_execute
+
+        worker = None
+        _check_writable(out)
+        preflight(specs, _model_config(cfg.model))
+    else:
+        worker = Worker(cfg, log)
+        log = worker.log
+        _check_writable(out)
+        preflight(specs, worker.config)
+    say = log if not cfg.quiet else (lambda s: None)
+    done = {s.name: _finished(out / s.name, _header(cfg, s)) for s in specs}
+    todo = [s for s in specs if not done[s.name]]
+    if worker is None:
+        fresh = ray_execute(cfg, todo, ray_address, say, **(ray_resources or {})) if todo else {}
+    else:
+        fresh = {s.name: worker.attempt(s) for s in todo}
+        worker.accelerator.wait_for_everyone()
+        if not worker.main:
+            return list(fresh.values())
+    results = [done[s.name] or fresh[s.name] for s in specs]
+    _write(out / "config.yaml", config_yaml(settings or cfg.to_dict(), "sweep" if settings else "run"))
+    _write(out / "summary.md", summary_markdown(results))
+    write_report(out, results)  # report.md, report-plots/, report.html
+    if len(specs) > len(todo):
+        say(f"reused {len(specs) - len(todo)} finished run(s) from {out}")
+    if not cfg.quiet:
+        log("\n" + "\n".join(context_lines(results)) + "\n\n" + format_text(results))
+        for line in noise_lines(results):
+            log(line)
+        log(f"\nwall time {time.perf_counter() - t0:.1f} s · results in {out}{os.sep} (summary.md)")
+    return results
+
+
+
+def run(cfg: RunConfig, log: Callable[[str], None] = print) -> list[Result]:
+    """Compare cfg's methods (once per seed) on one model and dataset."""
+    return execute(cfg, cfg.plan(), log)
+
