@@ -6,7 +6,7 @@ PYTHON ?= python3
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 FMNIST := /usr/share/datasets/fashion-mnist
 
-.PHONY: demo test test-all setup data browser clean
+.PHONY: demo test lint setup data browser clean
 
 demo: setup data
 	$(VENV)/bin/peftlab run
@@ -14,8 +14,9 @@ demo: setup data
 test: setup data browser
 	$(VENV)/bin/pytest -q
 
-test-all: setup data browser  # includes the slow checks kept out of CI
-	$(VENV)/bin/pytest -q -m ""
+lint: setup  # CI runs it before the tests: a lint or format finding fails the build
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
 setup: $(VENV)/.installed
 
