@@ -26,7 +26,7 @@ def run_args(
     """`peftlab run` on all the data of a tiny test dataset, quietly; epochs/batch_size None leave them to
     --config or the defaults. Methods and the rest come in extra."""
     args = ["run", "--model", str(model), "--dataset", str(dataset), "--out", str(out), "--quiet"]
-    args += ["--train-size", "0", "--eval-size", "0", "--min-per-class", "1"]
+    args += ["--train-size", "0", "--test-size", "0", "--min-per-class", "1"]
     args += ["--epochs", str(epochs)] if epochs is not None else []
     args += ["--batch-size", str(batch_size)] if batch_size is not None else []
     return args + list(extra)
@@ -41,13 +41,11 @@ def run_cli(capsys, *args: str) -> tuple[int, str, str]:
     return rc, out, err
 
 
-def load_task(dataset, spec, *, seed: int = 0, cache=None, warn=print, decode_train: bool = True, **options):
-    """data.load_task with the DataOptions given as keywords (min_per_class=1, eval_split='test', ...)."""
+def load_task(dataset, spec, *, seed: int = 0, cache=None, warn=print, roles=("train", "val", "test"), **options):
+    """data.load_task with the DataOptions given as keywords (min_per_class=1, test_split='test', ...)."""
     known = {f.name for f in fields(DataOptions)}
     assert set(options) <= known, sorted(set(options) - known)
-    return _load_task(
-        DataOptions(str(dataset), **options), spec, seed=seed, cache=cache, warn=warn, decode_train=decode_train
-    )
+    return _load_task(DataOptions(str(dataset), **options), spec, seed=seed, cache=cache, warn=warn, roles=roles)
 
 
 # ---------------------------------------------------------------- fake results
@@ -63,10 +61,12 @@ def make_result(
     baseline: float = 0.15,
     status: str = "ok",
     label: str | None = None,
+    val: float | None = None,
     **params,
 ) -> dict:
-    """A result record shaped like runs.worker.run_one's, with round numbers: 100 eval images, 20 per class,
-    5 classes; params overrides entries of 'params'."""
+    """A result record shaped like runs.worker.run_one's, with round numbers: 100 test images, 20 per class,
+    5 classes; test accuracy acc, validation accuracy val (default: acc), baseline: the validation accuracy
+    before training; params overrides entries of 'params'."""
     m = methods.get(method)
     head = {
         "schema_version": SCHEMA_VERSION,
@@ -111,27 +111,57 @@ def make_result(
     return head | {
         "params": p,
         "metrics": {
-            "baseline_accuracy": baseline,
-            "chance_accuracy": 0.2,
-            "accuracy": acc,
-            "best_accuracy": acc,
-            "best_epoch": 2,
-            "top5_accuracy": None,
-            "macro_f1": acc - 0.01,
-            "eval_loss": 1.0,
-            "per_class_accuracy": {n: correct / 20 for n in NAMES},
-            "confusion": confusion,
+            "val": {
+                "accuracy": acc if val is None else val,
+                "start_accuracy": baseline,
+                "loss": 1.0,
+                "examples": 50,
+                "top5_accuracy": None,
+                "macro_f1": acc - 0.02,
+            },
+            "test": {
+                "accuracy": acc,
+                "top5_accuracy": None,
+                "macro_f1": acc - 0.01,
+                "loss": 1.0,
+                "examples": 100,
+                "chance_accuracy": 0.2,
+                "per_class_accuracy": {n: correct / 20 for n in NAMES},
+                "confusion": confusion,
+            },
         },
+        "selection": {
+            "options": "as given (defaults or options)",
+            "checkpoint": "best validation accuracy",
+            "epoch": 2,
+            "epochs_trained": 2,
+            "refit": "train",
+            "test_evaluations": 1,
+        },
+        "tuning": None,
         "history": [
-            {"epoch": 1, "eval_accuracy": (baseline + acc) / 2, "train_loss": 1.2, "eval_loss": 1.1, "seconds": 5.0},
-            {"epoch": 2, "eval_accuracy": acc, "train_loss": 0.9, "eval_loss": 1.0, "seconds": 5.0},
+            {"epoch": 1, "train_loss": 1.2, "val_accuracy": (baseline + acc) / 2, "val_loss": 1.1, "seconds": 5.0},
+            {
+                "epoch": 2,
+                "train_loss": 0.9,
+                "val_accuracy": acc if val is None else val,
+                "val_loss": 1.0,
+                "seconds": 5.0,
+            },
         ],
         "time": {"train_s": 10.0 + trainable / 10_000, "eval_s": 1.0, "total_s": 12.0 + trainable / 10_000},
         "throughput": {"train_img_s": 100.0, "steps": 10},
         "memory": {"peak_bytes": 500_000_000 + 100 * trainable, "kind": "process_peak_rss"},
         "size": {"adapter_bytes": 4 * trainable, "adapter_path": "adapter"},
-        "coverage": {"train": per_class | {"examples": 200, "per_class": dict.fromkeys(NAMES, 40)}, "eval": per_class},
-        "data": {"label_names": NAMES, "train_examples": 200, "eval_examples": 100, "eval_split": "test", "notes": []},
+        "coverage": {"train": per_class | {"examples": 200, "per_class": dict.fromkeys(NAMES, 40)}, "test": per_class},
+        "data": {
+            "label_names": NAMES,
+            "train_examples": 200,
+            "val_examples": 50,
+            "test_examples": 100,
+            "test_split": "test",
+            "notes": [],
+        },
         "train": {
             "epochs": 2,
             "batch_size": 64,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -10,10 +11,11 @@ import pytest
 import torch
 
 from peftlab import cli
+from peftlab.data import read_source
 from peftlab.models import BUNDLED_DIR
 from peftlab.runs import artifacts as adapters
 
-from .conftest import CLASSES, read_json
+from .conftest import CLASSES, read_json, write_image_folder
 from .helpers import run_args
 
 
@@ -100,7 +102,7 @@ def test_predict_on_image_files_agrees_with_the_evaluation(runs, image_folder, c
         assert 0 < sum(p["probability"] for p in preds) <= 1 + 1e-6
         true = CLASSES.index(Path(r["path"]).parent.name)
         conf[true, CLASSES.index(preds[0]["label"])] += 1
-    assert conf.tolist() == result["metrics"]["confusion"]
+    assert conf.tolist() == result["metrics"]["test"]["confusion"]
 
 
 def test_predict_reports_unreadable_files_and_text_output(runs, tmp_path, capsys):
@@ -130,16 +132,45 @@ def test_eval_reproduces_the_runs_accuracy(runs, image_folder, capsys, monkeypat
     from peftlab.data import task
 
     run = runs / "lora-seed0"
-    decoded = []  # which splits eval decodes: the eval split only, however large train is
+    decoded = []  # which splits eval decodes: the test split only, however large train is
     real = task.decode_sample
     monkeypatch.setattr(task, "decode_sample", lambda *a, **k: decoded.append(k["split_key"]) or real(*a, **k))
     assert cli.main(["eval", str(run), "--dataset", str(image_folder), "--json"]) == 0
-    assert decoded == ["eval"]
+    assert decoded == ["test"]
     r = json.loads(capsys.readouterr().out)
     result = read_json(run / "result.json")
-    assert r["examples"] == result["data"]["eval_examples"] and r["split"] == "test"
-    assert r["accuracy"] == pytest.approx(result["metrics"]["accuracy"])
-    assert r["macro_f1"] == pytest.approx(result["metrics"]["macro_f1"])
+    assert r["examples"] == result["data"]["test_examples"] and r["split"] == "test" and r["excluded"] == 0
+    assert r["accuracy"] == pytest.approx(result["metrics"]["test"]["accuracy"])
+    assert r["macro_f1"] == pytest.approx(result["metrics"]["test"]["macro_f1"])
+
+
+def test_eval_never_scores_images_a_seed_2_run_trained_or_selected_on(tiny_vit, tmp_path, capsys):
+    """A one-split folder: the run of seed 2 held out its own test images. Evaluating it on the same folder
+    draws the test slice with the run's seed; on a folder that also holds its training and validation
+    pictures, those are left out (by content) and counted; when nothing else is left, it is an error."""
+    root = write_image_folder(tmp_path / "data", {"all": {c: 10 for c in CLASSES}}, seed=5)
+    out = tmp_path / "out"
+    assert cli.main(run_args(tiny_vit, root / "all", out, "--methods", "head", "--seeds", "2", epochs=1)) == 0
+    run, result = out / "head-seed2", read_json(out / "head-seed2" / "result.json")
+    capsys.readouterr()
+    assert cli.main(["eval", str(run), "--dataset", str(root / "all"), "--json"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert r["seed"] == 2 and r["excluded"] == 0 and r["examples"] == result["data"]["test_examples"] == 6
+    assert r["accuracy"] == pytest.approx(result["metrics"]["test"]["accuracy"])
+    # every picture of the run's folder as another dataset's test split: the 24 it trained or validated on
+    # are left out, its own 6 test images are scored
+    mixed = tmp_path / "mixed"
+    shutil.copytree(root / "all", mixed / "test")
+    write_image_folder(mixed, {"train": {c: 2 for c in CLASSES}}, seed=9)
+    assert cli.main(["eval", str(run), "--dataset", str(mixed), "--json"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert (r["excluded"], r["examples"]) == (24, 6)
+    # without those 6: nothing held out is left
+    pool = read_source(str(root / "all"))[1]["train"]
+    for row in np.load(run / "identities.npz")["test_row"]:
+        Path(mixed / "test" / Path(pool.items[row]).relative_to(root / "all")).unlink()
+    rc = cli.main(["eval", str(run), "--dataset", str(mixed), "--json"])
+    assert rc == 2 and "nothing held out is left to evaluate" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(
@@ -176,7 +207,7 @@ def test_default_lora_adapter_is_a_tenth_of_the_model(tmp_path):
                 "lora,full",
                 "--train-size",
                 "100",
-                "--eval-size",
+                "--test-size",
                 "100",
                 "--epochs",
                 "1",

@@ -67,10 +67,12 @@ def add_bad_files(d: Path) -> list[Path]:
 
 # ---------------------------------------------------------------- unreadable files
 def test_unreadable_images_are_skipped_counted_and_reported_once(tmp_path):
-    root = write_image_folder(tmp_path, {"train": {c: 6 for c in CLASSES}, "test": {c: 3 for c in CLASSES}})
+    root = write_image_folder(
+        tmp_path, {"train": {c: 6 for c in CLASSES}, "val": {c: 2 for c in CLASSES}, "test": {c: 3 for c in CLASSES}}
+    )
     bad = add_bad_files(root / "train" / "dark")
     warnings: list[str] = []
-    task = load_task(str(root), RGB16, min_per_class=1, max_bad_fraction=0.2, warn=warnings.append)
+    task = load_task(str(root), RGB16, train_size=0, min_per_class=1, max_bad_fraction=0.2, warn=warnings.append)
     # all of train was asked for: no spare images, so the 3 unreadable ones are dropped, not blanked
     assert len(task.train) == 18 and task.coverage["train"]["per_class"] == dict.fromkeys(CLASSES, 6)
     means = task.train.images.float().mean((1, 2, 3))
@@ -90,7 +92,8 @@ def test_unreadable_images_are_skipped_counted_and_reported_once(tmp_path):
         ],
         "not_image_examples": [str(root / "train" / "dark" / "notes.txt")],
     }
-    assert task.skipped["eval"]["tried"] == 9 and task.skipped["eval"]["unreadable"] == 0
+    assert task.skipped["test"]["tried"] == 9 and task.skipped["test"]["unreadable"] == 0
+    assert task.skipped["val"]["tried"] == 6 and task.skipped["val"]["unreadable"] == 0
     assert warnings == [
         f"WARNING ignored 1 file(s) in class folders that are not images by their type (e.g. "
         f"{root}/train/dark/notes.txt); image types read: .bmp, .gif, .jpeg, .jpg, .png, .tif, .tiff, .webp",
@@ -103,7 +106,8 @@ def test_unreadable_images_are_skipped_counted_and_reported_once(tmp_path):
 def test_unreadable_images_in_a_sample_are_replaced_by_unused_ones_of_their_class(tmp_path):
     root = write_image_folder(tmp_path, {"all": {c: 6 for c in CLASSES}})
     bad = add_bad_files(root / "all" / "dark")
-    names, pool, _ = data.read_source(str(root / "all"))
+    names, splits = data.read_source(str(root / "all"))
+    pool = splits["train"]
     bad_idx = [pool.items.index(str(p)) for p in bad]
     good_dark = [i for i in np.flatnonzero(pool.labels == 0) if i not in bad_idx]
     idx = np.array(bad_idx + good_dark[:2] + [int(np.flatnonzero(pool.labels == 1)[0])])  # 3 bad of 6
@@ -124,7 +128,10 @@ def test_unreadable_images_in_a_sample_are_replaced_by_unused_ones_of_their_clas
 
 
 def test_too_many_unreadable_images_is_an_error(tiny_vit, tmp_path, capsys):
-    root = write_image_folder(tmp_path / "data", {"train": {c: 6 for c in CLASSES}, "test": {c: 3 for c in CLASSES}})
+    root = write_image_folder(
+        tmp_path / "data",
+        {"train": {c: 6 for c in CLASSES}, "val": {c: 2 for c in CLASSES}, "test": {c: 3 for c in CLASSES}},
+    )
     bad = add_bad_files(root / "train" / "dark")
     rc, _, err = run_cli(capsys, *run_args(tiny_vit, root, tmp_path / "out"))
     assert_one_error_line(
@@ -141,7 +148,10 @@ def test_too_many_unreadable_images_is_an_error(tiny_vit, tmp_path, capsys):
 
 
 def test_a_few_unreadable_images_warn_once_and_the_run_goes_on(tiny_vit, tmp_path, capsys):
-    root = write_image_folder(tmp_path / "data", {"train": {c: 7 for c in CLASSES}, "test": {c: 3 for c in CLASSES}})
+    root = write_image_folder(
+        tmp_path / "data",
+        {"train": {c: 7 for c in CLASSES}, "val": {c: 2 for c in CLASSES}, "test": {c: 3 for c in CLASSES}},
+    )
     (root / "train" / "mid" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 20)
     rc, out, err = run_cli(capsys, *run_args(tiny_vit, root, tmp_path / "out"))
     assert rc == 0 and err == ""
@@ -172,7 +182,8 @@ def test_image_modes_convert_to_the_right_pixel_values(tmp_path):
     Image.new("RGBA", (16, 16), (0, 0, 200, 128)).save(d / "b" / "1-half-transparent.png")
     Image.new("RGB", (16, 16), (0, 150, 0)).convert("P", palette=Image.Palette.ADAPTIVE).save(d / "b" / "2-pal.png")
     Image.fromarray(np.full((16, 16), 0.5, np.float32)).save(d / "b" / "3-float.tif")  # mode F in [0, 1]
-    names, raw, _ = data.read_source(str(d))
+    names, splits = data.read_source(str(d))
+    raw = splits["train"]
     assert [Path(p).name for p in raw.items] == [
         "0-ramp16.png",
         "1-dark16.png",
@@ -208,7 +219,7 @@ def test_huge_jpeg_decodes_at_reduced_scale(tmp_path, monkeypatch):
     (tmp_path / "b").mkdir()
     Image.fromarray(arr).convert("RGB").save(tmp_path / "a" / "big.jpg", quality=90)
     Image.new("RGB", (8, 8)).save(tmp_path / "b" / "small.png")
-    _, raw, _ = data.read_source(str(tmp_path))
+    raw = data.read_source(str(tmp_path))[1]["train"]
     sizes = []
     resize = Image.Image.resize
     monkeypatch.setattr(Image.Image, "resize", lambda self, *a, **k: sizes.append(self.size) or resize(self, *a, **k))
@@ -233,7 +244,7 @@ def test_exif_orientation_is_applied(orientation, top, bottom, tmp_path):
     for c in ("a", "b"):
         (tmp_path / c).mkdir()
         img.save(tmp_path / c / "photo.jpg", quality=100, exif=exif)
-    _, raw, _ = data.read_source(str(tmp_path))
+    raw = data.read_source(str(tmp_path))[1]["train"]
     out = data.decode(raw, ImageSpec(8, 16, 1, (0.5,), (0.25,))).images[0][0].int()  # 16 wide, 8 high
     if top is None:  # as stored: 32x16 squeezed to 16x8, black left, white right
         assert torch.all(out[:, :6] < 10) and torch.all(out[:, 10:] > 245)
@@ -314,18 +325,20 @@ def test_unlabelled_rows(tiny_vit, tmp_path, capsys):
     ds = save_hf(tmp_path / "ds", [0, 1, 2] * 4 + [-1, -1], [-1] * 6)
     warnings: list[str] = []
     task = load_task(str(ds), RGB16, min_per_class=1, warn=warnings.append)
-    assert warnings == [
-        "WARNING the test split has no labels (all -1): holding out part of train instead",
+    assert warnings[:2] == [
+        "WARNING the test split has no labels (all -1): not used as the test split",
         "WARNING skipped rows without a label (-1): train 2",
     ]
-    assert task.eval.name == "train (held out 20%)" and len(task.train) + len(task.eval) == 12
+    # every row holds the same picture: the content check says so (it does not stop the run)
+    assert all("pixel-identical" in w for w in warnings[2:]) and len(warnings) == 5
+    assert task.test.name == "train (held out 20%)" and len(task.train) + len(task.val) + len(task.test) == 12
     assert task.skipped["train"]["unlabelled"] == 2 and (task.train.labels >= 0).all()
-    rc, _, err = run_cli(capsys, *run_args(tiny_vit, ds, tmp_path / "out", "--eval-split", "test"))
+    rc, _, err = run_cli(capsys, *run_args(tiny_vit, ds, tmp_path / "out", "--test-split", "test"))
     assert_one_error_line(
         rc,
         err,
         "peftlab: error: test split has no labels (all 6 are -1, which datasets uses for "
-        "'no label', e.g. in hidden test splits); pass --eval-split with a labelled split",
+        "'no label', e.g. in hidden test splits); pass --test-split with a labelled split",
     )
 
 
@@ -364,13 +377,12 @@ def test_train_size_larger_than_the_data(tiny_vit, image_folder, tmp_path, capsy
     assert_one_error_line(
         rc,
         err,
-        "peftlab: error: asked for 100 examples but the split has only 24 training "
-        "images in 'train'; lower --train-size or pass 0 for all",
+        "peftlab: error: asked for 100 training images in 'train' but there are only 19; lower --train-size or "
+        "pass 0 for all",
     )
-    rc, _, err = run_cli(capsys, *run_args(tiny_vit, image_folder, tmp_path / "out", "--eval-size", "13"))
+    rc, _, err = run_cli(capsys, *run_args(tiny_vit, image_folder, tmp_path / "out", "--test-size", "13"))
     assert_one_error_line(
         rc,
         err,
-        "peftlab: error: asked for 13 examples but the split has only 12 evaluation "
-        "images in 'test'; lower --eval-size or pass 0 for all",
+        "peftlab: error: asked for 13 test images in 'test' but there are only 12; lower --test-size or pass 0 for all",
     )

@@ -18,7 +18,8 @@ from .helpers import run_args as _run_args
 
 
 def run_args(model: Path, dataset: Path, out: Path, *extra: str) -> list[str]:
-    return _run_args(model, dataset, out, "--methods", "head,full", *extra)
+    # 20 training images: batches of 8, 8 and 4 split evenly over 2 processes (an uneven one would repeat one)
+    return _run_args(model, dataset, out, "--methods", "head,full", "--val-size", "4", *extra)
 
 
 def test_two_processes_match_one(tiny_vit, image_folder, tmp_path):
@@ -52,9 +53,10 @@ def test_two_processes_match_one(tiny_vit, image_folder, tmp_path):
             read_json(two / f"{method}-seed0" / "result.json"),
         )
         assert b["throughput"]["processes"] == 2 and a["throughput"]["processes"] == 1
-        assert b["metrics"]["evaluated_examples"] == b["data"]["eval_examples"] == 12
-        assert b["metrics"]["baseline_accuracy"] == a["metrics"]["baseline_accuracy"]
-        assert b["metrics"]["accuracy"] == pytest.approx(a["metrics"]["accuracy"], abs=1 / 12 + 1e-9)
+        assert b["metrics"]["test"]["examples"] == b["data"]["test_examples"] == 12
+        assert b["metrics"]["val"]["examples"] == b["data"]["val_examples"] == 4
+        assert b["metrics"]["val"]["start_accuracy"] == a["metrics"]["val"]["start_accuracy"]
+        assert b["metrics"]["test"]["accuracy"] == pytest.approx(a["metrics"]["test"]["accuracy"], abs=1 / 12 + 1e-9)
         assert b["history"][0]["train_loss"] == pytest.approx(a["history"][0]["train_loss"], rel=1e-3)
 
 
@@ -97,7 +99,7 @@ def test_ray_sweep_completes_and_a_rerun_skips_everything(tiny_vit, image_folder
                 "dataset": str(image_folder),
                 "out": str(out),
                 "train_size": 0,
-                "eval_size": 0,
+                "test_size": 0,
                 "min_per_class": 1,
                 "epochs": 2,
                 "batch_size": 8,
@@ -118,6 +120,18 @@ def test_ray_sweep_completes_and_a_rerun_skips_everything(tiny_vit, image_folder
         assert cli.main(["sweep", str(f), "--ray"]) == 0
         assert "reused 4 finished run(s)" in capsys.readouterr().out
         assert {p: p.stat().st_mtime_ns for p in out.glob("*/result.json")} == stamps
+        # a search on Ray: its trials are Ray tasks, asked and told by Optuna here, with the budget
+        tuned = tmp_path / "tuned.json"
+        tuned.write_text(
+            json.dumps(
+                json.loads(f.read_text())
+                | {"out": str(tmp_path / "tuned"), "tune": ["lr"], "tune_trials": 3, "grid": {"head": {}}}
+            )
+        )
+        assert cli.main(["sweep", str(tuned), "--ray"]) == 0
+        t = read_json(tmp_path / "tuned" / "head-seed0" / "result.json")["tuning"]
+        assert len(t["trials"]) == 3 and all(x["state"] == "complete" and x["epochs"] == 2 for x in t["trials"])
+        assert t["pruner"] == "none (trials ran as Ray tasks)" and "searching lr" in capsys.readouterr().out
     finally:
         ray.shutdown()
 
@@ -131,7 +145,7 @@ def test_only_index_runs_one_grid_point(tiny_vit, image_folder, tmp_path, capsys
                 "dataset": str(image_folder),
                 "out": str(tmp_path / "o"),
                 "train_size": 0,
-                "eval_size": 0,
+                "test_size": 0,
                 "min_per_class": 1,
                 "epochs": 1,
                 "batch_size": 8,

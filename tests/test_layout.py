@@ -189,5 +189,5 @@ def test_config_yaml_reruns_the_folder(tiny_vit, image_folder, tmp_path, capsys)
     assert rc == 0, err
     for name in ("head-seed0", "lora-all-seed1"):
         a, b = read_json(first / name / "result.json"), read_json(again / name / "result.json")
-        assert a["config"] == b["config"] and a["metrics"]["accuracy"] == b["metrics"]["accuracy"]
+        assert a["config"] == b["config"] and a["metrics"]["test"] == b["metrics"]["test"]
         assert [h["train_loss"] for h in a["history"]] == [h["train_loss"] for h in b["history"]]

@@ -188,7 +188,7 @@ def test_image_spec_without_processor_warns_and_is_recorded(tiny_vit, image_fold
                 "1",
                 "--train-size",
                 "0",
-                "--eval-size",
+                "--test-size",
                 "0",
                 "--min-per-class",
                 "1",

@@ -70,7 +70,7 @@ def test_markdown_has_the_table_every_plot_and_the_findings(built):
     for m in SEEDS:
         row = next(line for line in md.splitlines() if line.startswith(f"| {m} | 3 |"))
         assert f"{TRAINABLE[m]:,} ✓" in row  # trainable: measured / theory / match
-    assert "| lora | 3 | 12,613 | 12,613 ✓ | 4.14% | 0.150 → 0.750 ± 0.050 |" in md
+    assert "| lora | 3 | 12,613 | 12,613 ✓ | 4.14% | 0.750 | 0.750 ± 0.050 |" in md
     assert set(pngs) == {
         "accuracy-vs-trainable.png",
         "accuracy-vs-time.png",
@@ -83,12 +83,13 @@ def test_markdown_has_the_table_every_plot_and_the_findings(built):
         assert png.startswith(b"\x89PNG") and non_blank(png), name
     assert "Confusion matrix of lora" in md  # the best configuration
     # per-class accuracy: one row per class, a column per configuration, the best in bold
-    assert "| class | eval images | head | last | lora | full |" in md
+    assert "| class | test images | head | last | lora | full |" in md
     assert "| Sandal | 20 | 0.650 | 0.700 | **0.750** | 0.317 |" in md
     for heading in (
         "## Findings",
         "### Metric and chance level",
-        "### Baseline",
+        "### Protocol: what chose what",
+        "### Before training",
         "### Hyperparameters and their meaning",
         "### Parameter counts and the theory check",
         "### Time and accuracy",
@@ -103,18 +104,22 @@ def test_markdown_has_the_table_every_plot_and_the_findings(built):
 
 def test_findings_state_the_numbers_of_the_results(built):
     md = built[0]
-    assert "**Chance level: 0.200**" in md and "the 100 eval images (split 'test')" in md
+    assert "**Chance level: 0.200**" in md and "the 100 test images (split 'test')" in md
     assert "no top-5 accuracy: with 5 classes it would always be 1" in md
-    assert "**Baseline accuracy** (the pretrained model with its new, untrained 5-class head): **0.150**" in md
-    assert "no better than chance at any seed" in md
-    assert "Highest mean accuracy: **lora** (0.750 ± 0.050), +0.600 over its baseline." in md
+    assert (
+        "**Before training** (the pretrained model with its new, untrained 5-class head), validation accuracy: "
+        "**0.150**"
+    ) in md
+    assert "Highest mean test accuracy: **lora** (0.750 ± 0.050)." in md
+    assert "the test split is scored 1 time(s) per final run, with the weights chosen." in md
     assert "4 of 4 configurations match their derived counts." in md
-    assert "**lora**: accuracy 0.150 → **0.750 ± 0.050**" in md
+    assert "**lora**: test accuracy **0.750 ± 0.050**" in md
+    assert "; validation 0.750 at the checkpoint of epoch 2." in md
     assert "Fewest trainable parameters: head (325); most: full (304,709" in md
     assert "All 12 runs finished: none failed or diverged." in md
     assert (
         "every seed — train: 5 of 5 classes, 200 images (40 per class); "
-        "eval: 5 of 5 classes, 100 images (20 per class)."
+        "test: 5 of 5 classes, 100 images (20 per class)."
     ) in md
 
 
@@ -131,8 +136,8 @@ def test_a_different_set_of_results_gives_other_findings():
     rs = [fake("head", s, a, baseline=0.5) for s, a in enumerate([0.9, 0.92])]
     rs += [fake("full", s, a, baseline=0.5) for s, a in enumerate([0.5, 0.52])]
     md = findings_md(rs)
-    assert "**0.500**" in md and "better than chance at every seed" in md
-    assert "Highest mean accuracy: **head** (0.910 ± 0.014), +0.410 over its baseline." in md
+    assert "validation accuracy: **0.500**" in md
+    assert "Highest mean test accuracy: **head** (0.910 ± 0.014)." in md
     assert "**full** — disadvantages: less accurate than head beyond noise" in md
     assert "lora" not in md
 
@@ -183,14 +188,14 @@ def test_a_count_that_differs_from_theory_is_flagged():
 
 def test_coverage_problems_and_notes_are_stated():
     rs = [fake("head", 0, 0.6)]
-    rs[0]["coverage"]["eval"] |= {"classes_present": 4, "missing": ["Bag"], "below_min": ["Shirt"]}
+    rs[0]["coverage"]["test"] |= {"classes_present": 4, "missing": ["Bag"], "below_min": ["Shirt"]}
     rs[0]["config"] = {"min_per_class": 5}
-    rs[0]["data"]["notes"] = ["eval split misses 1 of 5 classes (Bag)"]
+    rs[0]["data"]["notes"] = ["test split misses 1 of 5 classes (Bag)"]
     md = findings_md(rs)
     assert (
-        "eval: 4 of 5 classes, 100 images (20 per class), **missing: Bag**, **fewer than 5 images: Shirt (20)**"
+        "test: 4 of 5 classes, 100 images (20 per class), **missing: Bag**, **fewer than 5 images: Shirt (20)**"
     ) in md
-    assert "Note: eval split misses 1 of 5 classes (Bag)" in md
+    assert "Note: test split misses 1 of 5 classes (Bag)" in md
 
 
 def test_the_report_is_a_pure_function_of_the_results(built):
@@ -298,15 +303,15 @@ def test_example_notebook_runs_end_to_end(tmp_path, monkeypatch):
         assert (tmp_path / "runs" / name).is_file()
 
 
-def test_classes_missing_from_some_seeds_eval_samples():
-    """A class absent from one seed's eval sample (accuracy None) is averaged over the seeds that have it;
+def test_classes_missing_from_some_seeds_test_samples():
+    """A class absent from one seed's test sample (accuracy None) is averaged over the seeds that have it;
     absent from all, it shows '-'. Nothing raises."""
     from peftlab.report.table import per_class_table
 
     rs = [fake("lora", 0, 0.8), fake("lora", 1, 0.6), fake("head", 0, 0.5), fake("head", 1, 0.5)]
-    rs[1]["metrics"]["per_class_accuracy"][NAMES[0]] = None  # lora seed 1: no eval image of class 0
+    rs[1]["metrics"]["test"]["per_class_accuracy"][NAMES[0]] = None  # lora seed 1: no test image of class 0
     for r in rs[2:]:
-        r["metrics"]["per_class_accuracy"][NAMES[1]] = None  # head: class 1 in no eval sample
+        r["metrics"]["test"]["per_class_accuracy"][NAMES[1]] = None  # head: class 1 in no test sample
     table = per_class_table(rs)
     cell = {(row[0], g): v for row in table.rows for g, v in zip(table.header[2:], row[2:])}
     assert (cell[NAMES[0], "lora"], cell[NAMES[0], "head"]) == ("**0.800**", "0.500")  # lora: seed 0 only

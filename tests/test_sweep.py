@@ -33,7 +33,7 @@ def write_sweep(
                 "out": str(out),
                 "seeds": list(seeds),
                 "train_size": 0,
-                "eval_size": 0,
+                "test_size": 0,
                 "min_per_class": 1,
                 "epochs": epochs,
                 "batch_size": 8,
@@ -79,9 +79,9 @@ def test_table_shows_mean_std_and_interval_over_seeds():
     rs = [make_result("lora", s, a, baseline=0.2) for s, a in enumerate([0.80, 0.82, 0.84])]
     row = report.table_rows(rs)[0]
     assert row[0] == "lora" and row[1] == "3"
-    assert row[5] == "0.200 → 0.820 ± 0.020"
+    assert (row[5], row[6]) == ("0.820", "0.820 ± 0.020")  # validation, test
     s = summarize([0.80, 0.82, 0.84])
-    assert row[6] == f"{s.low:.3f}–{s.high:.3f}"
+    assert row[7] == f"{s.low:.3f}–{s.high:.3f}"
 
 
 # ---------------------------------------------------------------- seeds through the CLI
@@ -97,7 +97,7 @@ def test_seeds_run_every_method_per_seed(tiny_vit, image_folder, tmp_path, capsy
         str(out),
         "--train-size",
         "0",
-        "--eval-size",
+        "--test-size",
         "0",
         "--min-per-class",
         "1",
@@ -117,7 +117,7 @@ def test_seeds_run_every_method_per_seed(tiny_vit, image_folder, tmp_path, capsy
     assert {r["seed"] for r in found.values()} == {0, 1, 2}
     losses = {s: found[f"full-seed{s}"]["history"][0]["train_loss"] for s in (0, 1, 2)}
     assert len(set(losses.values())) == 3  # different seeds: different head init and data order
-    full = [found[f"full-seed{s}"]["metrics"]["accuracy"] for s in (0, 1, 2)]
+    full = [found[f"full-seed{s}"]["metrics"]["test"]["accuracy"] for s in (0, 1, 2)]
     assert f"{summarize(full).mean:.3f}" in printed and "seeds 0, 1, 2" in printed
     assert "best:" in printed
 

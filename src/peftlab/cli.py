@@ -158,11 +158,17 @@ def parser() -> argparse.ArgumentParser:
     pr.add_argument("--top-k", type=int, default=5, help="labels per image (default: 5)")
     pr.add_argument("--batch-size", type=int, default=64, help="images per forward pass (default: 64)")
     pr.add_argument("--json", action="store_true", help="print JSON instead of text")
-    ev = sub.add_parser("eval", help="evaluate a run's fine-tuned model on a dataset's evaluation split")
+    ev = sub.add_parser(
+        "eval",
+        help="evaluate a run's fine-tuned model on a dataset's test split, never on images it trained or selected on",
+    )
     ev.add_argument("run", help="a run folder (holding result.json)")
     ev.add_argument("--dataset", required=True, help="as for 'peftlab run --dataset'")
-    ev.add_argument("--eval-split", help="split to evaluate (default: validation/test, else 20%% held out)")
-    ev.add_argument("--eval-size", type=int, default=0, help="stratified sample size; 0 = all (default)")
+    ev.add_argument(
+        "--test-split",
+        help="split to evaluate (default: test, else validation, else a fifth held out with the run's seed)",
+    )
+    ev.add_argument("--test-size", type=int, default=0, help="stratified sample size; 0 = all (default)")
     ev.add_argument("--image-column")
     ev.add_argument("--label-column")
     ev.add_argument("--json", action="store_true", help="print JSON instead of text")
@@ -308,13 +314,13 @@ def _cmd_eval(args) -> int:
 
     from .runs.artifacts import evaluate_run
 
-    if args.eval_size < 0:
-        raise UserError("--eval-size must be >= 0 (0 = all)")
+    if args.test_size < 0:
+        raise UserError("--test-size must be >= 0 (0 = all)")
     r = evaluate_run(
         args.run,
         args.dataset,
-        eval_size=args.eval_size,
-        eval_split=args.eval_split,
+        test_size=args.test_size,
+        test_split=args.test_split,
         image_column=args.image_column,
         label_column=args.label_column,
     )
@@ -322,9 +328,12 @@ def _cmd_eval(args) -> int:
         print(json.dumps(r, indent=2))
     else:
         top5 = f", top-5 {r['top5_accuracy']:.4f}" if r["top5_accuracy"] is not None else ""
+        left_out = f"; {r['excluded']} image(s) the run trained or selected on left out" if r["excluded"] else ""
         print(
-            f"{r['run']} on {r['dataset']} ({r['split']}, {r['examples']} images, {r['classes_present']} "
-            f"classes): accuracy {r['accuracy']:.4f}{top5}, macro-F1 {r['macro_f1']:.4f}"
+            f"{r['run']} on {r['dataset']} ({r['split']}, seed {r['seed']}, {r['examples']} images, "
+            f"{r['classes_present']} classes): accuracy {r['accuracy']:.4f}{top5}, macro-F1 {r['macro_f1']:.4f}"
+            + left_out
+            + ("" if r["exclusion"] == "by content hash" else f" ({r['exclusion']})")
         )
     return 0
 

@@ -4,6 +4,7 @@ same class, or dropped, and counted."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import threading
 import warnings
@@ -26,9 +27,31 @@ class Split:
     name: str
     images: torch.Tensor  # uint8 [N, C, H, W] at the model's input size
     labels: torch.Tensor  # int64 [N]
+    origin: np.ndarray | None = None  # each image's row in the dataset's split `source` (its identity)
+    source: str = ""  # the dataset's split the images come from
+
+    def __post_init__(self):
+        if self.origin is None:
+            self.origin = np.arange(len(self.labels), dtype=np.int64)
+        self.source = self.source or self.name
 
     def __len__(self) -> int:
         return len(self.labels)
+
+    def hashes(self) -> np.ndarray:
+        """A 64-bit content hash of each decoded image (blake2b of its pixels at the model's input size):
+        the same picture has the same hash, whatever file or row it came from. Computed once."""
+        if self.__dict__.get("_hashes") is None or len(self.__dict__["_hashes"]) != len(self):
+            self.__dict__["_hashes"] = content_hashes(self.images)
+        return self.__dict__["_hashes"]
+
+
+def content_hashes(images: torch.Tensor) -> np.ndarray:
+    flat = images.reshape(len(images), -1).numpy()
+    return np.array(
+        [int.from_bytes(hashlib.blake2b(row.tobytes(), digest_size=8).digest(), "little") for row in flat],
+        dtype=np.uint64,
+    )
 
 
 # ---------------------------------------------------------------- decoding
@@ -204,7 +227,7 @@ def decode(raw: RawSplit, spec: ImageSpec, cache: DecodeCache | None = None, wor
     if errors:
         shown = "; ".join(f"{raw.describe(k)}: {why}" for k, why in sorted(errors.items())[:EXAMPLES_SHOWN])
         raise UserError(f"{len(errors)} unreadable image(s) in the {raw.name} split ({shown})")
-    return Split(raw.name, images, torch.from_numpy(np.asarray(raw.labels, dtype=np.int64)))
+    return Split(raw.name, images, torch.from_numpy(np.asarray(raw.labels, dtype=np.int64)), raw.origin, raw.source)
 
 
 def skip_stats() -> dict:
@@ -289,4 +312,4 @@ def decode_sample(
     if not ok.all():  # drop the unreplaced: into a new tensor, mapped again when the first one was
         keep = torch.from_numpy(np.flatnonzero(ok))
         images = torch.index_select(images, 0, keep, out=_allocate((len(keep), *images.shape[1:])))
-    return Split(pool.name, images, torch.from_numpy(labels[ok]))
+    return Split(pool.name, images, torch.from_numpy(labels[ok]), pool.origin[source[ok]], pool.source)

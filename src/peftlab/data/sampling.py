@@ -8,10 +8,9 @@ from ..errors import UserError
 
 
 # ---------------------------------------------------------------- sampling and coverage
-def stratified_indices(
-    labels: np.ndarray, n: int, seed: int, *, what: str = "", option: str = "--train-size/--eval-size"
-) -> np.ndarray:
-    """n indices with each class represented in proportion (largest remainder), seeded, shuffled."""
+def stratified_indices(labels: np.ndarray, n: int, seed, *, what: str = "", option: str = "--train-size") -> np.ndarray:
+    """n indices with each class represented in proportion (largest remainder), seeded (an int or a
+    numpy seed sequence such as [seed, stream]), shuffled."""
     if n > len(labels):
         raise UserError(
             f"asked for {n} examples but the split has only {len(labels)}"
@@ -25,6 +24,20 @@ def stratified_indices(
         take[i] += 1
     picked = [rng.choice(np.flatnonzero(labels == c), k, replace=False) for c, k in zip(classes, take)]
     return rng.permutation(np.concatenate(picked)) if picked else np.array([], dtype=int)
+
+
+def per_class_indices(labels: np.ndarray, k: int, names: list[str], seed, *, what: str, option: str) -> np.ndarray:
+    """k indices of every class (seeded, shuffled): the few-shot sample; a class with fewer is an error."""
+    rng = np.random.default_rng(seed)
+    picked = []
+    for c, name in enumerate(names):
+        pool = np.flatnonzero(labels == c)
+        if len(pool) < k:
+            raise UserError(
+                f"class '{name}' has only {len(pool)} {what}, fewer than {option} {k}; lower {option} or add images"
+            )
+        picked.append(rng.choice(pool, k, replace=False))
+    return rng.permutation(np.concatenate(picked)) if picked else np.array([], dtype=np.int64)
 
 
 def coverage(labels: np.ndarray, names: list[str], min_per_class: int) -> dict:

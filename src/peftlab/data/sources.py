@@ -34,7 +34,9 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".ti
 # files an OS or tool leaves in folders: passed over without a word (as are hidden files and folders)
 JUNK_FILES = {"thumbs.db", "desktop.ini", "__macosx"}
 EXAMPLES_SHOWN = 3  # example paths in a warning or error about skipped items
-EVAL_SPLIT_NAMES = ("validation", "valid", "val", "test")
+VAL_SPLIT_NAMES = ("validation", "valid", "val")  # a dataset's validation split, by any of these names
+TEST_SPLIT_NAMES = ("test",)
+ROLES = ("train", "val", "test")
 
 
 @dataclass
@@ -47,10 +49,20 @@ class RawSplit:
     decode: Callable[[Any], Any]
     folder: Path | None = None  # image folders: the folder holding this split's class folders
     not_images: list[str] = field(default_factory=list)  # files in class folders that are not image types
+    origin: np.ndarray | None = None  # each item's row in the dataset's split `source` (None: 0..N-1)
+    source: str = ""  # the dataset's split these items come from (default: name)
+
+    def __post_init__(self):
+        if self.origin is None:
+            self.origin = np.arange(len(self.labels), dtype=np.int64)
+        self.source = self.source or self.name
 
     def subset(self, idx: np.ndarray, name: str | None = None) -> RawSplit:
+        idx = np.asarray(idx, dtype=np.int64)
         items = self.items.select(idx) if hasattr(self.items, "select") else [self.items[i] for i in idx]
-        return RawSplit(name or self.name, self.labels[idx], items, self.decode, self.folder)
+        return RawSplit(
+            name or self.name, self.labels[idx], items, self.decode, self.folder, [], self.origin[idx], self.source
+        )
 
     def describe(self, i: int) -> str:
         """Where item i comes from, for messages: its path, or its row in the dataset."""
@@ -71,7 +83,7 @@ def _read_idx(path: Path) -> np.ndarray:
     return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
 
 
-def _fashion_mnist(spec: str) -> tuple[list[str], RawSplit, RawSplit]:
+def _fashion_mnist(spec: str) -> tuple[list[str], dict[str, RawSplit | None]]:
     classes = list(FMNIST_TASKS[spec])
     files = {
         s: (FMNIST_DIR / f"{p}-images-idx3-ubyte.gz", FMNIST_DIR / f"{p}-labels-idx1-ubyte.gz")
@@ -85,12 +97,12 @@ def _fashion_mnist(spec: str) -> tuple[list[str], RawSplit, RawSplit]:
         )
     remap = np.full(10, -1)
     remap[classes] = np.arange(len(classes))
-    splits = []
+    splits: dict[str, RawSplit | None] = {"val": None}
     for name, (img_f, lab_f) in files.items():
         images, labels = _read_idx(img_f), _read_idx(lab_f)
-        keep = np.flatnonzero(remap[labels] >= 0)
-        splits.append(RawSplit(name, remap[labels[keep]], images[keep], _identity))
-    return [FMNIST_NAMES[c] for c in classes], splits[0], splits[1]
+        keep = np.flatnonzero(remap[labels] >= 0)  # origin: the row in the IDX file
+        splits[name] = RawSplit(name, remap[labels[keep]], images[keep], _identity, origin=keep)
+    return [FMNIST_NAMES[c] for c in classes], splits
 
 
 def _identity(x):
@@ -114,9 +126,9 @@ def _hidden(name: str) -> bool:
     return name.startswith(".") or name.lower() in JUNK_FILES
 
 
-def _image_folder(root: Path) -> tuple[list[str], RawSplit, RawSplit | None]:
+def _image_folder(root: Path, names: dict[str, str | None]) -> tuple[list[str], dict[str, RawSplit | None]]:
     try:
-        return _read_image_folder(root)
+        return _read_image_folder(root, names)
     except OSError as e:  # e.g. a folder without read permission
         raise UserError(
             f"cannot read image folder '{e.filename or root}' ({e.strerror or e}); check its permissions"
@@ -127,16 +139,29 @@ def _class_folders(d: Path) -> list[str]:
     return sorted(p.name for p in d.iterdir() if p.is_dir() and not _hidden(p.name))
 
 
-def _read_image_folder(root: Path) -> tuple[list[str], RawSplit, RawSplit | None]:
+def _read_image_folder(root: Path, asked: dict[str, str | None]) -> tuple[list[str], dict[str, RawSplit | None]]:
+    """ROOT/<class>/... (one pool), or ROOT/train/<class>/... with ROOT/val|validation|valid/ and/or
+    ROOT/test/ beside it; --train-split/--val-split/--test-split name other subfolders."""
     subdirs = {p.name.lower(): p for p in root.iterdir() if p.is_dir()}
-    train_dir = subdirs.get("train")
-    eval_dir = next((subdirs[n] for n in EVAL_SPLIT_NAMES if n in subdirs), None) if train_dir else None
+
+    def named(role: str, defaults: tuple[str, ...]) -> Path | None:
+        if asked.get(role):
+            if asked[role].lower() not in subdirs:
+                raise UserError(
+                    f"image folder '{root}' has no split folder '{asked[role]}' (--{role}-split); "
+                    f"it has: {', '.join(sorted(subdirs)) or 'none'}"
+                )
+            return subdirs[asked[role].lower()]
+        return next((subdirs[n] for n in defaults if n in subdirs), None)
+
+    train_dir = named("train", ("train",))
+    split_dirs = {"val": named("val", VAL_SPLIT_NAMES), "test": named("test", TEST_SPLIT_NAMES)} if train_dir else {}
     base = train_dir or root
     names = _class_folders(base)
     if not names:
         raise UserError(
             f"image folder '{root}' has no class subfolders; lay it out as "
-            "ROOT/<class>/<image> (optionally ROOT/train/<class>/... and ROOT/test/<class>/...)"
+            "ROOT/<class>/<image> (optionally ROOT/train/<class>/..., ROOT/val/<class>/... and ROOT/test/<class>/...)"
         )
 
     def files(d: Path) -> tuple[list[str], list[str]]:
@@ -157,30 +182,32 @@ def _read_image_folder(root: Path) -> tuple[list[str], RawSplit, RawSplit | None
             not_images += others
         return RawSplit(split, np.asarray(labels, dtype=np.int64), paths, _open_image, d, not_images)
 
-    if eval_dir is not None:  # a class only in the eval folder could never be predicted right
-        extra = [n for n in _class_folders(eval_dir) if n not in names and files(eval_dir / n)[0]]
+    for d in split_dirs.values():  # a class only in a val/test folder could never be predicted right
+        extra = [n for n in _class_folders(d) if n not in names and files(d / n)[0]] if d is not None else []
         if extra:
             raise UserError(
-                f"class folder '{eval_dir / extra[0]}' has images but '{base / extra[0]}' does not "
+                f"class folder '{d / extra[0]}' has images but '{base / extra[0]}' does not "
                 f"exist{f' ({len(extra)} such classes)' if len(extra) > 1 else ''}; a class without "
                 "training images cannot be learned: add training images or remove the class"
             )
-    return names, scan(base, "train"), scan(eval_dir, eval_dir.name) if eval_dir else None
+    splits = {role: scan(d, d.name) if d is not None else None for role, d in split_dirs.items()}
+    return names, {"train": scan(base, "train"), "val": splits.get("val"), "test": splits.get("test")}
 
 
 def _hf_dataset(
-    dsd, image_column: str | None, label_column: str | None, train_split: str | None, eval_split: str | None
-) -> tuple[list[str], RawSplit, RawSplit | None]:
+    dsd, image_column: str | None, label_column: str | None, asked: dict[str, str | None]
+) -> tuple[list[str], dict[str, RawSplit | None]]:
     from datasets import ClassLabel, Dataset, DatasetDict, Image
 
     if isinstance(dsd, Dataset):
-        dsd = DatasetDict({train_split or "train": dsd})
-    train_name = train_split or ("train" if "train" in dsd else next(iter(dsd)))
-    if train_name not in dsd:
-        raise UserError(f"dataset has no split '{train_name}'; it has: {', '.join(dsd)}")
-    eval_name = eval_split or next((n for n in EVAL_SPLIT_NAMES if n in dsd and n != train_name), None)
-    if eval_name is not None and eval_name not in dsd:
-        raise UserError(f"dataset has no split '{eval_name}'; it has: {', '.join(dsd)}")
+        dsd = DatasetDict({asked.get("train") or "train": dsd})
+    train_name = asked.get("train") or ("train" if "train" in dsd else next(iter(dsd)))
+    chosen = {"train": train_name}
+    for role, defaults in (("val", VAL_SPLIT_NAMES), ("test", TEST_SPLIT_NAMES)):
+        chosen[role] = asked.get(role) or next((n for n in defaults if n in dsd and n != train_name), None)
+    for role, name in chosen.items():
+        if name is not None and name not in dsd:
+            raise UserError(f"dataset has no split '{name}' (--{role}-split); it has: {', '.join(dsd)}")
     feats = dsd[train_name].features
     image_column = image_column or next((k for k, v in feats.items() if isinstance(v, Image)), None)
     label_column = label_column or next((k for k, v in feats.items() if isinstance(v, ClassLabel)), None)
@@ -209,7 +236,7 @@ def _hf_dataset(
             ds = ds.cast_column(image_column, Image(decode=False))
         return RawSplit(split, labels, _Column(ds, image_column), _open_image)
 
-    return names, raw(train_name), raw(eval_name) if eval_name else None
+    return names, {role: raw(name) if name else None for role, name in chosen.items()}
 
 
 class _Column:
@@ -272,10 +299,11 @@ def read_source(
     dataset: str,
     image_column: str | None = None,
     label_column: str | None = None,
-    train_split: str | None = None,
-    eval_split: str | None = None,
-):
-    """Any supported --dataset -> (label names, train RawSplit, eval RawSplit or None)."""
+    split_names: dict[str, str | None] | None = None,
+) -> tuple[list[str], dict[str, RawSplit | None]]:
+    """Any supported --dataset -> (label names, {"train": RawSplit, "val": RawSplit or None, "test": RawSplit
+    or None}): the dataset's own splits as they are; split_names picks them by name (--train-split ...)."""
+    split_names = split_names or {}
     if dataset in FMNIST_TASKS:
         return _fashion_mnist(dataset)
     if dataset.startswith("fashion-mnist:"):
@@ -293,12 +321,12 @@ def read_source(
                     f"cannot read save_to_disk dataset '{dataset}' ({first}); save it again with "
                     "Dataset.save_to_disk / DatasetDict.save_to_disk"
                 ) from e
-            return _hf_dataset(dsd, image_column, label_column, train_split, eval_split)
-        return _image_folder(path)
+            return _hf_dataset(dsd, image_column, label_column, split_names)
+        return _image_folder(path, split_names)
     if path.exists() or dataset.startswith((".", "/", "~")):
         what = "is not a folder" if path.exists() else "does not exist"
         raise UserError(
             f"dataset '{dataset}' {what}; pass an image folder, a save_to_disk "
             f"folder, a hub dataset id or one of: {', '.join(FMNIST_TASKS)}"
         )
-    return _hf_dataset(_load_hub_dataset(dataset), image_column, label_column, train_split, eval_split)
+    return _hf_dataset(_load_hub_dataset(dataset), image_column, label_column, split_names)

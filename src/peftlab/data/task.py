@@ -19,24 +19,28 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from ..config import DataOptions
+from ..config import DEFAULT_TEST_SIZE, DEFAULT_TRAIN_SIZE, DEFAULT_VAL_SIZE, DataOptions
 from ..errors import UserError
 from ..models import ImageSpec
 from .decoding import DecodeCache, Split, decode_sample, skip_stats
-from .sampling import coverage, coverage_problems, stratified_indices
-from .sources import EXAMPLES_SHOWN, IMAGE_SUFFIXES, RawSplit, read_source
+from .sampling import coverage, coverage_problems, per_class_indices, stratified_indices
+from .sources import EXAMPLES_SHOWN, IMAGE_SUFFIXES, ROLES, RawSplit, read_source
 
 
 @dataclass
 class Task:
+    """One run's data: a training sample, a validation set (what every choice is made on) and a test set
+    (scored once per final run), decoded at the model's input size; what was left out and why."""
+
     name: str
     label_names: list[str]
     train: Split
-    eval: Split
-    coverage: dict = field(default_factory=dict)
+    val: Split
+    test: Split
+    coverage: dict = field(default_factory=dict)  # per role
     notes: list[str] = field(default_factory=list)
-    # per split ("train", "eval"): what was left out and why; see skip_stats() for the keys
-    skipped: dict = field(default_factory=dict)
+    skipped: dict = field(default_factory=dict)  # per role: what was left out and why (see skip_stats)
+    splits: dict = field(default_factory=dict)  # per role: source, how it was made, size; "check": disjointness
 
     @property
     def num_classes(self) -> int:
@@ -44,7 +48,7 @@ class Task:
 
 
 # ---------------------------------------------------------------- the whole task
-def _check_labels(raw: RawSplit, names: list[str], split_key: str, stats: dict) -> RawSplit:
+def _check_labels(raw: RawSplit, names: list[str], role: str, stats: dict) -> RawSplit:
     """Labels outside 0..C-1 are an error; unlabelled rows (-1, datasets' "no label") are dropped and counted."""
     outside = (raw.labels < -1) | (raw.labels >= len(names))
     if outside.any():
@@ -56,10 +60,9 @@ def _check_labels(raw: RawSplit, names: list[str], split_key: str, stats: dict) 
         )
     unlabelled = raw.labels == -1
     if unlabelled.all() and len(raw.labels):
-        option = "--train-split" if split_key == "train" else "--eval-split"
         raise UserError(
             f"{raw.name} split has no labels (all {len(raw.labels)} are -1, which datasets uses "
-            f"for 'no label', e.g. in hidden test splits); pass {option} with a labelled split"
+            f"for 'no label', e.g. in hidden test splits); pass --{role}-split with a labelled split"
         )
     if unlabelled.any():
         stats["unlabelled"] += int(unlabelled.sum())
@@ -74,8 +77,8 @@ def _check_every_class_trains(train: RawSplit, names: list[str], held_out: int =
     shown = ", ".join(f"'{n}'" for n in empty[:5]) + (" ..." if len(empty) > 5 else "")
     many = len(empty) > 1
     if held_out:
-        where = f"none left after holding out {held_out} images for evaluation"
-        todo = "add images, or an evaluation split (ROOT/test/<class>/ or --eval-split)"
+        where = f"none left after holding out {held_out} images for validation and test"
+        todo = "add images, or validation and test splits (ROOT/val/<class>/, ROOT/test/<class>/ or --test-split)"
     elif train.folder is not None:
         where = (
             f"folder '{train.folder / empty[0]}' has" if not many else f"their folders in '{train.folder}' have"
@@ -91,30 +94,82 @@ def _check_every_class_trains(train: RawSplit, names: list[str], held_out: int =
 
 
 def _skip_warnings(skipped: dict) -> list[str]:
-    """One line per kind of thing left out, over both splits."""
+    """One line per kind of thing left out, over every split."""
     out = []
-    tr, ev = skipped["train"], skipped["eval"]
-    if tr["unlabelled"] or ev["unlabelled"]:
-        parts = [f"{k} {s['unlabelled']}" for k, s in skipped.items() if s["unlabelled"]]
+    roles = [r for r in ROLES if r in skipped]
+    if any(skipped[r]["unlabelled"] for r in roles):
+        parts = [f"{r} {skipped[r]['unlabelled']}" for r in roles if skipped[r]["unlabelled"]]
         out.append(f"skipped rows without a label (-1): {', '.join(parts)}")
-    if tr["not_images"] or ev["not_images"]:
-        n = tr["not_images"] + ev["not_images"]
-        shown = ", ".join((tr["not_image_examples"] + ev["not_image_examples"])[:EXAMPLES_SHOWN])
+    if any(skipped[r]["not_images"] for r in roles):
+        n = sum(skipped[r]["not_images"] for r in roles)
+        shown = ", ".join([e for r in roles for e in skipped[r]["not_image_examples"]][:EXAMPLES_SHOWN])
         out.append(
             f"ignored {n} file(s) in class folders that are not images by their type (e.g. {shown}); "
             f"image types read: {', '.join(sorted(IMAGE_SUFFIXES))}"
         )
-    if tr["unreadable"] or ev["unreadable"]:
+    if any(skipped[r]["unreadable"] for r in roles):
         parts = [
-            f"{k} {s['unreadable']} of {s['tried']} tried"
+            f"{r} {s['unreadable']} of {s['tried']} tried"
             + (f", {s['replaced']} replaced by other images of the same class" if s["replaced"] else "")
             + (f", {s['dropped']} fewer images" if s["dropped"] else "")
-            for k, s in (("train", tr), ("eval", ev))
+            for r, s in ((r, skipped[r]) for r in roles)
             if s["unreadable"]
         ]
-        shown = "; ".join((tr["unreadable_examples"] + ev["unreadable_examples"])[:EXAMPLES_SHOWN])
+        shown = "; ".join([e for r in roles for e in skipped[r]["unreadable_examples"]][:EXAMPLES_SHOWN])
         out.append(f"skipped unreadable images: {'; '.join(parts)} (e.g. {shown})")
     return out
+
+
+def _size(asked: int | None, default: int, available: int, option: str, what: str, notes: list[str]) -> int:
+    """How many to sample: asked (0 = all; more than there are is an error), or the default, which shrinks
+    to what there is rather than fail (for the training sample, the run says so)."""
+    if asked is None:
+        if available < default:
+            if option == "--train-size":
+                notes.append(f"{what}: all {available} (fewer than the default {option} {default})")
+            return available
+        return default
+    if asked == 0:
+        return available
+    if asked > available:
+        raise UserError(f"asked for {asked} {what} but there are only {available}; lower {option} or pass 0 for all")
+    return asked
+
+
+def _sample(pool: RawSplit, role: str, o: DataOptions, names: list[str], seed, default: int, notes: list[str]):
+    """The indices of pool that make this role's sample: k per class (--<role>-per-class) or a stratified
+    sample of --<role>-size."""
+    per_class = getattr(o, f"{role}_per_class", None)
+    what = f"{'training' if role == 'train' else role} images in '{pool.name}'"
+    if per_class:
+        return per_class_indices(pool.labels, per_class, names, seed, what=what, option=f"--{role}-per-class")
+    n = _size(getattr(o, f"{role}_size"), default, len(pool.labels), f"--{role}-size", what, notes)
+    if n == len(pool.labels):  # all of it: in its own order
+        return np.arange(n)
+    return stratified_indices(pool.labels, n, seed, what=what, option=f"--{role}-size")
+
+
+def _carve(pool: RawSplit, n: int, seed, name: str) -> tuple[RawSplit, RawSplit]:
+    """A stratified, seeded slice of n items out of pool -> (slice, the rest)."""
+    idx = stratified_indices(pool.labels, n, seed, what=f"images in '{pool.name}'")
+    rest = np.setdiff1d(np.arange(len(pool.labels)), idx)
+    return pool.subset(np.sort(idx), name), pool.subset(rest)
+
+
+def split_check(splits: dict[str, Split]) -> dict:
+    """The three splits are disjoint: no source row in two of them (when they share a source split), and
+    how many images of one are pixel-identical (content hash) to an image of another."""
+    rows, dupes = {}, {}
+    pairs = [("train", "val"), ("train", "test"), ("val", "test")]
+    hashes = {r: set(s.hashes().tolist()) for r, s in splits.items() if len(s)}
+    for a, b in pairs:
+        sa, sb = splits.get(a), splits.get(b)
+        if sa is None or sb is None or not len(sa) or not len(sb):
+            continue
+        same_source = sa.source == sb.source
+        rows[f"{a}-{b}"] = len(np.intersect1d(sa.origin, sb.origin)) if same_source else 0
+        dupes[f"{a}-{b}"] = len(hashes[a] & hashes[b])
+    return {"shared_rows": rows, "identical_images": dupes, "disjoint": not any(rows.values())}
 
 
 def load_task(
@@ -124,11 +179,15 @@ def load_task(
     seed: int = 0,
     cache: DecodeCache | None = None,
     warn: Callable[[str], None] = print,
-    decode_train: bool = True,
+    roles: tuple[str, ...] = ROLES,
 ) -> Task:
-    """Read, sample (seeded, stratified), decode and check a dataset for one model. decode_train=False
-    (evaluating a saved run) decodes the eval split only: Task.train is then empty and unchecked. cache
-    (owned by the caller, e.g. a Worker) lets later calls reuse images decoded here.
+    """Read, split, sample (seeded, stratified), decode and check a dataset for one model.
+
+    Train, validation and test: validation is the dataset's own validation split when it also has a test
+    split; otherwise a stratified, seeded slice of the training split. Test is the dataset's test split,
+    else its validation split (the validation set is then carved from train), else a held-out slice of the
+    training split. Only the roles asked for are decoded (a saved run's eval decodes the test split only).
+    The three are checked disjoint (source rows and content hashes) and the check is recorded.
 
     Unreadable images are replaced by unused ones of the same class where the split has them (else the
     sample shrinks), counted in Task.skipped, noted and warned about once; more than max_bad_fraction of the
@@ -137,7 +196,8 @@ def load_task(
     dataset, max_bad_fraction, min_per_class = o.dataset, o.max_bad_fraction, o.min_per_class
     if not 0 <= max_bad_fraction <= 1:
         raise UserError(f"--max-bad-fraction must be between 0 and 1 (got {max_bad_fraction:g})")
-    names, train, held = read_source(dataset, o.image_column, o.label_column, o.train_split, o.eval_split)
+    names, raw = read_source(dataset, o.image_column, o.label_column, o.split_names())
+    train = raw["train"]
     notes: list[str] = []
     if len(names) < 2:
         found = f" (only '{names[0]}')" if names else ""
@@ -146,89 +206,132 @@ def load_task(
             f"dataset '{dataset}' has {len(names)} class{'es' if len(names) != 1 else ''}; a classifier "
             f"needs at least 2{found}{hint}"
         )
-    skipped = {"train": skip_stats(), "eval": skip_stats()}
-    for split_key, raw in (("train", train), ("eval", held)):
-        if raw is not None:
-            skipped[split_key].update(
-                not_images=len(raw.not_images), not_image_examples=raw.not_images[:EXAMPLES_SHOWN]
-            )
+    skipped = {r: skip_stats() for r in ROLES}
+    for role, split in raw.items():
+        if split is not None:
+            skipped[role].update(not_images=len(split.not_images), not_image_examples=split.not_images[:EXAMPLES_SHOWN])
     if len(train.labels) == 0:
         raise UserError(f"dataset '{dataset}' has no training images")
     train = _check_labels(train, names, "train", skipped["train"])
-    if held is not None and len(held.labels) and (held.labels == -1).all() and o.eval_split is None:
-        warn(f"WARNING the {held.name} split has no labels (all -1): holding out part of {train.name} instead")
-        notes.append(f"the {held.name} split has no labels (all -1)")
-        held = None
-    if held is not None:
-        held = _check_labels(held, names, "eval", skipped["eval"])
-        if len(held.labels) == 0:
-            todo = "remove the folder" if held.folder is not None else "pass --eval-split with another split"
-            raise UserError(
-                f"the {held.name} split has no images; add some, or {todo} to evaluate on a held-out "
-                f"part of {train.name}"
-            )
-    if decode_train:
+    for role in ("val", "test"):
+        split = raw[role]
+        if split is not None and len(split.labels) and (split.labels == -1).all() and not o.split_names()[role]:
+            warn(f"WARNING the {split.name} split has no labels (all -1): not used as the {role} split")
+            notes.append(f"the {split.name} split has no labels (all -1)")
+            raw[role] = None
+        elif split is not None:
+            raw[role] = _check_labels(split, names, role, skipped[role])
+            if len(raw[role].labels) == 0:
+                todo = "remove the folder" if split.folder is not None else f"pass --{role}-split with another split"
+                raise UserError(f"the {split.name} split has no images; add some, or {todo}")
+    if "train" in roles:
         _check_every_class_trains(train, names)
+    val, test = raw["val"], raw["test"]
+    how = {"train": f"sample of the '{train.name}' split"}
+    if test is None and val is not None and not o.val_split:  # the dataset's one held-out split is the test
+        test, val = val, None
+        notes.append(f"no test split: the '{test.name}' split is the test split; validation is carved from training")
     n_pool = len(train.labels)
-    if held is None:  # no held-out split: hold out a stratified fraction of train for evaluation
-        n_eval = max(len(names), int(round(o.holdout * len(train.labels))))
-        ev = stratified_indices(train.labels, n_eval, seed)
-        held = train.subset(ev, f"{train.name} (held out {o.holdout:.0%})")
-        train = train.subset(np.setdiff1d(np.arange(len(train.labels)), ev))
-        notes.append(f"no validation/test split: evaluating on {len(ev)} held-out training images")
-        if decode_train:
-            _check_every_class_trains(train, names, held_out=len(ev))
-    what = f"training images in '{train.name}'" + (
-        f" after holding out {n_pool - len(train.labels)} for evaluation" if len(train.labels) < n_pool else ""
-    )
-    tr_idx = (
-        (
-            stratified_indices(train.labels, o.train_size, seed, what=what, option="--train-size")
-            if o.train_size
-            else np.arange(len(train.labels))
-        )
-        if decode_train
-        else np.arange(0)
-    )
-    ev_idx = (
-        stratified_indices(
-            held.labels, o.eval_size, seed + 1, what=f"evaluation images in '{held.name}'", option="--eval-size"
-        )
-        if o.eval_size
-        else np.arange(len(held.labels))
-    )
-    decoded = {}
-    for split_key, pool, idx, s in (("train", train, tr_idx, seed), ("eval", held, ev_idx, seed + 1)):
-        if split_key == "train" and not decode_train:
-            decoded["train"] = Split(
+    if test is None:  # hold out a stratified share of train as the test split
+        n_test = max(len(names), int(round(o.holdout * len(train.labels))))
+        test, train = _carve(train, n_test, [seed, 3], f"{train.name} (held out {o.holdout:.0%})")
+        notes.append(f"no test split: testing on {len(test.labels)} held-out training images")
+        how["test"] = f"held-out {o.holdout:.0%} of the '{train.source}' split"
+    else:
+        how["test"] = f"the dataset's '{test.name}' split"
+    if val is None:  # carve the validation set out of what is left for training
+        if o.val_per_class:
+            idx = per_class_indices(
+                train.labels,
+                o.val_per_class,
+                names,
+                [seed, 1],
+                what=f"training images in '{train.name}'",
+                option="--val-per-class",
+            )
+            val, train = (
+                train.subset(np.sort(idx), f"{train.name} (validation)"),
+                train.subset(np.setdiff1d(np.arange(len(train.labels)), idx)),
+            )
+        else:
+            default = min(DEFAULT_VAL_SIZE, max(len(names), int(round(o.val_fraction * len(train.labels)))))
+            n_val = _size(o.val_size, default, len(train.labels), "--val-size", f"images in '{train.name}'", notes)
+            if n_val >= len(train.labels):
+                raise UserError(
+                    f"--val-size {n_val} leaves no training images in '{train.name}' "
+                    f"({len(train.labels)} after any test hold-out); lower --val-size"
+                )
+            val, train = _carve(train, n_val, [seed, 1], f"{train.name} (validation)")
+        how["val"] = f"stratified slice of the '{train.source}' split, disjoint from the training sample"
+        val_idx = np.arange(len(val.labels))
+    else:
+        how["val"] = f"the dataset's '{val.name}' split"
+        val_idx = _sample(val, "val", o, names, [seed, 1], DEFAULT_VAL_SIZE, notes)
+    if "train" in roles:
+        _check_every_class_trains(train, names, held_out=n_pool - len(train.labels))
+    tr_idx = _sample(train, "train", o, names, [seed, 0], DEFAULT_TRAIN_SIZE, notes) if "train" in roles else []
+    te_idx = _sample(test, "test", o, names, [seed, 2], DEFAULT_TEST_SIZE, notes)
+    decoded: dict[str, Split] = {}
+    for role, pool, idx, s in (
+        ("train", train, tr_idx, seed),
+        ("val", val, val_idx, seed + 2),
+        ("test", test, te_idx, seed + 1),
+    ):
+        if role not in roles:
+            decoded[role] = Split(
                 pool.name,
                 torch.empty((0, spec.channels, spec.height, spec.width), dtype=torch.uint8),
                 torch.empty(0, dtype=torch.int64),
+                np.zeros(0, dtype=np.int64),
+                pool.source,
             )
             continue
-        decoded[split_key] = decode_sample(
+        decoded[role] = decode_sample(
             pool,
-            idx,
+            np.asarray(idx),
             spec,
             seed=s,
             max_bad_fraction=max_bad_fraction,
-            split_key=split_key,
-            stats=skipped[split_key],
+            split_key=role,
+            stats=skipped[role],
             cache=cache,
         )
-        if len(decoded[split_key]) == 0:
+        if len(decoded[role]) == 0:
             raise UserError(
-                f"no readable images left in the {split_key} split ({pool.name}); fix or remove the unreadable files"
+                f"no readable images left in the {role} split ({pool.name}); fix or remove the unreadable files"
             )
     for line in _skip_warnings(skipped):
         warn(f"WARNING {line}")
         notes.append(line)
     cov = {}
-    for split_key in ("train", "eval") if decode_train else ("eval",):
-        cov[split_key] = coverage(decoded[split_key].labels.numpy(), names, min_per_class)
-        for problem in coverage_problems(cov[split_key], split_key, min_per_class):
+    for role in roles:
+        cov[role] = coverage(decoded[role].labels.numpy(), names, min_per_class)
+        for problem in coverage_problems(cov[role], role, min_per_class):
             if o.strict_coverage:
                 raise UserError(f"class coverage: {problem} (drop --strict-coverage to continue anyway)")
             warn(f"WARNING class coverage: {problem}")
             notes.append(problem)
-    return Task(dataset, names, decoded["train"], decoded["eval"], cov, notes, skipped)
+    check = split_check({r: decoded[r] for r in roles})
+    if not check["disjoint"]:  # by construction this cannot happen: a bug, never a silent leak
+        raise RuntimeError(f"train/validation/test share source rows: {check['shared_rows']}")
+    for pair, n in check["identical_images"].items():
+        if n:
+            a, b = pair.split("-")
+            line = (
+                f"{n} {b} image(s) are pixel-identical to {a} images (the dataset holds duplicates across "
+                "splits): scores on them are not held-out"
+            )
+            warn(f"WARNING {line}")
+            notes.append(line)
+    splits = {role: {"source": decoded[role].source, "how": how[role], "size": len(decoded[role])} for role in roles}
+    return Task(
+        dataset,
+        names,
+        decoded["train"],
+        decoded["val"],
+        decoded["test"],
+        cov,
+        notes,
+        {r: skipped[r] for r in roles},
+        splits | {"check": check},
+    )

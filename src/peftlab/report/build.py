@@ -26,7 +26,9 @@ def report_blocks(results: list[Result], figures: list) -> list:
         blocks += [
             Table(COLUMNS, table_rows(results)),
             Para(
-                "Accuracy is the mean over seeds ± standard deviation; 95% CI is the interval of that mean. "
+                "Test acc: test accuracy, mean over seeds ± standard deviation (scored once per run, with the "
+                "checkpoint chosen on validation); 95% CI is the interval of that mean. Val acc: the validation "
+                "accuracy of the chosen checkpoints. "
                 "Time, img/s: mean per run; peak memory: largest over seeds; adapter: the saved trained part."
             ),
         ]
@@ -38,7 +40,7 @@ def report_blocks(results: list[Result], figures: list) -> list:
     if pc is not None:
         blocks += [
             Heading("Per-class accuracy", 2),
-            Para("Accuracy on each class's eval images, mean over seeds; bold: the best configuration."),
+            Para("Test accuracy on each class's images, mean over seeds; bold: the best configuration."),
             pc,
         ]
     return blocks + findings(results)

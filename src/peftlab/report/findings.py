@@ -7,13 +7,13 @@ report.noise_lines / stats.Summary.overlaps. Pure: results in, document blocks o
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, fields
 
 from ..config import RunConfig
-from ..results import Result, is_ok
+from ..results import Result, is_ok, test_metrics, val_metrics
 from .document import Block, Bullets, Heading, Table
-from .stats import Summary, pareto_front, summarize
+from .protocol import metric, protocol, search, start
+from .stats import Summary, pareto_front
 from .table import accuracy_summary, class_mean, groups, human_bytes, label, noise_lines, ordered
 
 
@@ -23,8 +23,8 @@ class G:
 
     label: str
     rs: list
-    acc: Summary
-    base: float
+    acc: Summary  # test accuracy over seeds
+    val: float | None  # mean validation accuracy of the chosen checkpoints (None: validation was trained on)
     trainable: int
     train_s: float
     img_s: float
@@ -38,7 +38,7 @@ def _g(name: str, rs: list[Result]) -> G:
         name,
         rs,
         accuracy_summary(rs),
-        mean(lambda r: r["metrics"]["baseline_accuracy"]),
+        mean(lambda r: val_metrics(r)["accuracy"]) if all(val_metrics(r) for r in rs) else None,
         rs[0]["params"]["trainable"],
         mean(lambda r: r["time"]["train_s"]),
         mean(lambda r: r["throughput"]["train_img_s"]),
@@ -62,61 +62,6 @@ def option_help(r: Result) -> dict[str, str]:
 
 
 # ------------------------------------------------------------------------- the sections
-def metric(ok: list[Result]) -> list[str]:
-    r, m = ok[0], ok[0]["metrics"]
-    k, n = len(r["data"]["label_names"]), r["data"]["eval_examples"]
-    chances = sorted({round(x["metrics"]["chance_accuracy"], 6) for x in ok})
-    chance = f"{chances[0]:.3f}" if len(chances) == 1 else f"{chances[0]:.3f}–{chances[-1]:.3f} (by seed)"
-    top5 = (
-        "top-5 accuracy (the true class among the 5 most likely)"
-        if m.get("top5_accuracy") is not None
-        else f"no top-5 accuracy: with {k} classes it would always be 1"
-    )
-    return [
-        f"Metric: **accuracy**, the share of the {n:,} eval images (split '{r['data']['eval_split']}') whose "
-        f"most likely class is the true one. **Chance level: {chance}**, the accuracy of always predicting the "
-        f"most frequent of the {k} classes.",
-        f"Also reported: macro-F1 (the mean of the per-class F1 scores: every class weighs the same, whatever "
-        f"its size), per-class accuracy, the confusion matrix and the eval loss; {top5}.",
-        "Other options: balanced accuracy, per-class precision and recall, log-loss, calibration error.",
-    ]
-
-
-def baseline(ok: list[Result]) -> list[str]:
-    by_seed: dict[int, list[float]] = {}
-    for r in ok:
-        by_seed.setdefault(r["seed"], []).append(r["metrics"]["baseline_accuracy"])
-    same = all(max(v) - min(v) < 1e-9 for v in by_seed.values())
-    per_seed = {s: sum(v) / len(v) for s, v in sorted(by_seed.items())}
-    s = summarize(list(per_seed.values()))
-    k = len(ok[0]["data"]["label_names"])
-    text = f"**Baseline accuracy** (the pretrained model with its new, untrained {k}-class head): **{s.mean:.3f}**"
-    if s.n > 1:
-        text += " (mean over seeds; " + ", ".join(f"seed {q}: {v:.3f}" for q, v in per_seed.items()) + ")"
-    text += (
-        "; the same for every method, which all start from the same new head."
-        if same
-        else f"; it differs between methods at the same seed ({min(min(v) for v in by_seed.values()):.3f}–"
-        f"{max(max(v) for v in by_seed.values()):.3f})."
-    )
-    chance = ok[0]["metrics"]["chance_accuracy"]
-    n = ok[0]["data"]["eval_examples"]
-    se = math.sqrt(chance * (1 - chance) / n)
-    above = [v > chance + 2 * se for v in per_seed.values()]
-    verdict = (
-        "better than chance at every seed"
-        if all(above)
-        else "no better than chance at any seed"
-        if not any(above)
-        else "better than chance at some seeds only"
-    )
-    return [
-        text,
-        f"Against chance ({chance:.3f}): {s.mean - chance:+.3f}; {verdict} (better = more than 2 binomial "
-        f"standard errors, {2 * se:.3f} for {n:,} images, above it).",
-    ]
-
-
 def hyperparameters(gs: list[G]) -> tuple[list[str], Table]:
     rows = []
     for g in gs:
@@ -180,14 +125,18 @@ def time_and_accuracy(gs: list[G]) -> list[str]:
     out = []
     for g in gs:
         epochs = g.rs[0]["train"]["epochs"]
+        chosen = sorted({r.get("selection", {}).get("epoch") for r in g.rs} - {None})
         line = (
-            f"**{g.label}**: accuracy {g.base:.3f} → **{_acc(g.acc)}**"
+            f"**{g.label}**: test accuracy **{_acc(g.acc)}**"
             + (f" (95% interval {g.acc.low:.3f} to {g.acc.high:.3f}, {g.acc.n} seeds)" if g.acc.n > 1 else "")
-            + f" after {g.train_s:.1f} s of training ({epochs} epoch{'s' * (epochs != 1)}, {g.img_s:.0f} img/s)."
+            + f" after {g.train_s:.1f} s of training ({epochs} epoch{'s' * (epochs != 1)}, {g.img_s:.0f} img/s)"
+            + (
+                f"; validation {g.val:.3f} at the checkpoint of epoch {'/'.join(map(str, chosen))}"
+                if g.val is not None
+                else ""
+            )
+            + "."
         )
-        best = [r["metrics"].get("best_accuracy") for r in g.rs]
-        if all(b is not None for b in best) and sum(best) / len(best) > g.acc.mean + 1e-9:
-            line += f" Its best epoch averaged {sum(best) / len(best):.3f}: the last epoch is not the best."
         out.append(line)
     return out
 
@@ -205,10 +154,7 @@ def comparison(gs: list[G], results: list[Result]) -> dict[str, list[str]]:
     best = max(gs, key=lambda g: g.acc.mean)
     others = [g for g in gs if g is not best]
     noisy = all(g.acc.n > 1 for g in gs)
-    acc = [
-        f"Highest mean accuracy: **{best.label}** ({_acc(best.acc)}), "
-        f"{best.acc.mean - best.base:+.3f} over its baseline."
-    ]
+    acc = [f"Highest mean test accuracy: **{best.label}** ({_acc(best.acc)})."]
     if others and noisy:
         within = [g.label for g in others if g.acc.overlaps(best.acc)]
         acc.append(
@@ -217,7 +163,7 @@ def comparison(gs: list[G], results: list[Result]) -> dict[str, list[str]]:
         )
     noise = noise_lines(results)
     acc += noise[1:] if noisy else noise  # noise[0] names the best, as the first line here does
-    pcs = best.rs[0]["metrics"].get("per_class_accuracy") or {}
+    pcs = test_metrics(best.rs[0]).get("per_class_accuracy") or {}
     means = {c: m for c in pcs if (m := class_mean(best.rs, c)) is not None}  # None: no eval image of c
     if means:
         lo, hi = min(means, key=means.get), max(means, key=means.get)
@@ -368,14 +314,21 @@ def findings(results: list[Result]) -> list[Block]:
     if not gs:
         return blocks + [Bullets(["No run succeeded: nothing to compare."] + failures(results))]
     hp_lines, hp_table = hyperparameters(gs)
+    search_lines, search_table = search(ok)
     blocks += [
         Heading("Metric and chance level", 3),
         Bullets(metric(ok)),
-        Heading("Baseline", 3),
-        Bullets(baseline(ok)),
+        Heading("Protocol: what chose what", 3),
+        Bullets(protocol(ok)),
+        Heading("Before training", 3),
+        Bullets(start(ok)),
         Heading("Hyperparameters and their meaning", 3),
         Bullets(hp_lines),
         hp_table,
+    ]
+    if search_lines:
+        blocks += [Heading("Search", 3), Bullets(search_lines), search_table]
+    blocks += [
         Heading("Parameter counts and the theory check", 3),
         Bullets(parameters(gs)),
         Heading("Time and accuracy", 3),

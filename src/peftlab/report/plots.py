@@ -10,7 +10,7 @@ import io
 import math
 from dataclasses import dataclass
 
-from ..results import Result
+from ..results import Result, test_metrics, val_metrics
 from .document import Figure
 from .stats import Summary, pareto_front
 from .table import accuracy_summary, groups
@@ -137,16 +137,25 @@ def _labels(ax, xs: list[float], ys: list[float], labels: list[str], log: bool) 
         )
 
 
-def learning_curves(results: list[Result], chance: float | None, colour: dict, title: str) -> bytes:
-    """Eval accuracy per epoch (epoch 0: before training), mean over seeds; shaded: min to max.
-    Beyond 6 configurations the legend moves out of the axes, to their right."""
-    gs = groups(results)
+def _curve(r: Result) -> list[float]:
+    """Validation accuracy per epoch, epoch 0 before training (older results: their one 'eval' split)."""
+    start = val_metrics(r).get("start_accuracy", r["metrics"].get("baseline_accuracy"))
+    after = [e.get("val_accuracy", e.get("eval_accuracy")) for e in r.get("history", [])]
+    return [v for v in [start, *after] if v is not None]
+
+
+def learning_curves(results: list[Result], chance: float | None, colour: dict, title: str) -> bytes | None:
+    """Validation accuracy per epoch (epoch 0: before training), mean over seeds; shaded: min to max.
+    Beyond 6 configurations the legend moves out of the axes, to their right. None without validation."""
+    gs = {name: rs for name, rs in groups(results).items() if all(len(_curve(r)) > 1 for r in rs)}
+    if not gs:
+        return None
     many = len(gs) > 6
     fig, ax = _new(7.4 if many else 5.6)
     if many:
         fig.subplots_adjust(left=0.09, right=0.75)
     for name, rs in gs.items():
-        curves = [[r["metrics"]["baseline_accuracy"]] + [e["eval_accuracy"] for e in r.get("history", [])] for r in rs]
+        curves = [_curve(r) for r in rs]
         n = min(len(c) for c in curves)
         epochs = list(range(n))
         mean = [sum(c[e] for c in curves) / len(curves) for e in epochs]
@@ -161,7 +170,7 @@ def learning_curves(results: list[Result], chance: float | None, colour: dict, t
             )
     _chance(ax, chance)
     ax.set_xlabel("epoch (0 = before fine-tuning)")
-    ax.set_ylabel("eval accuracy")
+    ax.set_ylabel("validation accuracy")
     ax.set_title(title, fontsize=10)
     ax.xaxis.get_major_locator().set_params(integer=True)
     ax.grid(alpha=0.3)
@@ -213,6 +222,58 @@ def best_label(results: list[Result]) -> str | None:
     return max(gs, key=gs.get) if gs else None
 
 
+def search_plot(results: list[Result], colour: dict) -> Figure | None:
+    """Validation accuracy of every trial against its learning rate, one colour per configuration; the
+    chosen trial outlined. None when no run searched lr."""
+    searches = {}
+    for name, rs in groups(results).items():
+        t = rs[0].get("tuning")
+        if t and "lr" in t["searched"]:
+            searches[name] = t
+    if not searches:
+        return None
+    fig, ax = _new()
+    for name, t in searches.items():
+        done = [x for x in t["trials"] if x["value"] is not None and x["state"] == "complete"]
+        ax.scatter(
+            [x["params"]["lr"] for x in done],
+            [x["value"] for x in done],
+            color=colour[name],
+            s=28,
+            label=name,
+            zorder=3,
+        )
+        pruned = [x for x in t["trials"] if x["state"] == "pruned" and "lr" in x["params"]]
+        if pruned:
+            ax.scatter([x["params"]["lr"] for x in pruned], [0] * len(pruned), marker="x", color=colour[name], s=20)
+        chosen = next(x for x in t["trials"] if x["number"] == t["best_trial"])
+        ax.scatter(
+            [chosen["params"]["lr"]],
+            [chosen["value"]],
+            facecolors="none",
+            edgecolors="black",
+            s=110,
+            linewidths=1.5,
+            zorder=4,
+        )
+    ax.set_xscale("log")
+    ax.set_xlabel("learning rate (log scale)")
+    ax.set_ylabel("validation accuracy")
+    title = "Search: validation accuracy against learning rate"
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="best")
+    budget = sorted({t["budget"] for t in searches.values()})
+    return Figure(
+        "search-lr",
+        title,
+        _png(fig),
+        f"Each trial of each configuration's search ({'/'.join(map(str, budget))} trials each, on the validation "
+        "split of the first seed): its learning rate and the validation accuracy of its kept checkpoint; crosses at "
+        "0: pruned trials; outlined: the chosen one.",
+    )
+
+
 def figures(results: list[Result]) -> list[Figure]:
     """Every plot of the report, in order; none when no run succeeded."""
     pts = points(results)
@@ -220,7 +281,7 @@ def figures(results: list[Result]) -> list[Figure]:
         return []
     gs = groups(results)
     r0 = next(iter(gs.values()))[0]
-    chance = r0["metrics"].get("chance_accuracy")
+    chance = test_metrics(r0).get("chance_accuracy")
     colour = colours([p.label for p in pts])
     seeds = "mean ± std over seeds" if any(p.acc.n > 1 for p in pts) else "one seed each: no error bars"
     mem_kind = {
@@ -232,20 +293,20 @@ def figures(results: list[Result]) -> list[Figure]:
             "accuracy-vs-trainable",
             "Accuracy vs trainable parameters",
             "trainable",
-            f"Final eval accuracy ({seeds}) against trainable parameters, log scale. Outlined points and the "
+            f"Test accuracy ({seeds}) against trainable parameters, log scale. Outlined points and the "
             "grey line: the Pareto front (no other configuration is both smaller and more accurate).",
         ),
         (
             "accuracy-vs-time",
             "Accuracy vs training time",
             "train_s",
-            f"Final eval accuracy ({seeds}) against mean training time per run.",
+            f"Test accuracy ({seeds}) against mean training time per run.",
         ),
         (
             "accuracy-vs-memory",
             "Accuracy vs peak memory",
             "peak_bytes",
-            f"Final eval accuracy ({seeds}) against {mem_kind} (largest over seeds).",
+            f"Test accuracy ({seeds}) against {mem_kind} (largest over seeds).",
         ),
     ]
     # a scatter of one configuration compares nothing: the trade-off plots need two
@@ -255,20 +316,25 @@ def figures(results: list[Result]) -> list[Figure]:
         else []
     )
     title = "Learning curves"
-    out.append(
-        Figure(
-            "learning-curves",
-            title,
-            learning_curves(results, chance, colour, title),
-            "Eval accuracy after each epoch, mean over seeds (shaded: lowest to highest seed); "
-            "epoch 0 is the accuracy before fine-tuning.",
+    curves = learning_curves(results, chance, colour, title)
+    if curves is not None:
+        out.append(
+            Figure(
+                "learning-curves",
+                title,
+                curves,
+                "Validation accuracy after each epoch, mean over seeds (shaded: lowest to highest seed); "
+                "epoch 0 is the accuracy before fine-tuning. The test split is not looked at during training.",
+            )
         )
-    )
+    searched = search_plot(results, colour)
+    if searched is not None:
+        out.append(searched)
     best = best_label(results)
-    rs = [r for r in gs[best] if r["metrics"].get("confusion")]
+    rs = [r for r in gs[best] if test_metrics(r).get("confusion")]
     if rs:
-        k = len(rs[0]["metrics"]["confusion"])
-        matrix = [[sum(r["metrics"]["confusion"][i][j] for r in rs) for j in range(k)] for i in range(k)]
+        k = len(test_metrics(rs[0])["confusion"])
+        matrix = [[sum(test_metrics(r)["confusion"][i][j] for r in rs) for j in range(k)] for i in range(k)]
         over = f", summed over {len(rs)} seeds" if len(rs) > 1 else ""
         title = f"Confusion matrix of {best}"
         out.append(
@@ -281,7 +347,7 @@ def figures(results: list[Result]) -> list[Figure]:
                     f"{best}: highest mean accuracy" + (f"\n(counts{over[1:]})" if over else ""),
                 ),
                 f"The configuration with the highest mean accuracy, {best}: rows are the true class, "
-                f"columns the predicted one; counts of eval images{over}; colour: share of the row.",
+                f"columns the predicted one; counts of test images{over}; colour: share of the row.",
             )
         )
     return out

@@ -3,7 +3,7 @@ context it was measured in, and the noise verdict. Pure functions of result reco
 
 from __future__ import annotations
 
-from ..results import Result, is_ok
+from ..results import Result, is_ok, test_metrics, val_metrics
 from .document import Table
 from .stats import Summary, summarize
 
@@ -13,7 +13,8 @@ COLUMNS = [
     "trainable",
     "theory (match)",
     "% trainable",
-    "accuracy (baseline → final)",
+    "val acc",
+    "test acc",
     "95% CI",
     "top-5",
     "macro-F1",
@@ -76,7 +77,8 @@ def groups(results: list[Result]) -> dict[str, list[Result]]:
 
 
 def accuracy_summary(rs: list[Result]) -> Summary:
-    return summarize([r["metrics"]["accuracy"] for r in rs])
+    """Test accuracy over a configuration's seeds."""
+    return summarize([test_metrics(r)["accuracy"] for r in rs])
 
 
 def _mean(rs: list[Result], get) -> float | None:
@@ -92,7 +94,6 @@ def _num(x: float | None, fmt: str = ".3f") -> str:
 def row(name: str, rs: list[Result]) -> list[str]:
     r0, acc = rs[0], accuracy_summary(rs)
     p = r0["params"]
-    base = summarize([r["metrics"]["baseline_accuracy"] for r in rs]).mean
     final = f"{acc.mean:.3f}" + (f" ± {acc.std:.3f}" if acc.n > 1 else "")
     return [
         name,
@@ -100,10 +101,11 @@ def row(name: str, rs: list[Result]) -> list[str]:
         f"{p['trainable']:,}",
         theory_cell(p),
         f"{p['trainable_pct']:.2f}%",
-        f"{base:.3f} → {final}",
+        _num(_mean(rs, lambda r: val_metrics(r).get("accuracy"))),
+        final,
         f"{acc.low:.3f}–{acc.high:.3f}" if acc.n > 1 else "-",
-        _num(_mean(rs, lambda r: r["metrics"].get("top5_accuracy"))),
-        _num(_mean(rs, lambda r: r["metrics"].get("macro_f1"))),
+        _num(_mean(rs, lambda r: test_metrics(r).get("top5_accuracy"))),
+        _num(_mean(rs, lambda r: test_metrics(r).get("macro_f1"))),
         _num(_mean(rs, lambda r: r["time"]["train_s"]), ".1f"),
         _num(_mean(rs, lambda r: r["throughput"]["train_img_s"]), ".0f"),
         human_bytes(max(r["memory"]["peak_bytes"] for r in rs)),
@@ -165,13 +167,25 @@ def context_lines(results: list[Result]) -> list[str]:
     lines = []
     if ok:
         r = ok[0]
-        d, m = r["data"], r["metrics"]
+        d, m = r["data"], test_metrics(r)
         seeds = sorted({x["seed"] for x in ok})
+        sel = r.get("selection") or {}
+        val = f"{d['val_examples']:,} validation" + (
+            " (trained on: --refit train+val)" if sel.get("refit") == "train+val" else ""
+        )
         lines += [
             f"model: {r['model']} · dataset: {r['dataset']} ({len(d['label_names'])} classes) · "
             f"seeds {', '.join(map(str, seeds))}",
-            f"train: {d['train_examples']:,} images · eval: {d['eval_examples']:,} images of split "
-            f"'{d['eval_split']}' · chance accuracy {m['chance_accuracy']:.3f} · {r['train']['epochs']} epochs",
+            f"train: {d['train_examples']:,} images · {val} · test: {d['test_examples']:,} images of split "
+            f"'{d['test_split']}' · chance accuracy {m['chance_accuracy']:.3f} · {r['train']['epochs']} epochs",
+            f"chosen on validation: {sel.get('checkpoint', '?')}"
+            + (
+                f", early stop after {r['train'].get('early_stop')} epochs without gain"
+                if r["train"].get("early_stop")
+                else ""
+            )
+            + f" · test scored {sel.get('test_evaluations', '?')}× per run"
+            + (f" · options searched: {searched_line(ok)}" if any(x.get("tuning") for x in ok) else ""),
             f"device: {r['env']['device']} ({r['env']['device_name']}) · peak memory: {r['memory']['kind']}",
         ]
         lines += [f"note: {n}" for n in dict.fromkeys(n for x in ok for n in x["data"].get("notes", []))]
@@ -181,6 +195,16 @@ def context_lines(results: list[Result]) -> list[str]:
         if not is_ok(x)
     ]
     return lines
+
+
+def searched_line(ok: list[Result]) -> str:
+    """'lr for head, last (8 trials each)': what a search chose options for, with its budget."""
+    by: dict[tuple, list[str]] = {}
+    for r in ok:
+        t = r.get("tuning")
+        if t and label(r) not in by.get((tuple(t["searched"]), t["budget"]), []):
+            by.setdefault((tuple(t["searched"]), t["budget"]), []).append(label(r))
+    return "; ".join(f"{','.join(k[0])} for {', '.join(v)} ({k[1]} trials each)" for k, v in by.items())
 
 
 def summary_markdown(results: list[Result]) -> str:
@@ -193,7 +217,7 @@ def summary_markdown(results: list[Result]) -> str:
 
 def class_mean(runs: list[Result], c: str) -> float | None:
     """Mean accuracy on class c over the runs whose eval split has it; None when none has."""
-    vals = [v for r in runs if (v := r["metrics"]["per_class_accuracy"].get(c)) is not None]
+    vals = [v for r in runs if (v := test_metrics(r)["per_class_accuracy"].get(c)) is not None]
     return sum(vals) / len(vals) if vals else None
 
 
@@ -201,11 +225,11 @@ def per_class_table(results: list[Result]):
     """Per-class accuracy (mean over seeds): one row per class, one column per configuration; the best
     configuration of each class in bold."""
     gs = groups(results)
-    if not gs or not all(r["metrics"].get("per_class_accuracy") for rs in gs.values() for r in rs):
+    if not gs or not all(test_metrics(r).get("per_class_accuracy") for rs in gs.values() for r in rs):
         return None
     r0 = next(iter(gs.values()))[0]
     names = r0["data"]["label_names"]
-    counts = (r0.get("coverage") or {}).get("eval", {}).get("per_class", {})
+    counts = (r0.get("coverage") or {}).get("test", {}).get("per_class", {})
     rows = []
     for c in names:
         # mean over the seeds whose eval sample has this class (None: no eval image of it, no accuracy)
@@ -219,4 +243,4 @@ def per_class_table(results: list[Result]):
                 for a in accs.values()
             ]
         )
-    return Table(["class", "eval images"] + list(gs), rows, left=1)
+    return Table(["class", "test images"] + list(gs), rows, left=1)

@@ -5,6 +5,11 @@ Version history:
   1 (no schema_version key): peftlab 0.1.
   2: schema_version, method_info (the method's description, paper, option meanings and order, so that
      reports need no method registry).
+  3: three splits. metrics.val (the validation split: what chose the checkpoint, the options) and
+     metrics.test (scored once); selection (what was chosen on what, how often test was scored); tuning
+     (a search's record); data.val_examples, test_examples, test_split, splits, identities; history's
+     val_accuracy / val_loss. Versions 1-2 scored one split ('eval') every epoch and reported it: they are
+     read as test metrics with that caveat in selection.checkpoint.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from typing import Any, TypedDict
 
 from ..errors import UserError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 
 class Status(StrEnum):
@@ -48,28 +53,40 @@ class Params(TypedDict, total=False):
     mismatches: list[dict]
 
 
-class Metrics(TypedDict, total=False):
-    baseline_accuracy: float  # before fine-tuning, same eval data
-    baseline_top5_accuracy: float | None
-    baseline_macro_f1: float
-    chance_accuracy: float  # always predicting the most frequent class
-    accuracy: float  # after the last epoch
-    best_accuracy: float
-    best_epoch: int
+class SplitMetrics(TypedDict, total=False):
+    accuracy: float
     top5_accuracy: float | None  # only with more than 5 classes
     macro_f1: float
-    eval_loss: float
-    evaluated_examples: int
-    per_class_accuracy: dict[str, float | None]
-    confusion: list[list[int]]
+    loss: float
+    examples: int
+    start_accuracy: float  # validation: before training (the new head untrained)
+    chance_accuracy: float  # test: always predicting its most frequent class
+    per_class_accuracy: dict[str, float | None]  # test
+    confusion: list[list[int]]  # test: rows true class, columns predicted
 
 
-class Epoch(TypedDict):
+class Metrics(TypedDict, total=False):
+    val: SplitMetrics  # the selected checkpoint on the validation split ({} when validation was trained on)
+    test: SplitMetrics  # scored once, with the selected weights
+
+
+class Selection(TypedDict, total=False):
+    options: str  # "as given ..." or "chosen by a search on the validation split"
+    checkpoint: str  # what chose the weights tested: "best validation accuracy", "last epoch (...)"
+    epoch: int  # the epoch whose weights were tested
+    epochs_trained: int
+    stopped_early_after: int | None
+    refit: str  # train or train+val
+    test_evaluations: int  # how many times the test split was scored: 1
+
+
+class Epoch(TypedDict, total=False):
     epoch: int
     train_loss: float
-    eval_accuracy: float
-    eval_loss: float
+    val_accuracy: float
+    val_loss: float
     seconds: float
+    lr: float
 
 
 class Times(TypedDict, total=False):
@@ -101,8 +118,11 @@ class Size(TypedDict):
 class DataInfo(TypedDict, total=False):
     label_names: list[str]
     train_examples: int
-    eval_examples: int
-    eval_split: str
+    val_examples: int
+    test_examples: int
+    test_split: str
+    splits: dict  # per role: source split, how it was made, size; "check": disjointness and duplicates
+    identities: str  # the file beside result.json with every image's identity and the test predictions
     notes: list[str]
     skipped: dict
     storage: str
@@ -129,6 +149,8 @@ class Result(TypedDict, total=False):
     created: str
     params: Params
     metrics: Metrics
+    selection: Selection
+    tuning: dict | None  # the search that chose the options: space, budget, trials, choice
     history: list[Epoch]
     time: Times
     throughput: Throughput
@@ -145,6 +167,16 @@ REQUIRED = ("status", "method", "seed")  # in every result, finished or not
 REQUIRED_OK = ("params", "metrics", "time", "throughput", "memory", "size", "data", "train", "env")
 
 
+def test_metrics(r: Result) -> SplitMetrics:
+    """The test split's metrics of a finished run: what tables and findings report."""
+    return r["metrics"]["test"]
+
+
+def val_metrics(r: Result) -> SplitMetrics:
+    """The validation metrics of the selected checkpoint ({} when validation was trained on)."""
+    return r["metrics"].get("val") or {}
+
+
 def upgrade(data: dict) -> Result:
     """A result of any earlier version -> the current shape (nothing is lost; added keys get neutral values)."""
     version = data.get("schema_version", 1)
@@ -152,6 +184,35 @@ def upgrade(data: dict) -> Result:
         raise ValueError(f"written by a newer peftlab (schema {version}; this one reads up to {SCHEMA_VERSION})")
     if version < 2:
         data.setdefault("method_info", {})
+    if version < 3 and "metrics" in data:  # one split ('eval') scored every epoch and reported: call it test
+        m, d = data["metrics"], data.get("data", {})
+        data["metrics"] = {
+            "val": {},
+            "test": {
+                "accuracy": m.get("accuracy"),
+                "top5_accuracy": m.get("top5_accuracy"),
+                "macro_f1": m.get("macro_f1"),
+                "loss": m.get("eval_loss"),
+                "examples": m.get("evaluated_examples", d.get("eval_examples")),
+                "chance_accuracy": m.get("chance_accuracy"),
+                "per_class_accuracy": m.get("per_class_accuracy", {}),
+                "confusion": m.get("confusion", []),
+            },
+        }
+        epochs = len(data.get("history", []))
+        data["selection"] = {
+            "options": "as given (defaults or options)",
+            "checkpoint": "last epoch (written before peftlab 0.2: no validation split; its one evaluation split, "
+            "here reported as test, was also scored every epoch)",
+            "epoch": epochs,
+            "epochs_trained": epochs,
+            "test_evaluations": epochs + 1,
+        }
+        data.setdefault("tuning", None)
+        if d:
+            d.setdefault("test_examples", d.get("eval_examples"))
+            d.setdefault("test_split", d.get("eval_split"))
+            d.setdefault("val_examples", 0)
     data["schema_version"] = SCHEMA_VERSION
     return data
 

@@ -160,33 +160,49 @@ def predict(run: str | Path, inputs: list[str], top_k: int = 5, batch_size: int 
     return out
 
 
+def seen_hashes(run: str | Path, result: Result) -> np.ndarray | None:
+    """The content hashes of every image the run trained or selected on (its identities file), or None
+    for a run written before they were recorded."""
+    path = Path(run) / (result.get("data", {}).get("identities") or "identities.npz")
+    if not path.is_file():
+        return None
+    with np.load(path) as ids:
+        return np.concatenate([ids["train_hash"], ids["val_hash"]])
+
+
 def evaluate_run(
     run: str | Path,
     dataset: str,
     *,
-    eval_size: int = 0,
-    seed: int = 0,
-    eval_split: str | None = None,
+    test_size: int = 0,
+    test_split: str | None = None,
     image_column: str | None = None,
     label_column: str | None = None,
 ) -> dict:
-    """Accuracy etc. of a saved run on the evaluation split of another dataset (labels matched by name)."""
+    """Accuracy etc. of a saved run on a dataset's test split (labels matched by name), drawn with the
+    run's own seed, without any image the run trained or selected on: those are excluded by content hash
+    (and counted), and when nothing is left it is an error."""
     model, spec, result = load_run(run)
     labels = result["data"]["label_names"]
     options = DataOptions(
-        dataset,
-        eval_size=eval_size,
-        eval_split=eval_split,
-        image_column=image_column,
-        label_column=label_column,
+        dataset, test_size=test_size, test_split=test_split, image_column=image_column, label_column=label_column,
         min_per_class=1,
     )
-    task = load_task(options, spec, seed=seed, decode_train=False)
+    task = load_task(options, spec, seed=result["seed"], roles=("test",), warn=lambda s: None)
     unknown = [n for n in task.label_names if n not in labels]
     if unknown:
         raise UserError(f"dataset '{dataset}' has labels the run was not trained on: {', '.join(unknown[:5])}")
+    seen = seen_hashes(run, result)
+    keep = np.ones(len(task.test), dtype=bool) if seen is None else ~np.isin(task.test.hashes(), seen)
+    excluded = int((~keep).sum())
+    if not keep.any():
+        raise UserError(
+            f"every one of the {len(task.test)} images of {dataset}'s '{task.test.name}' split is an image run "
+            f"'{run}' trained or selected on: nothing held out is left to evaluate; pass another dataset or split"
+        )
     remap = torch.tensor([labels.index(n) for n in task.label_names])
-    split = Split(task.eval.name, task.eval.images, remap[task.eval.labels])
+    idx = torch.from_numpy(np.flatnonzero(keep))
+    split = Split(task.test.name, task.test.images[idx], remap[task.test.labels[idx]])
     with torch.no_grad():
         logits = torch.cat(
             [
@@ -200,7 +216,10 @@ def evaluate_run(
         "run": str(run),
         "dataset": dataset,
         "split": split.name,
+        "seed": result["seed"],
         "examples": len(split),
+        "excluded": excluded,  # images the run trained or selected on
+        "exclusion": "by content hash" if seen is not None else "not possible: the run records no identities",
         "classes_present": int((present > 0).sum()),
         **{k: metrics[k] for k in ("accuracy", "top5_accuracy", "macro_f1", "loss")},
     }

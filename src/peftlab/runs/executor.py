@@ -3,6 +3,7 @@ the folder's summary, report and config.yaml."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import time
@@ -17,6 +18,7 @@ from ..errors import UserError
 from ..models import describe, fit_head
 from ..report import context_lines, format_text, noise_lines, summary_markdown, write_report
 from ..results import FINAL, Result, load_result
+from .tuning import RaySettings, tune
 from .worker import Worker, _header, _model_config, _write
 
 
@@ -92,12 +94,13 @@ def execute(
         _check_writable(out)
         preflight(specs, worker.config)
     say = log if not cfg.quiet else (lambda s: None)
+    specs, searches = search(cfg, specs, say, worker, ray_address, ray_resources)
     done = {s.name: _finished(out / s.name, _header(cfg, s)) for s in specs}
     todo = [s for s in specs if not done[s.name]]
     if worker is None:
-        fresh = ray_execute(cfg, todo, ray_address, say, **(ray_resources or {})) if todo else {}
+        fresh = ray_execute(cfg, todo, ray_address, say, searches, **(ray_resources or {})) if todo else {}
     else:
-        fresh = {s.name: worker.attempt(s) for s in todo}
+        fresh = {s.name: worker.attempt(s, searches.get(s.label)) for s in todo}
         worker.accelerator.wait_for_everyone()
         if not worker.main:
             return list(fresh.values())
@@ -114,6 +117,22 @@ def execute(
         log(f"\nwall time {time.perf_counter() - t0:.1f} s · results in {out}{os.sep} (summary.md)")
     return results
 
+
+
+def search(
+    cfg: RunConfig, specs: list[RunSpec], log, worker, ray_address: str | None, ray_resources: dict | None
+) -> tuple[list[RunSpec], dict[str, dict]]:
+    """--tune: each configuration's search on the validation split (resumed from the folder's storage), then
+    its runs with the chosen options. Returns the specs to run and {label: search record}."""
+    if not cfg.tune:
+        return specs, {}
+    ray = RaySettings(ray_address, **(ray_resources or {})) if ray_address is not None else None
+    chosen, records = {}, {}
+    for s in specs:
+        if s.label not in chosen:
+            tuned, record = tune(cfg, s, log, worker=worker, ray=ray)
+            chosen[s.label], records[s.label] = tuned.options, record
+    return [dataclasses.replace(s, options=chosen[s.label]) for s in specs], {k: v for k, v in records.items() if v}
 
 
 def run(cfg: RunConfig, log: Callable[[str], None] = print) -> list[Result]:

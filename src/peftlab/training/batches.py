@@ -15,14 +15,17 @@ from ..data import Task
 from ..models import ImageSpec
 from .fastpaths import PrefixCache, same_logits, trim_last_block
 
+ROLES = ("train", "val", "test")
+
 
 @dataclass
 class DataPath:
-    """What the loop calls: train_loss(idx, y) -> loss, eval_logits(idx) -> logits; info for result.json
-    (path, prefix-cache facts); restore() undoes the [CLS]-row last block (None when not trimmed)."""
+    """What the loop calls: train_loss(idx, y) -> loss on training images idx; logits(role, idx) -> logits
+    of images idx of the 'val' or 'test' split; info for result.json (path, prefix-cache facts); restore()
+    undoes the [CLS]-row last block (None when not trimmed)."""
 
     train_loss: Callable
-    eval_logits: Callable
+    logits: Callable
     info: dict = field(default_factory=dict)
     restore: Callable[[], None] | None = None
 
@@ -66,11 +69,12 @@ def data_path(model, task: Task, spec: ImageSpec, cfg: TrainConfig, accelerator,
     where it can; DataPath.restore (or None) undoes that."""
     device = accelerator.device
     raw = accelerator.unwrap_model(model)
-    stored = {id(split): split.images for split in (task.train, task.eval)}  # where batches are gathered from
-    pixels = lambda split, idx: spec.normalize(  # noqa: E731
-        stored[id(split)][idx.to(stored[id(split)].device)].to(device, non_blocking=True)
+    stored = {role: getattr(task, role).images for role in ROLES}  # where batches are gathered from
+    pixels = lambda role, idx: spec.normalize(  # noqa: E731
+        stored[role][idx.to(stored[role].device)].to(device, non_blocking=True)
     )
-    probe = pixels(task.eval, torch.arange(min(8, len(task.eval))))  # a few images for the self-checks
+    probe_role = next(r for r in ("val", "test", "train") if len(getattr(task, r)))
+    probe = pixels(probe_role, torch.arange(min(8, len(getattr(task, probe_role)))))  # for the self-checks
     low = accelerator.mixed_precision != "no"
     restore = None
     if cfg.prefix_cache:  # the last block's other rows never reach the head: compute the [CLS] row only
@@ -96,37 +100,37 @@ def data_path(model, task: Task, spec: ImageSpec, cfg: TrainConfig, accelerator,
         if not same:
             cache, info["prefix_cache"] = None, "not used: its forward differs from the model's own"
     if cache is None:  # every epoch reads every image: on a GPU, from its memory when they fit there
-        stored.update({id(split): resident(split.images, device) for split in (task.train, task.eval)})
+        stored.update({role: resident(getattr(task, role).images, device) for role in ROLES})
         gen = torch.Generator().manual_seed(seed + 1)  # augmentation draws, seeded apart from the data order
 
         def train_loss(idx, y):
-            x = augment_batch(pixels(task.train, idx), cfg.augment, gen)
+            x = augment_batch(pixels("train", idx), cfg.augment, gen)
             return model(pixel_values=x, labels=y).loss  # the model's loss: PEFT methods may add terms
 
-        eval_logits = lambda idx: model(pixel_values=pixels(task.eval, idx)).logits  # noqa: E731
-        return DataPath(train_loss, eval_logits, {"path": "full"} | info, restore)
+        logits = lambda role, idx: model(pixel_values=pixels(role, idx)).logits  # noqa: E731
+        return DataPath(train_loss, logits, {"path": "full"} | info, restore)
     t0 = time.perf_counter()
     feats = {}
     raw.eval()
-    for name, split in (("train", task.train), ("eval", task.eval)):
-        parts = []
-        for i in range(0, len(split), cfg.eval_batch_size):
+    for role in ROLES:
+        parts, size = [], len(getattr(task, role))
+        for i in range(0, size, cfg.eval_batch_size):
             with accelerator.autocast():
-                parts.append(cache.features(pixels(split, torch.arange(i, min(i + cfg.eval_batch_size, len(split))))))
-        feats[name] = torch.cat(parts)
+                parts.append(cache.features(pixels(role, torch.arange(i, min(i + cfg.eval_batch_size, size)))))
+        feats[role] = torch.cat(parts) if parts else None
     raw.train()
     info = {
         "path": f"cached prefix: embeddings + {k} of {k + len(cache.suffix)} blocks run once per image",
         **info,
         "prefix_blocks": k,
         "cache_s": time.perf_counter() - t0,
-        "cache_bytes": sum(f.numel() * f.element_size() for f in feats.values()),
+        "cache_bytes": sum(f.numel() * f.element_size() for f in feats.values() if f is not None),
     }
 
     def train_loss(idx, y):
         return torch.nn.functional.cross_entropy(cache.logits(feats["train"][idx.to(device)]), y)
 
-    return DataPath(train_loss, lambda idx: cache.logits(feats["eval"][idx.to(device)]), info, restore)
+    return DataPath(train_loss, lambda role, idx: cache.logits(feats[role][idx.to(device)]), info, restore)
 
 
 @torch.no_grad()

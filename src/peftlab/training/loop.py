@@ -1,11 +1,17 @@
 """The training loop. One loop for every method: methods act through hooks (Prepared.after_step), the
-data path through DataPath; nothing here branches on a method's name."""
+data path through DataPath, early stopping and search pruning through epoch callbacks; nothing here
+branches on a method's name.
+
+Only the validation split chooses: the checkpoint (best epoch, or the last), early stopping, a search's
+pruning. The test split is scored once, at the end, with the weights chosen; FitResult counts it.
+"""
 
 from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 
 import torch
 from tqdm.auto import tqdm
@@ -23,14 +29,18 @@ from .metrics import evaluate
 
 @dataclass
 class FitResult:
-    """What one training run produced: metrics before training (baseline) and after the last epoch
-    (final), per-epoch history, times (s), counts, the data path's record, and the trained model."""
+    """What one training run produced. start: validation metrics before training; val: validation metrics
+    of the selected epoch; test: test metrics of the selected weights (None when not scored); history: per
+    epoch train loss and validation metrics; times in seconds; the data path's record; the model, holding
+    the selected weights."""
 
-    baseline: dict
-    final: dict
+    start: dict | None
+    val: dict | None
+    test: dict | None
     history: list[dict]
-    best_epoch: int
-    best_accuracy: float
+    selected_epoch: int
+    selection: str  # what chose the weights: "best validation accuracy", "last epoch (...)"
+    stopped_early: int | None  # the epoch after which early stopping ended training
     train_s: float
     eval_s: float
     steps: int
@@ -39,10 +49,45 @@ class FitResult:
     path: dict
     flops_per_image: float
     model: torch.nn.Module
+    test_evaluations: int = 0  # how many times the test split was scored (1 when scored)
+    extra: dict = field(default_factory=dict)
 
 
 class Diverged(RuntimeError):
     """The loss became NaN or infinite."""
+
+
+class StopTraining(Exception):  # noqa: N818 - a signal, not an error
+    """Raised by an epoch callback to end training after this epoch (early stopping)."""
+
+
+EpochCallback = Callable[[dict], None]  # called with each epoch's record; may raise StopTraining
+
+
+class EarlyStopping:
+    """Stop when validation accuracy has not improved for `patience` epochs."""
+
+    def __init__(self, patience: int):
+        self.patience, self.best, self.since = patience, -math.inf, 0
+
+    def __call__(self, record: dict) -> None:
+        if record["val_accuracy"] > self.best:
+            self.best, self.since = record["val_accuracy"], 0
+        else:
+            self.since += 1
+            if self.since >= self.patience:
+                raise StopTraining
+
+
+def _better(ev: dict, best: dict | None) -> bool:
+    """Higher validation accuracy; on a tie, lower validation loss."""
+    return best is None or (ev["accuracy"], -ev["loss"]) > (best["accuracy"], -best["loss"])
+
+
+def _snapshot(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """What training changes: the trainable parameters and every buffer (e.g. BatchNorm statistics)."""
+    keep = {n for n, p in model.named_parameters() if p.requires_grad} | {n for n, _ in model.named_buffers()}
+    return {n: t.detach().clone() for n, t in model.state_dict().items() if n in keep}
 
 
 def fit(
@@ -55,8 +100,12 @@ def fit(
     accelerator,
     progress: bool = True,
     desc: str = "",
+    callbacks: Sequence[EpochCallback] = (),
+    score_test: bool = True,
 ) -> FitResult:
-    """Train prepared.model on task.train; evaluate before, and after every epoch, on task.eval."""
+    """Train prepared.model on task.train; evaluate on task.val before training and after every epoch;
+    keep the weights cfg.checkpoint says (the best validation epoch, or the last; the last when there is
+    no validation set); then score task.test once with them (unless score_test is False: a search's trial)."""
     from transformers import get_cosine_schedule_with_warmup
 
     torch.manual_seed(seed)
@@ -77,9 +126,18 @@ def fit(
     # the scheduler is stepped by hand once per optimizer step: accelerate's wrapper would step it
     # once per process
     model, optimizer = accelerator.prepare(model, optimizer)
+    raw = accelerator.unwrap_model(model)
     path = data_path(model, task, spec, cfg, accelerator, seed)
     train_s = path.info.get("cache_s", 0.0)  # building a prefix cache is training work: it counts
-    evaluate_ = lambda: evaluate(model, path.eval_logits, task.eval, accelerator, cfg.eval_batch_size, task.num_classes)
+    has_val = len(task.val) > 0
+    score = lambda role: evaluate(  # noqa: E731
+        model,
+        lambda idx: path.logits(role, idx),
+        getattr(task, role),
+        accelerator,
+        cfg.eval_batch_size,
+        task.num_classes,
+    )
     labels = task.train.labels.to(device)  # once: no host-to-device copy per step
 
     first = shard(torch.arange(min(n, 4 * world), device=device), rank, world)  # FLOPs scale with the batch:
@@ -88,9 +146,11 @@ def fit(
     optimizer.zero_grad(set_to_none=True)
 
     t0 = time.perf_counter()
-    baseline = evaluate_()
+    start = score("val") if has_val else None
     eval_s = time.perf_counter() - t0
-    history, step = [], 0
+    history, step, stopped = [], 0, None
+    best, best_epoch, best_state = None, 0, None
+    keep_best = has_val and cfg.checkpoint == "best"
     shuffle = torch.Generator().manual_seed(seed)  # the data order depends on the seed only
     seen = n + pad_count(n, cfg, world)  # samples per epoch, over all processes
     bar = tqdm(
@@ -127,35 +187,55 @@ def fit(
         if not math.isfinite(train_loss):
             bar.close()
             raise Diverged(f"training loss became {train_loss} in epoch {epoch + 1}; lower the learning rate")
-        t0 = time.perf_counter()
-        ev = evaluate_()
-        eval_s += time.perf_counter() - t0
-        history.append(
-            {
-                "epoch": epoch + 1,
-                "train_loss": train_loss,
-                "eval_accuracy": ev["accuracy"],
-                "eval_loss": ev["loss"],
-                "seconds": seconds,
-            }
-        )
-        bar.set_postfix(loss=f"{train_loss:.3f}", acc=f"{ev['accuracy']:.3f}")
+        record = {"epoch": epoch + 1, "train_loss": train_loss, "seconds": seconds, "lr": scheduler.get_last_lr()[0]}
+        if has_val:
+            t0 = time.perf_counter()
+            ev = score("val")
+            eval_s += time.perf_counter() - t0
+            record |= {"val_accuracy": ev["accuracy"], "val_loss": ev["loss"]}
+            if _better(ev, best):
+                best, best_epoch = ev, epoch + 1
+                best_state = _snapshot(raw) if keep_best and epoch + 1 < cfg.epochs else None
+            bar.set_postfix(loss=f"{train_loss:.3f}", val=f"{ev['accuracy']:.3f}")
+        history.append(record)
+        try:
+            for callback in callbacks:
+                callback(record)
+        except StopTraining:
+            stopped = epoch + 1
+            break
     bar.close()
+    last = len(history)
+    if keep_best:
+        if best_state is not None and best_epoch != last:  # back to the best validation epoch's weights
+            raw.load_state_dict(best_state, strict=False)
+        selected, selection, val = best_epoch, "best validation accuracy", best
+    else:
+        why = "no validation set" if not has_val else "--checkpoint last"
+        val = ev if has_val else None
+        selected, selection = last, f"last epoch ({why})"
+    test, evaluations = None, 0
+    if score_test:
+        t0 = time.perf_counter()
+        test, evaluations = score("test"), 1  # the one time the test split is looked at
+        eval_s += time.perf_counter() - t0
     if path.restore:
         path.restore()  # the model leaves as it came: its own last block
-    best = max(history, key=lambda h: h["eval_accuracy"])
     return FitResult(
-        baseline=baseline,
-        final=ev,
+        start=start,
+        val=val,
+        test=test,
         history=history,
-        best_epoch=best["epoch"],
-        best_accuracy=best["eval_accuracy"],
+        selected_epoch=selected,
+        selection=selection,
+        stopped_early=stopped,
         train_s=train_s,
         eval_s=eval_s,
-        steps=total_steps,
-        images_seen=seen * cfg.epochs,
+        steps=step,
+        images_seen=seen * last,
         processes=world,
         path=path.info,
         flops_per_image=flops_per_image,
-        model=accelerator.unwrap_model(model),
+        model=raw,
+        test_evaluations=evaluations,
     )

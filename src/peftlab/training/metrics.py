@@ -54,4 +54,5 @@ def metrics_from_logits(logits: torch.Tensor, labels: torch.Tensor, num_classes:
         "loss": float(torch.nn.functional.cross_entropy(logits, labels)),
         "per_class_accuracy": [float(r) if s else None for r, s in zip(recall, support)],
         "confusion": conf.tolist(),
+        "predicted": pred.numpy(),  # per image (not for result.json: saved compactly beside it)
     }

@@ -1,0 +1,351 @@
+"""The options of a run: checked dataclasses (RunConfig for `peftlab run`, TrainConfig for the loop,
+DataOptions for the data, RunSpec for one run). No torch, no registry at import time (the report layer
+reads the fields' help texts); the registry is imported where a method name or option is checked."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from ..errors import UserError
+from .values import _positive
+
+BUNDLED_NAME = "peftlab-vit-tiny"  # the model peftlab ships (src/peftlab/bundled), the default --model
+DEFAULT_DATASET = "fashion-mnist:5-9"
+DEFAULT_METHODS = ["head", "last", "lora", "full"]
+
+
+@dataclass
+class TrainConfig:
+    """The training loop's settings (training.loop.fit)."""
+
+    epochs: int = 3
+    batch_size: int = 64
+    eval_batch_size: int = 256
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.1  # fraction of all steps spent warming the lr up linearly from 0
+    max_grad_norm: float = 1.0  # gradient clipping on the global L2 norm; 0 turns it off
+    augment: str = "none"  # none | flip | crop-flip (random resized crop + flip), batched on the device
+    prefix_cache: bool = True  # train a frozen prefix's outputs once computed (exact; off with augmentation)
+    early_stop: int = 0  # stop after this many epochs without a better validation accuracy; 0 = off
+    checkpoint: str = "best"  # the weights tested: best (validation) or last
+
+
+# default sample sizes: used whole when a dataset has fewer (and the run says so); 0 means all
+DEFAULT_TRAIN_SIZE, DEFAULT_VAL_SIZE, DEFAULT_TEST_SIZE = 3000, 1000, 1000
+
+
+@dataclass
+class DataOptions:
+    """What data a run reads and how it samples and checks it (data.task.load_task). Sizes: None is the
+    default (DEFAULT_*_SIZE, or all when fewer), 0 all, N a stratified sample of N; *_per_class: exactly
+    that many per class instead."""
+
+    dataset: str = DEFAULT_DATASET
+    train_size: int | None = None
+    val_size: int | None = None
+    test_size: int | None = None
+    train_per_class: int | None = None
+    val_per_class: int | None = None
+    image_column: str | None = None
+    label_column: str | None = None
+    train_split: str | None = None
+    val_split: str | None = None
+    test_split: str | None = None
+    holdout: float = 0.2  # share of the training split held out as the test split when there is none
+    val_fraction: float = 0.2  # the default validation slice's share of the training split (at most DEFAULT_VAL_SIZE)
+    min_per_class: int = 5
+    strict_coverage: bool = False
+    max_bad_fraction: float = 0.1
+
+    def split_names(self) -> dict[str, str | None]:
+        return {"train": self.train_split, "val": self.val_split, "test": self.test_split}
+
+
+@dataclass
+class RunConfig:
+    model: str = field(
+        default=BUNDLED_NAME, metadata={"help": f"hub id, local model folder, or '{BUNDLED_NAME}' (bundled, offline)"}
+    )
+    dataset: str = field(
+        default=DEFAULT_DATASET,
+        metadata={"help": "fashion-mnist:5-9|0-4|all, a hub dataset id, an image folder or a save_to_disk folder"},
+    )
+    methods: list[str] = field(
+        default_factory=lambda: list(DEFAULT_METHODS),
+        metadata={"help": "comma-separated methods, or 'all' (see 'peftlab methods')"},
+    )
+    seeds: list[int] = field(
+        default_factory=lambda: [0],
+        metadata={"help": "comma-separated seeds (sampling, head init, data order); each method runs once per seed"},
+    )
+    out: str = field(default="", metadata={"help": "results folder (default: runs/<date-time>)"})
+    train_size: int | None = field(
+        default=None,
+        metadata={
+            "help": f"stratified, seeded sample of the training split (default {DEFAULT_TRAIN_SIZE}, or all when "
+            "fewer); 0 = all"
+        },
+    )
+    val_size: int | None = field(
+        default=None,
+        metadata={
+            "help": f"validation images: a sample of the dataset's validation split, else a stratified slice of "
+            f"the training split (default {DEFAULT_VAL_SIZE}, at most a fifth of it); 0 = all"
+        },
+    )
+    test_size: int | None = field(
+        default=None,
+        metadata={
+            "help": f"stratified, seeded sample of the test split (default {DEFAULT_TEST_SIZE}, or all when "
+            "fewer); 0 = all"
+        },
+    )
+    train_per_class: int | None = field(
+        default=None, metadata={"help": "exactly this many training images per class (instead of --train-size)"}
+    )
+    val_per_class: int | None = field(
+        default=None, metadata={"help": "exactly this many validation images per class (instead of --val-size)"}
+    )
+    epochs: int = field(default=3, metadata={"help": "passes over the training sample"})
+    batch_size: int = field(default=64, metadata={"help": "training batch size"})
+    lr: float | None = field(
+        default=None,
+        metadata={"help": "learning rate for every method (default: each method's own, see --<method>-lr)"},
+    )
+    weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay"})
+    warmup_ratio: float = field(
+        default=0.1, metadata={"help": "fraction of steps of linear warmup before cosine decay"}
+    )
+    max_grad_norm: float = field(default=1.0, metadata={"help": "gradient clipping norm; 0 = off"})
+    augment: str = field(
+        default="none",
+        metadata={"help": "none, flip or crop-flip (random resized crop + flip), done batched on the device"},
+    )
+    early_stop: int = field(
+        default=0,
+        metadata={"help": "stop when validation accuracy has not improved for this many epochs; 0 = train every epoch"},
+    )
+    checkpoint: str = field(
+        default="best",
+        metadata={"help": "the weights that are tested: best (the epoch of highest validation accuracy) or last"},
+    )
+    tune: list[str] = field(
+        default_factory=list,
+        metadata={
+            "help": "options searched per method on the validation split before the final runs, e.g. lr or "
+            "lr,r (method.option for one method: lora.r); each method's range comes from its registration"
+        },
+    )
+    tune_trials: int = field(
+        default=8, metadata={"help": "trials of the search per method: the same budget for every method"}
+    )
+    refit: str = field(
+        default="train",
+        metadata={
+            "help": "what the final runs train on: train (the checkpoint chosen on validation) or train+val "
+            "(the validation images too, VTAB-style; then the last epoch is tested)"
+        },
+    )
+    protocol: str = field(
+        default="",
+        metadata={
+            "help": "a preset of the options above: vtab-1k (800 train / 200 val, refit on the 1,000, the "
+            "whole test split) or few-shot:K (K images per class to train and to validate, seeds 0,1,2)"
+        },
+    )
+    prefix_cache: bool = field(
+        default=True,
+        metadata={
+            "help": "when only a suffix of the network trains (head, last, ...) and nothing is random before it, "
+            "run the frozen prefix once per image (exact); --no-prefix-cache runs the full forward"
+        },
+    )
+    image_column: str | None = field(default=None, metadata={"help": "image column (default: detected)"})
+    label_column: str | None = field(default=None, metadata={"help": "label column (default: detected)"})
+    train_split: str | None = field(default=None, metadata={"help": "training split name (default: train)"})
+    val_split: str | None = field(
+        default=None,
+        metadata={
+            "help": "validation split name (default: validation/valid/val when a test split exists too; "
+            "else a slice of the training split)"
+        },
+    )
+    test_split: str | None = field(
+        default=None,
+        metadata={
+            "help": "test split name (default: test, else validation/valid/val; else a held-out fifth of "
+            "the training split)"
+        },
+    )
+    max_bad_fraction: float = field(
+        default=0.1,
+        metadata={
+            "help": "error when more than this fraction of the images tried in a split are unreadable (fewer are "
+            "skipped, replaced by same-class images where possible, and reported)"
+        },
+    )
+    min_per_class: int = field(default=5, metadata={"help": "warn when a class has fewer examples in a split"})
+    strict_coverage: bool = field(default=False, metadata={"help": "make class-coverage warnings errors"})
+    device: str = field(default="auto", metadata={"help": "auto, cpu or cuda"})
+    precision: str = field(default="auto", metadata={"help": "auto (bf16 on GPUs that have it), fp32, bf16, fp16"})
+    quiet: bool = field(default=False, metadata={"help": "no progress output"})
+    method_options: dict[str, Any] = field(default_factory=dict)  # method name -> its MethodConfig
+
+    def __post_init__(self):
+        from ..methods import REGISTRY, parse_methods
+
+        self.methods = parse_methods(self.methods)
+        seeds = [self.seeds] if isinstance(self.seeds, (int, str)) else list(self.seeds)
+        try:
+            seeds = [
+                int(x) for s in seeds for x in (str(s).split(",") if isinstance(s, str) else [s]) if str(x).strip()
+            ]
+        except ValueError:
+            raise UserError(f"--seeds must be comma-separated integers, e.g. 0,1,2 (got '{self.seeds}')") from None
+        if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
+            shown = ",".join(map(str, seeds))
+            raise UserError(f"--seeds must be distinct integers >= 0, e.g. 0,1,2 (got '{shown}')")
+        self.seeds = seeds
+        _positive("--", epochs=self.epochs, batch_size=self.batch_size, lr=self.lr)
+        for name in ("train_size", "val_size", "test_size"):
+            if (getattr(self, name) or 0) < 0:
+                raise UserError(f"--{name.replace('_', '-')} must be >= 0 (0 = all; got {getattr(self, name)})")
+        for name in ("train_per_class", "val_per_class"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise UserError(f"--{name.replace('_', '-')} must be >= 1 (got {getattr(self, name)})")
+        if self.train_per_class and self.train_size is not None:
+            raise UserError("--train-per-class and --train-size both say how many training images; give one")
+        if self.val_per_class and self.val_size is not None:
+            raise UserError("--val-per-class and --val-size both say how many validation images; give one")
+        if self.weight_decay < 0 or not 0 <= self.warmup_ratio < 1 or self.max_grad_norm < 0:
+            raise UserError("--weight-decay and --max-grad-norm must be >= 0, --warmup-ratio in [0, 1)")
+        if not 0 <= self.max_bad_fraction <= 1:
+            raise UserError(f"--max-bad-fraction must be between 0 and 1 (got {self.max_bad_fraction:g})")
+        if self.early_stop < 0:
+            raise UserError(f"--early-stop must be >= 0 epochs of patience (got {self.early_stop})")
+        if self.checkpoint not in ("best", "last"):
+            raise UserError(f"--checkpoint must be best or last (got '{self.checkpoint}')")
+        if self.refit not in ("train", "train+val"):
+            raise UserError(f"--refit must be train or train+val (got '{self.refit}')")
+        if self.tune_trials < 1:
+            raise UserError(f"--tune-trials must be >= 1: each method gets that many trials (got {self.tune_trials})")
+        check_tune(self.tune, self.methods)
+        if self.augment not in ("none", "flip", "crop-flip"):
+            raise UserError(f"--augment must be none, flip or crop-flip (got '{self.augment}')")
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise UserError(f"--device must be auto, cpu or cuda (got '{self.device}')")
+        if self.precision not in ("auto", "fp32", "bf16", "fp16"):
+            raise UserError(f"--precision must be auto, fp32, bf16 or fp16 (got '{self.precision}')")
+        for name in self.methods:
+            self.method_options.setdefault(name, REGISTRY[name].config_cls())
+        if not self.out:
+            self.out = str(Path("runs") / time.strftime("%Y%m%d-%H%M%S"))
+
+    def train_config(self) -> TrainConfig:
+        return TrainConfig(
+            epochs=self.epochs,
+            batch_size=self.batch_size,
+            weight_decay=self.weight_decay,
+            warmup_ratio=self.warmup_ratio,
+            max_grad_norm=self.max_grad_norm,
+            augment=self.augment,
+            prefix_cache=self.prefix_cache,
+            early_stop=self.early_stop,
+            checkpoint=self.checkpoint,
+        )
+
+    def data_options(self) -> DataOptions:
+        return DataOptions(**{f.name: getattr(self, f.name) for f in fields(DataOptions) if hasattr(self, f.name)})
+
+    def options_for(self, method: str):
+        """The method's options, with the run-wide --lr applied when given."""
+        opts = self.method_options[method]
+        return opts if self.lr is None else replace(opts, lr=self.lr)
+
+    def plan(self) -> list[RunSpec]:
+        """One run per seed and method, seed-major (a seed's data sample is drawn once)."""
+        return [RunSpec(m, self.options_for(m), seed, m) for seed in self.seeds for m in self.methods]
+
+    def fingerprint(self) -> dict:
+        """What, besides method options and seed, decides a run's result: a finished run is reused
+        only when this matches."""
+        # the search's settings decide the options a final run gets, and those are in its method_config
+        skip = {"methods", "seeds", "out", "quiet", "method_options", "lr", "tune", "tune_trials", "protocol"}
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in skip}
+
+    def to_dict(self) -> dict[str, Any]:
+        """Every option (defaults included) and a section of options per method: what --config reads."""
+        out: dict[str, Any] = {f.name: getattr(self, f.name) for f in run_fields()}
+        for name in self.methods:
+            out[name] = self.method_options[name].options()
+        return out
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One training run: a method with its options, one seed. label names the configuration in tables."""
+
+    method: str
+    options: Any  # the method's MethodConfig
+    seed: int
+    label: str
+
+    @property
+    def name(self) -> str:
+        """The run's folder name, e.g. 'lora-seed0' or 'lora-r4-lr0.001-seed0'."""
+        slug = self.label.replace(" ", "-").replace("=", "").replace("/", "_").replace(",", "+")
+        return f"{slug}-seed{self.seed}"
+
+
+def check_tune(tune: list[str], methods: list[str]) -> None:
+    """--tune names: 'opt' (searched for every method: each must declare it searchable) or 'method.opt'."""
+    from ..methods import get
+
+    for name in tune:
+        method, _, option = name.rpartition(".")
+        targets = [method] if method else methods
+        if method and method not in methods:
+            raise UserError(f"--tune {name}: method '{method}' is not among --methods ({', '.join(methods)})")
+        for m in targets:
+            space = get(m).search
+            if option not in space:
+                has = {f.name for f in fields(get(m).config_cls)}
+                why = "does not search it" if option in has else "has no such option"
+                raise UserError(
+                    f"--tune {name}: {m} {why}; {m} searches: {', '.join(space)}"
+                    + ("" if method else f" (name one method's option as {m}.<option>)")
+                )
+
+
+def tuned_options(tune: list[str], method: str) -> list[str]:
+    """The options --tune searches for one method."""
+    out = []
+    for name in tune:
+        m, _, option = name.rpartition(".")
+        if m in ("", method) and option not in out:
+            out.append(option)
+    return out
+
+
+# what each protocol sets, unless the run sets it itself
+PROTOCOLS = {
+    "vtab-1k": {"train_size": 800, "val_size": 200, "test_size": 0, "refit": "train+val"},
+    "few-shot": lambda k: {"train_per_class": k, "val_per_class": k, "test_size": 0, "seeds": [0, 1, 2]},
+}
+
+
+def protocol_values(name: str) -> dict[str, Any]:
+    """The options a --protocol stands for (vtab-1k, few-shot:K)."""
+    base, _, arg = name.partition(":")
+    if base == "vtab-1k" and not arg:
+        return dict(PROTOCOLS["vtab-1k"])
+    if base == "few-shot" and arg.isdigit() and int(arg) >= 1:
+        return PROTOCOLS["few-shot"](int(arg))
+    raise UserError(f"unknown --protocol '{name}'; use vtab-1k or few-shot:K (K images per class, e.g. few-shot:5)")
+
+
+def run_fields() -> list:
+    return [f for f in fields(RunConfig) if f.name != "method_options"]
