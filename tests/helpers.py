@@ -21,14 +21,22 @@ needs_fmnist = pytest.mark.skipif(
 
 
 def run_args(
-    model: Path, dataset, out: Path, *extra: str, epochs: int | None = 3, batch_size: int | None = 8
+    model: Path,
+    dataset,
+    out: Path,
+    *extra: str,
+    epochs: int | None = 3,
+    batch_size: int | None = 8,
+    baselines: str | None = "none",
 ) -> list[str]:
     """`peftlab run` on all the data of a tiny test dataset, quietly; epochs/batch_size None leave them to
-    --config or the defaults. Methods and the rest come in extra."""
+    --config or the defaults; no reference baselines unless asked (baselines=None: the default set).
+    Methods and the rest come in extra."""
     args = ["run", "--model", str(model), "--dataset", str(dataset), "--out", str(out), "--quiet"]
     args += ["--train-size", "0", "--test-size", "0", "--min-per-class", "1"]
     args += ["--epochs", str(epochs)] if epochs is not None else []
     args += ["--batch-size", str(batch_size)] if batch_size is not None else []
+    args += ["--baselines", baselines] if baselines is not None else []
     return args + list(extra)
 
 

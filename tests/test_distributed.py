@@ -103,6 +103,7 @@ def test_ray_sweep_completes_and_a_rerun_skips_everything(tiny_vit, image_folder
                 "min_per_class": 1,
                 "epochs": 2,
                 "batch_size": 8,
+                "baselines": "none",
                 "grid": {"head": {"lr": [0.01, 0.1]}, "lora": {"r": [2, 4]}},
             }
         )
@@ -157,6 +158,8 @@ def test_only_index_runs_one_grid_point(tiny_vit, image_folder, tmp_path, capsys
     assert cli.main(["sweep", str(f), "--count"]) == 0
     assert capsys.readouterr().out.strip() == "4"
     assert cli.main(["sweep", str(f), "--only-index", "3", "--quiet"]) == 0
-    assert [p.parent.name for p in (tmp_path / "o").glob("*/result.json")] == ["last-seed1"]
+    found = sorted(p.parent.name for p in (tmp_path / "o").glob("*/result.json"))
+    # that one run, and the references of its seed only (each array task fits its own seed's, once)
+    assert found == ["last-seed1"] + [f"ref-{b}-seed1" for b in ("knn", "majority", "pixels", "probe")]
     assert cli.main(["sweep", str(f), "--only-index", "4"]) == 2
     assert "outside the grid's 4 runs (0-3)" in capsys.readouterr().err

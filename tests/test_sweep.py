@@ -38,6 +38,7 @@ def write_sweep(
                 "epochs": epochs,
                 "batch_size": 8,
                 "quiet": True,
+                "baselines": "none",
                 "grid": grid,
                 **extra,
             }
@@ -55,24 +56,26 @@ def test_summary_matches_hand_computed_values():
     s = summarize([0.80, 0.82, 0.84])
     assert s.n == 3 and s.mean == pytest.approx(0.82)
     assert s.std == pytest.approx(0.02)  # sqrt(((-.02)^2 + 0 + .02^2) / 2)
-    half = 4.303 * 0.02 / math.sqrt(3)  # t_{0.975, 2} = 4.303
+    half = 4.302653 * 0.02 / math.sqrt(3)  # t_{0.975, 2} = 4.302653
     assert (s.low, s.high) == (pytest.approx(0.82 - half), pytest.approx(0.82 + half))
     one = summarize([0.5])
     assert (one.std, one.low, one.high) == (0.0, 0.5, 0.5)
-    two = summarize([0.7, 0.9])
-    assert two.high - two.mean == pytest.approx(12.706 * math.sqrt(0.02) / math.sqrt(2))
+    two = summarize([0.7, 0.9], bounds=None)
+    assert two.high - two.mean == pytest.approx(12.706205 * math.sqrt(0.02) / math.sqrt(2))
+    assert summarize([0.7, 0.9]).high == 1.0  # an accuracy's interval stops at 1
 
 
-def test_noise_lines_call_overlapping_intervals_noise():
+def test_noise_lines_test_paired_differences():
     close = [make_result("head", s, a) for s, a in enumerate([0.80, 0.82, 0.84])]
-    close += [make_result("lora", s, a) for s, a in enumerate([0.81, 0.83, 0.85])]
+    close += [make_result("lora", s, a) for s, a in enumerate([0.83, 0.80, 0.86])]
     lines = report.noise_lines(close)
-    assert lines[0].startswith("best: lora (0.830 ± 0.020 over 3 seeds)")
-    assert "lora vs head: +0.010 accuracy — within noise" in lines[1]
-    far = [make_result("head", s, a) for s, a in enumerate([0.50, 0.51, 0.52])] + close[3:]
-    assert "a real difference (95% intervals do not overlap)" in report.noise_lines(far)[1]
+    assert lines[0].startswith("best: lora (0.830 ± 0.030 over 3 seeds); 1 paired comparisons, Holm-corrected")
+    assert lines[1].startswith("lora vs head: +0.010, 95% CI") and "indistinguishable at this budget" in lines[1]
+    far = [make_result("head", s, a) for s, a in enumerate([0.50, 0.52, 0.53])] + close[3:]
+    assert "higher, beyond noise (paired t over 3 seeds, Holm p = " in report.noise_lines(far)[1]
     single = report.noise_lines([make_result("head", 0, 0.5), make_result("lora", 0, 0.6)])
-    assert "no noise estimate" in single[0] and "--seeds 0,1,2" in single[0]
+    assert single[0] == "best: lora (0.600 (one seed)); 0 paired comparisons, Holm-corrected"
+    assert "nothing to test (rerun with --seeds 0,1,2)" in single[1]
 
 
 def test_table_shows_mean_std_and_interval_over_seeds():
@@ -109,6 +112,8 @@ def test_seeds_run_every_method_per_seed(tiny_vit, image_folder, tmp_path, capsy
         "head,full",
         "--seeds",
         "0,1,2",
+        "--baselines",
+        "none",
     ]
     assert cli.main(args) == 0
     printed = capsys.readouterr().out

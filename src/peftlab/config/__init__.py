@@ -3,12 +3,15 @@ are read from and written to (files: --config, config.yaml). Torch-free."""
 
 from .files import META_KEY, PROTOCOLS, build, config_yaml, git_commit, method_config, protocol_values, read_file
 from .run import (
+    BASELINES,
     BUNDLED_NAME,
+    DEFAULT_BASELINES,
     DEFAULT_DATASET,
     DEFAULT_METHODS,
     DEFAULT_TEST_SIZE,
     DEFAULT_TRAIN_SIZE,
     DEFAULT_VAL_SIZE,
+    SCRATCH_LABEL,
     DataOptions,
     RunConfig,
     RunSpec,
@@ -20,7 +23,10 @@ from .run import (
 from .values import coerce, field_type, item_type
 
 __all__ = [
+    "BASELINES",
     "BUNDLED_NAME",
+    "DEFAULT_BASELINES",
+    "SCRATCH_LABEL",
     "DEFAULT_DATASET",
     "DEFAULT_METHODS",
     "DEFAULT_TEST_SIZE",

@@ -15,6 +15,9 @@ from .values import _positive
 BUNDLED_NAME = "peftlab-vit-tiny"  # the model peftlab ships (src/peftlab/bundled), the default --model
 DEFAULT_DATASET = "fashion-mnist:5-9"
 DEFAULT_METHODS = ["head", "last", "lora", "full"]
+DEFAULT_BASELINES = ["majority", "pixels", "probe", "knn"]  # cheap: in every run; 'scratch' trains, so on request
+BASELINES = (*DEFAULT_BASELINES, "scratch")
+SCRATCH_LABEL = "from scratch"
 
 
 @dataclass
@@ -149,6 +152,14 @@ class RunConfig:
             "(the validation images too, VTAB-style; then the last epoch is tested)"
         },
     )
+    baselines: list[str] = field(
+        default_factory=lambda: list(DEFAULT_BASELINES),
+        metadata={
+            "help": "reference baselines on the same samples: majority, pixels (logistic regression on the "
+            "raw input), probe (converged linear probe on the frozen features), knn, scratch (the "
+            "architecture trained from random initialisation); '+scratch' adds to the defaults; none"
+        },
+    )
     protocol: str = field(
         default="",
         metadata={
@@ -233,6 +244,7 @@ class RunConfig:
         if self.tune_trials < 1:
             raise UserError(f"--tune-trials must be >= 1: each method gets that many trials (got {self.tune_trials})")
         check_tune(self.tune, self.methods)
+        self.baselines = parse_baselines(self.baselines)
         if self.augment not in ("none", "flip", "crop-flip"):
             raise UserError(f"--augment must be none, flip or crop-flip (got '{self.augment}')")
         if self.device not in ("auto", "cpu", "cuda"):
@@ -266,14 +278,38 @@ class RunConfig:
         return opts if self.lr is None else replace(opts, lr=self.lr)
 
     def plan(self) -> list[RunSpec]:
-        """One run per seed and method, seed-major (a seed's data sample is drawn once)."""
-        return [RunSpec(m, self.options_for(m), seed, m) for seed in self.seeds for m in self.methods]
+        """One run per seed and method, seed-major (a seed's data sample is drawn once); with the scratch
+        reference, full fine-tuning of a randomly initialised copy too."""
+        out = []
+        for seed in self.seeds:
+            if "scratch" in self.baselines:
+                out.append(RunSpec("full", self.options_for_scratch(), seed, SCRATCH_LABEL, scratch=True))
+            out += [RunSpec(m, self.options_for(m), seed, m) for m in self.methods]
+        return out
+
+    def options_for_scratch(self):
+        """Full fine-tuning's options (its budget), for the from-scratch reference."""
+        from ..methods import get
+
+        opts = self.method_options.get("full") or get("full").config_cls()
+        return opts if self.lr is None else replace(opts, lr=self.lr)
 
     def fingerprint(self) -> dict:
         """What, besides method options and seed, decides a run's result: a finished run is reused
         only when this matches."""
         # the search's settings decide the options a final run gets, and those are in its method_config
-        skip = {"methods", "seeds", "out", "quiet", "method_options", "lr", "tune", "tune_trials", "protocol"}
+        skip = {
+            "methods",
+            "seeds",
+            "out",
+            "quiet",
+            "method_options",
+            "lr",
+            "tune",
+            "tune_trials",
+            "protocol",
+            "baselines",
+        }
         return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in skip}
 
     def to_dict(self) -> dict[str, Any]:
@@ -292,12 +328,28 @@ class RunSpec:
     options: Any  # the method's MethodConfig
     seed: int
     label: str
+    scratch: bool = False  # the model's architecture from random initialisation (the 'scratch' reference)
 
     @property
     def name(self) -> str:
         """The run's folder name, e.g. 'lora-seed0' or 'lora-r4-lr0.001-seed0'."""
         slug = self.label.replace(" ", "-").replace("=", "").replace("/", "_").replace(",", "+")
         return f"{slug}-seed{self.seed}"
+
+
+def parse_baselines(names: list[str]) -> list[str]:
+    """--baselines: names, '+name' (added to the defaults) or 'none'."""
+    names = [n.strip() for n in names if n.strip()]
+    if names == ["none"]:
+        return []
+    out = list(DEFAULT_BASELINES) if names and all(n.startswith("+") for n in names) else []
+    for n in names:
+        n = n.removeprefix("+")
+        if n not in BASELINES:
+            raise UserError(f"unknown baseline '{n}'; choose from {', '.join(BASELINES)}, '+scratch' or none")
+        if n not in out:
+            out.append(n)
+    return out
 
 
 def check_tune(tune: list[str], methods: list[str]) -> None:

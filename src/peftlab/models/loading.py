@@ -126,8 +126,9 @@ def fit_head(model: nn.Module, label_names: list[str], seed: int) -> None:
     model.config.problem_type = "single_label_classification"
 
 
-def load_model(name: str, label_names: list[str], seed: int = 0) -> nn.Module:
-    """A hub id, a local folder or the bundled model -> classifier with a fresh head for label_names."""
+def load_model(name: str, label_names: list[str], seed: int = 0, scratch: bool = False) -> nn.Module:
+    """A hub id, a local folder or the bundled model -> classifier with a fresh head for label_names.
+    scratch: the same architecture with every weight initialised afresh (seeded), none pretrained."""
     from transformers import AutoModelForImageClassification
     from transformers.utils import logging as hf_logging
 
@@ -136,9 +137,17 @@ def load_model(name: str, label_names: list[str], seed: int = 0) -> nn.Module:
     hf_logging.set_verbosity_error()  # the head is re-initialised on purpose: silence the warning
     hf_logging.disable_progress_bar()
     try:
-        model = AutoModelForImageClassification.from_pretrained(
-            path, num_labels=len(label_names), ignore_mismatched_sizes=True
-        )
+        if scratch:
+            from transformers import AutoConfig
+
+            torch.manual_seed(seed)
+            model = AutoModelForImageClassification.from_config(
+                AutoConfig.from_pretrained(path, num_labels=len(label_names))
+            )
+        else:
+            model = AutoModelForImageClassification.from_pretrained(
+                path, num_labels=len(label_names), ignore_mismatched_sizes=True
+            )
     except (OSError, ValueError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise UserError(f"cannot load model '{name}': {first}") from e

@@ -6,7 +6,7 @@ write_report, the one function that writes files)."""
 from .build import REPORT_PLOTS, build_report, report_blocks, write_report
 from .document import Bullets, Figure, Heading, Para, Table, to_html, to_markdown
 from .findings import findings
-from .stats import Summary, pareto_front, summarize
+from .stats import Summary, summarize
 from .table import (
     COLUMNS,
     accuracy_summary,
@@ -38,7 +38,6 @@ __all__ = [
     "groups",
     "noise_lines",
     "ordered",
-    "pareto_front",
     "report_blocks",
     "summarize",
     "summary_markdown",

@@ -40,7 +40,11 @@ def report_blocks(results: list[Result], figures: list) -> list:
     if pc is not None:
         blocks += [
             Heading("Per-class accuracy", 2),
-            Para("Test accuracy on each class's images, mean over seeds; bold: the best configuration."),
+            Para(
+                "Test accuracy on each class's images, mean over seeds; bold: a configuration more accurate on "
+                "that class than every other beyond noise (paired test over seeds, Holm-corrected over every "
+                "class); none in bold: no class has such a winner at this budget."
+            ),
             pc,
         ]
     return blocks + findings(results)

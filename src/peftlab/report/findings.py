@@ -1,58 +1,21 @@
-"""The report's Findings: the exercise's questions answered in sentences built from the result dicts.
+"""The report's Findings: the exercise's questions answered in sentences built from the result records.
 
-Nothing here knows a particular run: every number, name and verdict comes from the results, the
-meanings of options from the method config dataclasses' field help, the noise verdicts from
-report.noise_lines / stats.Summary.overlaps. Pure: results in, document blocks out.
+Nothing here knows a particular run: every number, name and verdict comes from the results — the
+meanings of options from what each result recorded of its method, every "better" from the paired tests
+of report.compare. Pure: results in, document blocks out.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import fields
 
 from ..config import RunConfig
-from ..results import Result, is_ok, test_metrics, val_metrics
+from ..results import Result, is_ok, val_metrics
+from .compare import PROBE, Comparisons
 from .document import Block, Bullets, Heading, Table
+from .groups import label, ordered
 from .protocol import metric, protocol, search, start
-from .stats import Summary, pareto_front
-from .table import accuracy_summary, class_mean, groups, human_bytes, label, noise_lines, ordered
-
-
-@dataclass(frozen=True)
-class G:
-    """One configuration over its seeds, reduced to the numbers the findings compare."""
-
-    label: str
-    rs: list
-    acc: Summary  # test accuracy over seeds
-    val: float | None  # mean validation accuracy of the chosen checkpoints (None: validation was trained on)
-    trainable: int
-    train_s: float
-    img_s: float
-    peak: int
-    adapter: int
-
-
-def _g(name: str, rs: list[Result]) -> G:
-    mean = lambda get: sum(get(r) for r in rs) / len(rs)  # noqa: E731
-    return G(
-        name,
-        rs,
-        accuracy_summary(rs),
-        mean(lambda r: val_metrics(r)["accuracy"]) if all(val_metrics(r) for r in rs) else None,
-        rs[0]["params"]["trainable"],
-        mean(lambda r: r["time"]["train_s"]),
-        mean(lambda r: r["throughput"]["train_img_s"]),
-        max(r["memory"]["peak_bytes"] for r in rs),
-        rs[0]["size"]["adapter_bytes"],
-    )
-
-
-def _acc(s: Summary) -> str:
-    return f"{s.mean:.3f}" + (f" ± {s.std:.3f}" if s.n > 1 else "")
-
-
-def _names(items: list[str]) -> str:
-    return ", ".join(items[:-1]) + " and " + items[-1] if len(items) > 1 else "".join(items)
+from .verdicts import G, acc_text, accuracy, efficiency, names, pros_cons, reduce, reliability
 
 
 def option_help(r: Result) -> dict[str, str]:
@@ -62,28 +25,99 @@ def option_help(r: Result) -> dict[str, str]:
 
 
 # ------------------------------------------------------------------------- the sections
+def references(cmp: Comparisons) -> list[str]:
+    """Where the methods stand against the reference baselines; plainly, when a reference beats them all."""
+    refs, methods = cmp.references, cmp.methods
+    if not refs:
+        return [
+            "No reference baselines in these results (--baselines none): nothing says whether fine-tuning pays here."
+        ]
+    out = [
+        "References (same training, validation and test images; their hyperparameter chosen on validation): "
+        + ", ".join(f"{c.label} {acc_text(c)}" for c in sorted(refs, key=lambda c: c.acc.mean))
+        + "."
+    ]
+    if not methods:
+        return out
+    best_ref = max(refs, key=lambda c: c.acc.mean)
+    best = max(methods, key=lambda c: c.acc.mean)
+    if best_ref.acc.mean > best.acc.mean:
+        beats = all(cmp.better(best_ref.label, m.label) for m in methods)
+        out.append(
+            f"**A reference baseline is above every fine-tuning method: {best_ref.label} ({acc_text(best_ref)}) "
+            f"against the best method, {best.label} ({acc_text(best)})** — "
+            + (
+                "beyond noise against each of them: on this task and budget, fine-tuning does not pay."
+                if beats
+                else "indistinguishable at this budget from the best methods; fine-tuning is not shown to pay."
+            )
+        )
+    probe = cmp.by_method(PROBE)
+    for ref in [r for r in (probe, cmp.by_method("pixels")) if r is not None]:
+        above = [m.label for m in methods if cmp.better(m.label, ref.label)]
+        below = [m.label for m in methods if cmp.better(ref.label, m.label)]
+        same = [m.label for m in methods if m.label not in above + below]
+        parts = (
+            ([f"above it beyond noise: {names(above)}"] if above else [])
+            + ([f"below it beyond noise: {names(below)}"] if below else [])
+            + ([f"indistinguishable from it at this budget: {names(same)}"] if same else [])
+        )
+        out.append(f"Against the {ref.label} ({acc_text(ref)}): " + "; ".join(parts) + ".")
+    scratch = next((c for c in refs if c.method == "full"), None)
+    if scratch is not None:
+        gain = [m.label for m in methods if cmp.better(m.label, scratch.label)]
+        out.append(
+            f"Pretraining: the architecture trained from scratch with full fine-tuning's budget scores "
+            f"{acc_text(scratch)}; "
+            + (f"{names(gain)} beat it beyond noise." if gain else "no method beats it beyond noise.")
+        )
+    majority = cmp.by_method("majority")
+    if majority is not None:
+        above = [m.label for m in methods if not cmp.better(m.label, majority.label)]
+        if above:
+            out.append(f"Not shown to beat the chance level ({majority.label}, {acc_text(majority)}): {names(above)}.")
+    return out
+
+
+def describe(g: G) -> str:
+    """What a configuration is, plainly: 'head' is a head trained for the run's epochs, not a converged probe."""
+    r = g.c.rs[0]
+    info = r.get("method_info") or {}
+    text = info.get("description", "")
+    if r["method"] == "head" and g.c.kind == "method":
+        text = (
+            f"a new classification head trained by AdamW for {r['train'].get('epochs')} epochs at lr "
+            f"{r['method_config'].get('lr')}, the rest frozen (not converged: the converged linear probe is "
+            "a reference row)"
+        )
+    return text
+
+
 def hyperparameters(gs: list[G]) -> tuple[list[str], Table]:
     rows = []
     for g in gs:
-        r = g.rs[0]
+        r = g.c.rs[0]
         helps = option_help(r)
         for i, (opt, value) in enumerate(r["method_config"].items()):
             rows.append([g.label if i == 0 else "", opt, str(value), helps.get(opt, "")])
     run_help = {f.name: f.metadata.get("help", "") for f in fields(RunConfig)}
-    shared = gs[0].rs[0].get("train", {})
+    trained = next((g for g in gs if g.c.kind == "method"), gs[0])
+    shared = trained.c.rs[0].get("train", {})
     shared = {k: v for k, v in shared.items() if run_help.get(k)}  # the settings a user chooses
     rows += [
-        ["every configuration" if i == 0 else "", k, str(v), run_help[k]] for i, (k, v) in enumerate(shared.items())
+        ["every training run" if i == 0 else "", k, str(v), run_help[k]] for i, (k, v) in enumerate(shared.items())
     ]
-    described = [(g, (g.rs[0].get("method_info") or {}).get("description")) for g in gs]
-    lines = [f"**{g.label}**: {d}." for g, d in described if d]
+    lines = [f"**{g.label}**: {d}." for g in gs if (d := describe(g))]
     return lines, Table(["configuration", "option", "value", "meaning"], rows, left=4)
 
 
 def parameters(gs: list[G]) -> list[str]:
     out, bad = [], []
     for g in gs:
-        p = g.rs[0]["params"]
+        p = g.c.rs[0]["params"]
+        if g.c.kind == "reference" and g.c.method != "full":
+            out.append(f"**{g.label}**: {p['trainable']:,} fitted numbers (a classical model, not a network).")
+            continue
         kind = p.get("kind", "theory")
         line = (
             f"**{g.label}**: {p['trainable']:,} trainable of {p.get('total', p.get('base', 0)):,} parameters "
@@ -111,12 +145,14 @@ def parameters(gs: list[G]) -> list[str]:
                 "copy, counted beside the frozen original)."
             )
         out.append(line)
-    checked = [g for g in gs if g.rs[0]["params"].get(f"{g.rs[0]['params'].get('kind', 'theory')}_match") is not None]
+    checked = [
+        g for g in gs if g.c.rs[0]["params"].get(f"{g.c.rs[0]['params'].get('kind', 'theory')}_match") is not None
+    ]
     if checked:
         out.insert(
             0,
             f"{len(checked) - len(bad)} of {len(checked)} configurations match their derived counts"
-            + (f"; mismatches: {_names(bad)}." if bad else "."),
+            + (f"; mismatches: {names(bad)}." if bad else "."),
         )
     return out
 
@@ -124,140 +160,24 @@ def parameters(gs: list[G]) -> list[str]:
 def time_and_accuracy(gs: list[G]) -> list[str]:
     out = []
     for g in gs:
-        epochs = g.rs[0]["train"]["epochs"]
-        chosen = sorted({r.get("selection", {}).get("epoch") for r in g.rs} - {None})
-        line = (
-            f"**{g.label}**: test accuracy **{_acc(g.acc)}**"
-            + (f" (95% interval {g.acc.low:.3f} to {g.acc.high:.3f}, {g.acc.n} seeds)" if g.acc.n > 1 else "")
-            + f" after {g.train_s:.1f} s of training ({epochs} epoch{'s' * (epochs != 1)}, {g.img_s:.0f} img/s)"
-            + (
-                f"; validation {g.val:.3f} at the checkpoint of epoch {'/'.join(map(str, chosen))}"
-                if g.val is not None
-                else ""
-            )
-            + "."
+        acc = g.c.acc
+        ci = f" (95% interval {acc.low:.3f} to {acc.high:.3f}, {acc.n} seeds)" if acc.n > 1 else ""
+        if g.c.kind == "reference" and g.c.method != "full":
+            chose = g.c.rs[0].get("selection", {}).get("options", "")
+            out.append(f"**{g.label}**: test accuracy **{acc_text(g.c)}**{ci}, fitted in {g.train_s:.1f} s ({chose}).")
+            continue
+        epochs = g.c.rs[0]["train"].get("epochs", 0)
+        img_s = sum(r["throughput"]["train_img_s"] for r in g.c.rs) / len(g.c.rs)
+        chosen = sorted({r.get("selection", {}).get("epoch") for r in g.c.rs} - {None})
+        val = [val_metrics(r).get("accuracy") for r in g.c.rs]
+        val_text = (
+            f"; validation {sum(val) / len(val):.3f} at the checkpoint of epoch {'/'.join(map(str, chosen))}"
+            if all(v is not None for v in val)
+            else ""
         )
-        out.append(line)
-    return out
-
-
-def _extremes(gs: list[G], key, fmt, low: str, high: str) -> str | None:
-    vals = [key(g) for g in gs]
-    if max(vals) == min(vals):
-        return None
-    lo, hi = gs[vals.index(min(vals))], gs[vals.index(max(vals))]
-    ratio = f", {max(vals) / min(vals):.1f}×" if min(vals) > 0 else ""
-    return f"{low[0].upper()}{low[1:]}: {lo.label} ({fmt(key(lo))}); {high}: {hi.label} ({fmt(key(hi))}{ratio})"
-
-
-def comparison(gs: list[G], results: list[Result]) -> dict[str, list[str]]:
-    best = max(gs, key=lambda g: g.acc.mean)
-    others = [g for g in gs if g is not best]
-    noisy = all(g.acc.n > 1 for g in gs)
-    acc = [f"Highest mean test accuracy: **{best.label}** ({_acc(best.acc)})."]
-    if others and noisy:
-        within = [g.label for g in others if g.acc.overlaps(best.acc)]
-        acc.append(
-            f"{len(within)} of {len(others)} other configurations are **within noise** of it (95% intervals "
-            "overlap)" + (f": {_names(within)} — these runs cannot rank them by accuracy." if within else ".")
-        )
-    noise = noise_lines(results)
-    acc += noise[1:] if noisy else noise  # noise[0] names the best, as the first line here does
-    pcs = test_metrics(best.rs[0]).get("per_class_accuracy") or {}
-    means = {c: m for c in pcs if (m := class_mean(best.rs, c)) is not None}  # None: no eval image of c
-    if means:
-        lo, hi = min(means, key=means.get), max(means, key=means.get)
-        acc.append(
-            f"Per class, {best.label} is weakest on {lo} ({means[lo]:.3f}) and strongest on {hi} ({means[hi]:.3f})."
-        )
-    kind = gs[0].rs[0]["memory"].get("kind", "")
-    eff = [
-        x
-        for x in [
-            _extremes(gs, lambda g: g.trainable, lambda v: f"{v:,}", "fewest trainable parameters", "most"),
-            _extremes(gs, lambda g: g.train_s, lambda v: f"{v:.1f} s", "fastest training", "slowest"),
-            _extremes(gs, lambda g: g.peak, human_bytes, "lowest peak memory", "highest"),
-            _extremes(gs, lambda g: g.adapter, human_bytes, "smallest saved adapter", "largest"),
-        ]
-        if x
-    ]
-    if kind == "process_peak_rss":
-        eff.append(
-            "Peak memory is the whole process's peak resident memory (Python, libraries and the decoded data "
-            "included), so the differences between methods are smaller than the totals suggest."
-        )
-    for cost, what in (("trainable", "trainable parameters"), ("train_s", "training time")):
-        front = [gs[i] for i in pareto_front([(getattr(g, cost), g.acc.mean) for g in gs])]
-        fragile = noisy and any(a.acc.overlaps(b.acc) for a, b in zip(front, front[1:]))
-        eff.append(
-            f"Pareto front of mean accuracy vs {what} (no other configuration both cheaper and more "
-            f"accurate): {_names([g.label for g in front])}"
-            + ("; its accuracy steps are within noise, so cost decides between them." if fragile else ".")
-        )
-    rel = []
-    if noisy:
-        spread = ", ".join(f"{g.label} {g.acc.std:.3f}" for g in sorted(gs, key=lambda g: g.acc.std))
-        fewest = min(g.acc.n for g in gs)
-        rel.append(
-            f"Spread of accuracy over seeds (std): {spread}"
-            + (f"; with {fewest} seeds these are rough estimates." if fewest < 5 else ".")
-        )
-    else:
-        rel.append(
-            "One seed per configuration: no estimate of how much accuracy varies between seeds; "
-            "rerun with --seeds 0,1,2 to measure it."
-        )
-    rel += failures(results)
-    return {"Accuracy": acc, "Efficiency": eff, "Reliability": rel, "Advantages and disadvantages": pros_cons(gs)}
-
-
-def pros_cons(gs: list[G]) -> list[str]:
-    if len(gs) < 2:
-        return []
-    best = max(gs, key=lambda g: g.acc.mean)
-    fronts = {
-        what: {gs[i].label for i in pareto_front([(cost(g), g.acc.mean) for g in gs])}
-        for what, cost in (("parameters", lambda g: g.trainable), ("time", lambda g: g.train_s))
-    }
-    # values compared as shown (rounded), so that ties in the text are ties here
-    criteria = [
-        ("trainable parameters", lambda g: g.trainable, "fewest", "most"),
-        ("training time", lambda g: round(g.train_s, 1), "shortest", "longest"),
-        ("peak memory", lambda g: round(g.peak, -5), "lowest", "highest"),
-        ("adapter size", lambda g: round(g.adapter, -2), "smallest", "largest"),
-    ]
-    noisy = all(g.acc.n > 1 for g in gs)
-    if noisy:
-        criteria.append(("spread over seeds", lambda g: round(g.acc.std, 3), "smallest", "largest"))
-    out = []
-    for g in gs:
-        pro, con = [], []
-        if g is best and not noisy:
-            pro.append("highest accuracy (one seed: no noise estimate)")
-        elif g is best:
-            close = [o.label for o in gs if o is not g and o.acc.overlaps(g.acc)]
-            pro.append("highest mean accuracy" + (f" (within noise of {_names(close)})" if close else ", beyond noise"))
-        elif noisy and not g.acc.overlaps(best.acc):
-            con.append(f"less accurate than {best.label} beyond noise")
-        pro += [f"on the accuracy/{what} Pareto front" for what, front in fronts.items() if g.label in front]
-        for what, key, low, high in criteria:
-            vals = [key(o) for o in gs]
-            if max(vals) == min(vals):
-                continue
-            if key(g) == min(vals):
-                pro.append(f"{low} {what}")
-            elif key(g) == max(vals):
-                con.append(f"{high} {what}")
         out.append(
-            f"**{g.label}** — "
-            + (
-                "; ".join(
-                    ([f"advantages: {', '.join(pro)}"] if pro else [])
-                    + ([f"disadvantages: {', '.join(con)}"] if con else [])
-                )
-                or "neither the best nor the worst on any measure"
-            )
-            + "."
+            f"**{g.label}**: test accuracy **{acc_text(g.c)}**{ci} after {g.train_s:.1f} s of training "
+            f"({epochs} epoch{'s' * (epochs != 1)}, {img_s:.0f} img/s){val_text}."
         )
     return out
 
@@ -307,15 +227,18 @@ def failures(results: list[Result]) -> list[str]:
 
 
 def findings(results: list[Result]) -> list[Block]:
-    """The Findings section as document blocks (headings, bullet lists, one table)."""
-    gs = [_g(name, rs) for name, rs in groups(results).items()]
-    ok = [r for g in gs for r in g.rs]
+    """The Findings section as document blocks (headings, bullet lists, tables)."""
+    cmp = Comparisons(results)
+    gs = [reduce(c) for c in cmp.configs]
+    ok = [r for g in gs for r in g.c.rs]
     blocks: list[Block] = [Heading("Findings", 2)]
     if not gs:
         return blocks + [Bullets(["No run succeeded: nothing to compare."] + failures(results))]
     hp_lines, hp_table = hyperparameters(gs)
     search_lines, search_table = search(ok)
     blocks += [
+        Heading("Against the references", 3),
+        Bullets(references(cmp)),
         Heading("Metric and chance level", 3),
         Bullets(metric(ok)),
         Heading("Protocol: what chose what", 3),
@@ -333,11 +256,13 @@ def findings(results: list[Result]) -> list[Block]:
         Bullets(parameters(gs)),
         Heading("Time and accuracy", 3),
         Bullets(time_and_accuracy(gs)),
+        Heading("Comparison: accuracy", 3),
+        Bullets(accuracy(cmp, gs)),
+        Heading("Comparison: efficiency", 3),
+        Bullets(efficiency(cmp, gs)),
+        Heading("Comparison: reliability", 3),
+        Bullets(reliability(gs) + failures(results)),
     ]
-    for title, lines in comparison(gs, results).items():
-        if lines:
-            blocks += [
-                Heading(f"Comparison: {title.lower()}" if title != "Advantages and disadvantages" else title, 3),
-                Bullets(lines),
-            ]
+    if len(gs) > 1:
+        blocks += [Heading("Advantages and disadvantages", 3), Bullets(pros_cons(cmp, gs))]
     return blocks + [Heading("Class coverage", 3), Bullets(coverage(ok))]

@@ -11,8 +11,9 @@ import math
 from dataclasses import dataclass
 
 from ..results import Result, test_metrics, val_metrics
+from .compare import Comparisons
 from .document import Figure
-from .stats import Summary, pareto_front
+from .stats import Summary
 from .table import accuracy_summary, groups
 
 DPI = 120  # 672 x 480 px at the default size: sharp at half a page's width
@@ -69,9 +70,10 @@ def _chance(ax, chance: float | None) -> None:
         ax.axhline(chance, **CHANCE_STYLE, label=f"chance {chance:.3f}")
 
 
-def accuracy_vs(pts: list[Point], x: str, chance: float | None, colour: dict, title: str) -> bytes:
+def accuracy_vs(pts: list[Point], x: str, chance: float | None, colour: dict, title: str, cmp: Comparisons) -> bytes:
     """Mean accuracy (± std over seeds) against a cost: 'trainable', 'train_s' or 'peak_bytes'.
-    The Pareto front (no configuration both cheaper and more accurate) is joined by a line."""
+    The Pareto front (no configuration both at most as costly and more accurate beyond noise, by the paired
+    tests of cmp) is joined by a line."""
     xlabel = {
         "trainable": "trainable parameters (log scale)",
         "train_s": "training time (s)",
@@ -81,7 +83,16 @@ def accuracy_vs(pts: list[Point], x: str, chance: float | None, colour: dict, ti
     xs = [getattr(p, x) / scale for p in pts]
     ys = [p.acc.mean for p in pts]
     fig, ax = _new()
-    front = pareto_front(list(zip(xs, ys)))
+    dominated = {
+        i
+        for i, p in enumerate(pts)
+        for j, o in enumerate(pts)
+        if j != i and xs[j] <= xs[i] and cmp.better(o.label, p.label)
+    }
+    front = sorted(
+        (i for i in range(len(pts)) if i not in dominated and pts[i].label != "majority class (chance)"),
+        key=lambda i: (xs[i], -ys[i]),
+    )
     if len(front) > 1:
         ax.plot(
             [xs[i] for i in front], [ys[i] for i in front], color="#d0d7de", linewidth=3, zorder=1, label="Pareto front"
@@ -280,21 +291,28 @@ def figures(results: list[Result]) -> list[Figure]:
     if not pts:
         return []
     gs = groups(results)
+    cmp = Comparisons(results)
     r0 = next(iter(gs.values()))[0]
     chance = test_metrics(r0).get("chance_accuracy")
     colour = colours([p.label for p in pts])
     seeds = "mean ± std over seeds" if any(p.acc.n > 1 for p in pts) else "one seed each: no error bars"
-    mem_kind = {
-        "process_peak_rss": "the process's peak resident memory",
-        "cuda_max_allocated": "peak GPU memory allocated",
-    }.get(r0["memory"].get("kind", ""), "peak memory")
+    kind = r0["memory"].get("kind", "")
+    mem_kind = (
+        "the memory each attributes to one training step (parameters, gradients, optimizer state, activations)"
+        if kind.startswith("attributed")
+        else {
+            "process_peak_rss": "the process's peak resident memory",
+            "cuda_max_allocated": "peak GPU memory allocated",
+        }.get(kind, "peak memory")
+    )
     axes = [
         (
             "accuracy-vs-trainable",
             "Accuracy vs trainable parameters",
             "trainable",
             f"Test accuracy ({seeds}) against trainable parameters, log scale. Outlined points and the "
-            "grey line: the Pareto front (no other configuration is both smaller and more accurate).",
+            "grey line: the Pareto front (no other configuration is both smaller and more accurate beyond noise, "
+            "by the paired tests of the Findings).",
         ),
         (
             "accuracy-vs-time",
@@ -311,7 +329,10 @@ def figures(results: list[Result]) -> list[Figure]:
     ]
     # a scatter of one configuration compares nothing: the trade-off plots need two
     out = (
-        [Figure(name, title, accuracy_vs(pts, x, chance, colour, title), caption) for name, title, x, caption in axes]
+        [
+            Figure(name, title, accuracy_vs(pts, x, chance, colour, title, cmp), caption)
+            for name, title, x, caption in axes
+        ]
         if len(pts) > 1
         else []
     )

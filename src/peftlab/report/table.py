@@ -1,11 +1,14 @@
-"""The comparison table: one row per configuration (a method with its options) over its seeds, the
-context it was measured in, and the noise verdict. Pure functions of result records."""
+"""The comparison table: one row per configuration (a reference baseline, or a method with its options)
+over its seeds, the context it was measured in, and the verdict on the best one's lead (paired tests,
+report.compare). Pure functions of result records."""
 
 from __future__ import annotations
 
 from ..results import Result, is_ok, test_metrics, val_metrics
+from .compare import PROBE, Comparisons
 from .document import Table
-from .stats import Summary, summarize
+from .groups import accuracy_summary, class_mean, groups, human_bytes, label, ordered
+from .stats import holm, paired
 
 COLUMNS = [
     "method",
@@ -16,6 +19,7 @@ COLUMNS = [
     "val acc",
     "test acc",
     "95% CI",
+    "vs linear probe",
     "top-5",
     "macro-F1",
     "train s",
@@ -23,16 +27,6 @@ COLUMNS = [
     "peak mem",
     "adapter",
 ]
-
-
-def human_bytes(n: float | None) -> str:
-    if n is None:
-        return "-"
-    for unit in ("B", "KB", "MB", "GB"):
-        if abs(n) < 1000 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    return f"{n:.1f} GB"
 
 
 def theory_cell(p: dict) -> str:
@@ -52,35 +46,6 @@ def theory_cell(p: dict) -> str:
     )
 
 
-def label(r: dict) -> str:
-    """What a row compares: the method, with the options a sweep varied (e.g. 'lora r=4 lr=0.001')."""
-    return r.get("label") or r["method"]
-
-
-def ordered(results: list[Result]) -> list[Result]:
-    """Registry order of methods (head, last, lora, full, ...: recorded in each result's method_info),
-    then label and seed: the same order whether the results come from a run or from the files on disk."""
-    unknown = 10**6  # results without a recorded order (older files) go last, by name
-    return sorted(
-        results,
-        key=lambda r: ((r.get("method_info") or {}).get("order", unknown), r["method"], label(r), r.get("seed", 0)),
-    )
-
-
-def groups(results: list[Result]) -> dict[str, list[Result]]:
-    """Successful results grouped by label (one group = one method configuration over its seeds)."""
-    out: dict[str, list[Result]] = {}
-    for r in ordered(results):
-        if is_ok(r):
-            out.setdefault(label(r), []).append(r)
-    return out
-
-
-def accuracy_summary(rs: list[Result]) -> Summary:
-    """Test accuracy over a configuration's seeds."""
-    return summarize([test_metrics(r)["accuracy"] for r in rs])
-
-
 def _mean(rs: list[Result], get) -> float | None:
     vals = [get(r) for r in rs]
     vals = [v for v in vals if v is not None]
@@ -91,7 +56,20 @@ def _num(x: float | None, fmt: str = ".3f") -> str:
     return "-" if x is None else format(x, fmt)
 
 
-def row(name: str, rs: list[Result]) -> list[str]:
+def vs_probe_cell(name: str, cmp: Comparisons) -> str:
+    """The test accuracy minus the linear probe's, paired over seeds, with its 95% interval; '*' when the
+    difference is real (paired test, Holm-corrected over the report)."""
+    probe = cmp.by_method(PROBE)
+    if probe is None or probe.label == name:
+        return "-"
+    t = cmp.get(name, probe.label)
+    if t is None:
+        return "-"
+    ci = f" [{t.low:+.3f}, {t.high:+.3f}]" if t.low is not None else ""
+    return f"{t.diff:+.3f}{ci}" + (" *" if t.real else "")
+
+
+def row(name: str, rs: list[Result], cmp: Comparisons) -> list[str]:
     r0, acc = rs[0], accuracy_summary(rs)
     p = r0["params"]
     final = f"{acc.mean:.3f}" + (f" ± {acc.std:.3f}" if acc.n > 1 else "")
@@ -104,6 +82,7 @@ def row(name: str, rs: list[Result]) -> list[str]:
         _num(_mean(rs, lambda r: val_metrics(r).get("accuracy"))),
         final,
         f"{acc.low:.3f}–{acc.high:.3f}" if acc.n > 1 else "-",
+        vs_probe_cell(name, cmp),
         _num(_mean(rs, lambda r: test_metrics(r).get("top5_accuracy"))),
         _num(_mean(rs, lambda r: test_metrics(r).get("macro_f1"))),
         _num(_mean(rs, lambda r: r["time"]["train_s"]), ".1f"),
@@ -113,8 +92,9 @@ def row(name: str, rs: list[Result]) -> list[str]:
     ]
 
 
-def table_rows(results: list[Result]) -> list[list[str]]:
-    return [row(name, rs) for name, rs in groups(results).items()]
+def table_rows(results: list[Result], cmp: Comparisons | None = None) -> list[list[str]]:
+    cmp = cmp or Comparisons(results)
+    return [row(name, rs, cmp) for name, rs in groups(results).items()]
 
 
 def format_text(results: list[Result]) -> str:
@@ -134,28 +114,18 @@ def format_markdown(results: list[Result]) -> str:
     return "\n".join(out)
 
 
-def noise_lines(results: list[Result]) -> list[str]:
-    """Is the best configuration's lead real? Compares 95% intervals of the mean accuracy over seeds."""
-    gs = {name: accuracy_summary(rs) for name, rs in groups(results).items()}
-    if len(gs) < 2:
+def noise_lines(results: list[Result], cmp: Comparisons | None = None) -> list[str]:
+    """Is the best configuration's lead real? Each other configuration against it, paired (over seeds, or
+    image by image with one seed), Holm-corrected: 'beyond noise' only where the test says so."""
+    cmp = cmp or Comparisons(results)
+    if len(cmp.configs) < 2:
         return []
-    best = max(gs, key=lambda k: gs[k].mean)
-    if any(s.n < 2 for s in gs.values()):
-        return [
-            f"best: {best} ({gs[best].mean:.3f}); one seed per method gives no noise estimate — "
-            "rerun with --seeds 0,1,2 to tell real differences from noise"
-        ]
-    out = [f"best: {best} ({gs[best].mean:.3f} ± {gs[best].std:.3f} over {gs[best].n} seeds)"]
-    for name, s in sorted(gs.items(), key=lambda kv: -kv[1].mean):
-        if name == best:
-            continue
-        gap = gs[best].mean - s.mean
-        verdict = (
-            "within noise (95% intervals overlap)"
-            if s.overlaps(gs[best])
-            else "a real difference (95% intervals do not overlap)"
-        )
-        out.append(f"{best} vs {name}: {gap:+.3f} accuracy — {verdict}")
+    best = max(cmp.configs, key=lambda c: c.acc.mean)
+    spread = f" ± {best.acc.std:.3f} over {best.acc.n} seeds" if best.acc.n > 1 else " (one seed)"
+    out = [f"best: {best.label} ({best.acc.mean:.3f}{spread}); {cmp.count} paired comparisons, Holm-corrected"]
+    for c in sorted(cmp.configs, key=lambda c: -c.acc.mean):
+        if c is not best:
+            out.append(cmp.verdict(best.label, c.label))
     return out
 
 
@@ -166,7 +136,7 @@ def context_lines(results: list[Result]) -> list[str]:
     ok = [r for r in results if is_ok(r)]
     lines = []
     if ok:
-        r = ok[0]
+        r = next((x for x in ok if x.get("kind", "method") == "method"), ok[0])  # a training run, when any
         d, m = r["data"], test_metrics(r)
         seeds = sorted({x["seed"] for x in ok})
         sel = r.get("selection") or {}
@@ -177,7 +147,8 @@ def context_lines(results: list[Result]) -> list[str]:
             f"model: {r['model']} · dataset: {r['dataset']} ({len(d['label_names'])} classes) · "
             f"seeds {', '.join(map(str, seeds))}",
             f"train: {d['train_examples']:,} images · {val} · test: {d['test_examples']:,} images of split "
-            f"'{d['test_split']}' · chance accuracy {m['chance_accuracy']:.3f} · {r['train']['epochs']} epochs",
+            f"'{d['test_split']}' · chance accuracy {m['chance_accuracy']:.3f} · "
+            f"{r['train'].get('epochs', '-')} epochs",
             f"chosen on validation: {sel.get('checkpoint', '?')}"
             + (
                 f", early stop after {r['train'].get('early_stop')} epochs without gain"
@@ -215,32 +186,49 @@ def summary_markdown(results: list[Result]) -> str:
 # ------------------------------------------------------------------------- the full report
 
 
-def class_mean(runs: list[Result], c: str) -> float | None:
-    """Mean accuracy on class c over the runs whose eval split has it; None when none has."""
-    vals = [v for r in runs if (v := test_metrics(r)["per_class_accuracy"].get(c)) is not None]
-    return sum(vals) / len(vals) if vals else None
+def per_class_winners(gs: dict[str, list[Result]], names: list[str]) -> dict[str, str]:
+    """{class: configuration} where one configuration is more accurate on that class than every other beyond
+    noise: paired t over the seeds (per-class accuracies), Holm-corrected over every class and comparison."""
+    by = {g: {r["seed"]: test_metrics(r)["per_class_accuracy"] for r in rs} for g, rs in gs.items()}
+    candidates, tests = {}, []
+    for c in names:
+        means = {g: m for g, rs in gs.items() if (m := class_mean(rs, c)) is not None}
+        if len(means) < 2:
+            continue
+        top = max(means, key=means.get)
+        for other in means:
+            if other == top:
+                continue
+            a = {s: v[c] for s, v in by[top].items() if v.get(c) is not None}
+            b = {s: v[c] for s, v in by[other].items() if v.get(c) is not None}
+            t = paired(a, b)
+            if t is None:  # fewer than two shared seeds: nothing to test, no winner
+                candidates[c] = None
+                break
+            tests.append((c, top, t))
+        else:
+            candidates[c] = top
+    corrected = holm([t for _, _, t in tests])
+    losing = {c for (c, _, _), t in zip(tests, corrected) if not (t.real and t.diff > 0)}
+    return {c: top for c, top in candidates.items() if top is not None and c not in losing}
 
 
 def per_class_table(results: list[Result]):
-    """Per-class accuracy (mean over seeds): one row per class, one column per configuration; the best
-    configuration of each class in bold."""
+    """Per-class test accuracy (mean over seeds): one row per class, one column per configuration; in bold the
+    configuration of a class that is more accurate on it than every other beyond noise (per_class_winners)."""
     gs = groups(results)
     if not gs or not all(test_metrics(r).get("per_class_accuracy") for rs in gs.values() for r in rs):
         return None
     r0 = next(iter(gs.values()))[0]
     names = r0["data"]["label_names"]
     counts = (r0.get("coverage") or {}).get("test", {}).get("per_class", {})
+    winners = per_class_winners(gs, names)
     rows = []
     for c in names:
-        # mean over the seeds whose eval sample has this class (None: no eval image of it, no accuracy)
+        # mean over the seeds whose test sample has this class (None: no test image of it, no accuracy)
         accs = {g: class_mean(rs, c) for g, rs in gs.items()}
-        known = [a for a in accs.values() if a is not None]
-        top = max(known) if known else None
         rows.append(
             [c, str(counts.get(c, 0))]
-            + [
-                "-" if a is None else f"**{a:.3f}**" if a == top and len(known) > 1 else f"{a:.3f}"
-                for a in accs.values()
-            ]
+            + ["-" if a is None else f"**{a:.3f}**" if winners.get(c) == g else f"{a:.3f}" for g, a in accs.items()]
         )
     return Table(["class", "test images"] + list(gs), rows, left=1)

@@ -185,7 +185,11 @@ def evaluate_run(
     model, spec, result = load_run(run)
     labels = result["data"]["label_names"]
     options = DataOptions(
-        dataset, test_size=test_size, test_split=test_split, image_column=image_column, label_column=label_column,
+        dataset,
+        test_size=test_size,
+        test_split=test_split,
+        image_column=image_column,
+        label_column=label_column,
         min_per_class=1,
     )
     task = load_task(options, spec, seed=result["seed"], roles=("test",), warn=lambda s: None)

@@ -91,6 +91,10 @@ def ray_execute(
         out[s.name] = r
         log(
             f"{s.label} seed {s.seed}: {r['status']}"
-            + (f", test accuracy {r['metrics']['test']['accuracy']:.3f}" if r["status"] == "ok" else f" — {r.get('error')}")
+            + (
+                f", test accuracy {r['metrics']['test']['accuracy']:.3f}"
+                if r["status"] == "ok"
+                else f" — {r.get('error')}"
+            )
         )
     return out

@@ -13,11 +13,13 @@ from pathlib import Path
 import torch
 
 from .. import methods as M
+from ..baselines import REFERENCES
 from ..config import RunConfig, RunSpec, config_yaml
 from ..errors import UserError
 from ..models import describe, fit_head
 from ..report import context_lines, format_text, noise_lines, summary_markdown, write_report
 from ..results import FINAL, Result, load_result
+from .references import reference_header
 from .tuning import RaySettings, tune
 from .worker import Worker, _header, _model_config, _write
 
@@ -30,7 +32,6 @@ def _check_writable(out: Path) -> None:
         probe.unlink()
     except OSError as e:
         raise UserError(f"cannot write to output folder '{out}' ({e.strerror}); pass a writable --out") from e
-
 
 
 def preflight(specs: list[RunSpec], config) -> None:
@@ -49,7 +50,6 @@ def preflight(specs: list[RunSpec], config) -> None:
         M.get(s.method).apply(model, describe(model), s.options, 100)
 
 
-
 def _finished(run_dir: Path, header: Result) -> Result | None:
     path = run_dir / "result.json"
     if not path.exists():
@@ -64,7 +64,6 @@ def _finished(run_dir: Path, header: Result) -> Result | None:
             "(results are never overwritten)"
         )
     return old if old.get("status") in FINAL else None
-
 
 
 def execute(
@@ -104,7 +103,8 @@ def execute(
         worker.accelerator.wait_for_everyone()
         if not worker.main:
             return list(fresh.values())
-    results = [done[s.name] or fresh[s.name] for s in specs]
+    seeds = list(dict.fromkeys(s.seed for s in specs))  # --only-index: the seed of that one run
+    results = references(cfg, seeds, worker, log) + [done[s.name] or fresh[s.name] for s in specs]
     _write(out / "config.yaml", config_yaml(settings or cfg.to_dict(), "sweep" if settings else "run"))
     _write(out / "summary.md", summary_markdown(results))
     write_report(out, results)  # report.md, report-plots/, report.html
@@ -117,6 +117,20 @@ def execute(
         log(f"\nwall time {time.perf_counter() - t0:.1f} s · results in {out}{os.sep} (summary.md)")
     return results
 
+
+def references(cfg: RunConfig, seeds: list[int], worker: Worker | None, log) -> list[Result]:
+    """The cheap reference baselines of these seeds (they take seconds: fitted here, also when the runs went
+    to Ray); those finished on disk with the same configuration are reused."""
+    names = [n for n in cfg.baselines if n in REFERENCES]
+    out = []
+    for seed in seeds:
+        finished = [_finished(Path(cfg.out) / f"ref-{n}-seed{seed}", reference_header(cfg, n, seed)) for n in names]
+        todo = [n for n, r in zip(names, finished) if r is None]
+        if todo and worker is None:
+            worker = Worker(cfg, log)
+        fresh = iter(worker.references(seed, todo) if todo else [])
+        out += [r if r is not None else next(fresh) for r in finished]
+    return out
 
 
 def search(
@@ -138,4 +152,3 @@ def search(
 def run(cfg: RunConfig, log: Callable[[str], None] = print) -> list[Result]:
     """Compare cfg's methods (once per seed) on one model and dataset."""
     return execute(cfg, cfg.plan(), log)
-

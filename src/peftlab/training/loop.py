@@ -8,6 +8,7 @@ pruning. The test split is scored once, at the end, with the weights chosen; Fit
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -23,7 +24,7 @@ from ..methods import Prepared
 from ..models import ImageSpec
 from .batches import data_path
 from .ddp import _sync, pad_count, shard
-from .measure import step_flops
+from .measure import attributed_memory, step_flops
 from .metrics import evaluate
 
 
@@ -50,6 +51,7 @@ class FitResult:
     flops_per_image: float
     model: torch.nn.Module
     test_evaluations: int = 0  # how many times the test split was scored (1 when scored)
+    memory: dict | None = None  # on the CPU: the peak memory one training step attributes to the method
     extra: dict = field(default_factory=dict)
 
 
@@ -84,6 +86,18 @@ def _better(ev: dict, best: dict | None) -> bool:
     return best is None or (ev["accuracy"], -ev["loss"]) > (best["accuracy"], -best["loss"])
 
 
+@contextlib.contextmanager
+def untouched(model: torch.nn.Module):
+    """A measuring step leaves no trace: the random state (dropout masks) and every buffer (BatchNorm
+    statistics) are as before it."""
+    buffers = {n: b.detach().clone() for n, b in model.named_buffers()}
+    with torch.random.fork_rng(devices=[]):
+        yield
+    with torch.no_grad():
+        for n, b in model.named_buffers():
+            b.copy_(buffers[n])
+
+
 def _snapshot(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     """What training changes: the trainable parameters and every buffer (e.g. BatchNorm statistics)."""
     keep = {n for n, p in model.named_parameters() if p.requires_grad} | {n for n, _ in model.named_buffers()}
@@ -102,6 +116,7 @@ def fit(
     desc: str = "",
     callbacks: Sequence[EpochCallback] = (),
     score_test: bool = True,
+    measure_memory: bool = True,
 ) -> FitResult:
     """Train prepared.model on task.train; evaluate on task.val before training and after every epoch;
     keep the weights cfg.checkpoint says (the best validation epoch, or the last; the last when there is
@@ -141,9 +156,23 @@ def fit(
     labels = task.train.labels.to(device)  # once: no host-to-device copy per step
 
     first = shard(torch.arange(min(n, 4 * world), device=device), rank, world)  # FLOPs scale with the batch:
-    with accelerator.autocast():  # 4 images do; counted on a real batch, then the gradients are dropped
+    with untouched(raw), accelerator.autocast():  # 4 images do; counted on a real batch, gradients dropped
         flops_per_image = step_flops(path.train_loss, first, labels[first]) / len(first)
     optimizer.zero_grad(set_to_none=True)
+    memory = None
+    if measure_memory and device.type != "cuda":  # GPUs count allocations themselves (max_memory_allocated)
+        batch = shard(torch.arange(min(n, cfg.batch_size), device=device), rank, world)
+
+        def one_step() -> None:
+            with accelerator.autocast():
+                loss = path.train_loss(batch, labels[batch])
+            loss.backward()
+
+        with untouched(raw):
+            memory = attributed_memory(
+                one_step, sum(p.numel() * p.element_size() for p in params), path.info.get("cache_bytes", 0)
+            )
+        optimizer.zero_grad(set_to_none=True)
 
     t0 = time.perf_counter()
     start = score("val") if has_val else None
@@ -238,4 +267,5 @@ def fit(
         flops_per_image=flops_per_image,
         model=raw,
         test_evaluations=evaluations,
+        memory=memory,
     )

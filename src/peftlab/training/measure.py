@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import resource
@@ -54,6 +55,66 @@ def peak_memory(device: torch.device) -> dict:
         pass
     scale = 1 if sys.platform == "darwin" else 1024  # ru_maxrss: bytes on macOS, KiB on Linux
     return {"peak_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale, "kind": "process_peak_rss"}
+
+
+# the profiler's memory categories, by their column in MemoryProfileTimeline's timeline
+_CATEGORIES = (
+    "parameters",
+    "optimizer_state",
+    "inputs",
+    "temporary",
+    "activations",
+    "gradients",
+    "autograd",
+    "unknown",
+)
+
+
+@contextlib.contextmanager
+def quiet_stderr():
+    """The profiler's C++ side writes a line to the process's stderr when it starts and stops: not for users."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def attributed_memory(step, trainable_bytes: int, cache_bytes: int = 0) -> dict:
+    """Peak memory one training step attributes to the method, whatever ran before in the process: torch's
+    profiler follows every tensor of one forward and backward pass (step()) and sorts it into parameters,
+    inputs, activations, gradients, temporaries; the optimizer's state, allocated at the first real step, is
+    added as AdamW keeps it (two tensors per trainable one); a prefix cache's stored features too. The
+    process's peak resident memory, which depends on run order, is recorded beside it for reference."""
+    from torch.profiler import ProfilerActivity, profile
+
+    rss = peak_memory(torch.device("cpu"))["peak_bytes"]
+    try:
+        from torch.profiler._memory_profiler import MemoryProfileTimeline
+
+        with (
+            quiet_stderr(),
+            profile(activities=[ProfilerActivity.CPU], profile_memory=True, record_shapes=True, with_stack=True) as p,
+        ):
+            step()
+        _, sizes = MemoryProfileTimeline(p._memory_profile())._coalesce_timeline("cpu")
+    except Exception as e:  # noqa: BLE001 - a private profiler API: any failure falls back to what is certain
+        return {"peak_bytes": rss, "kind": "process_peak_rss", "why": f"profiler unavailable: {type(e).__name__}"}
+    totals = [sum(row[1:]) for row in sizes]
+    at = max(range(len(totals)), key=totals.__getitem__) if totals else None
+    breakdown = dict(zip(_CATEGORIES, sizes[at][1:], strict=False)) if at is not None else {}
+    breakdown["optimizer_state"] = breakdown.get("optimizer_state", 0) + 2 * trainable_bytes
+    breakdown["cached_features"] = cache_bytes
+    return {
+        "peak_bytes": int(sum(breakdown.values())),
+        "kind": "attributed (torch profiler: one training step)",
+        "breakdown": {k: int(v) for k, v in breakdown.items()},
+        "process_peak_rss": rss,
+    }
 
 
 def environment(device: torch.device | None = None) -> dict:

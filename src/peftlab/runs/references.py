@@ -1,0 +1,109 @@
+"""Reference baselines as result records: each fitted on the run's training sample, chosen on its
+validation split and scored once on its test split (peftlab.baselines does the fitting)."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+
+from .. import theory
+from ..baselines import REFERENCES, fit_reference
+from ..baselines.classical import pool_pixels
+from ..config import RunConfig
+from ..data import Task
+from ..results import SCHEMA_VERSION, Result, Status
+from ..training import metrics_from_logits
+from ..training.measure import environment
+from .records import data_record, test_record
+
+
+def reference_header(cfg: RunConfig, name: str, seed: int) -> Result:
+    """What identifies a reference baseline's result (as _header does a run's)."""
+    ref = REFERENCES[name]
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "kind": "reference",
+        "method": name,
+        "label": ref.label,
+        "method_config": {},
+        "method_info": {
+            "description": ref.description,
+            "paper": "scikit-learn",
+            "options": {},
+            "order": ref.order,
+            "kind": "reference",
+        },
+        "model": cfg.model,
+        "dataset": cfg.dataset,
+        "seed": seed,
+        "run_name": f"ref-{name}-seed{seed}",
+        "config": cfg.fingerprint() | {"reference": name, "seed": seed},
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+
+
+def reference_results(cfg: RunConfig, names: list[str], task: Task, spec, features: dict, seed: int) -> list[Result]:
+    """Each reference baseline fitted on the task's training sample, chosen on its validation split, scored
+    once on its test split: result records shaped like a run's. features: {role: frozen features} (the
+    probe's and k-NN's input), computed once for the seed."""
+    out = []
+    y = {r: getattr(task, r).labels.numpy() for r in ("train", "val", "test")}
+    for name in names:
+        ref = REFERENCES[name]
+        if ref.input == "pixels":
+            x = {r: pool_pixels(getattr(task, r).images.numpy()) for r in ("train", "val", "test")}
+        else:
+            x = {r: features[r].numpy() for r in ("train", "val", "test")}
+        fit = fit_reference(name, x["train"], y["train"], x["val"], y["val"], x["test"], task.num_classes, seed)
+        logits = torch.from_numpy(np.log(np.clip(fit.test_logits, 1e-12, None))).float()
+        test = metrics_from_logits(logits, task.test.labels, task.num_classes)
+        inputs = 0 if ref.input == "labels" else sum(a.nbytes for a in x.values())
+        feature_s = features["seconds"] if ref.input == "features" else 0.0
+        option = ", ".join(f"{k}={v}" for k, v in fit.chosen.items())
+        out.append(
+            reference_header(cfg, name, seed)
+            | {
+                "status": Status.OK.value,
+                "method_config": fit.chosen | {"grid": fit.grid},
+                "params": {
+                    "trainable": fit.parameters,
+                    "total": fit.parameters,
+                    "base": fit.parameters,
+                    "added": 0,
+                    "trainable_pct": 100.0,
+                    "kind": theory.NOT_DERIVED,
+                    "mismatches": [],
+                },
+                "metrics": {
+                    "val": {"accuracy": fit.val_accuracy, "examples": len(task.val), "scores": fit.val_scores},
+                    "test": test_record(test, task),
+                },
+                "selection": {
+                    "options": (
+                        f"{ref.option} chosen on the validation split ({option})" if ref.option else "nothing to choose"
+                    ),
+                    "checkpoint": "the fitted model",
+                    "test_evaluations": 1,
+                },
+                "tuning": None,
+                "history": [],
+                "time": {
+                    "train_s": fit.fit_s + feature_s,
+                    "eval_s": fit.predict_s,
+                    "features_s": feature_s,
+                    "total_s": fit.fit_s + fit.predict_s + feature_s,
+                    "data_s": 0.0,
+                },
+                "throughput": {"train_img_s": len(task.train) / max(fit.fit_s + feature_s, 1e-9)},
+                # what the reference holds: its inputs (pixels or features of the three splits) and its model
+                "memory": {"peak_bytes": int(inputs + 8 * fit.parameters), "kind": "attributed"},
+                "size": {"adapter_bytes": 4 * fit.parameters, "adapter_path": ""},
+                "coverage": task.coverage,
+                "data": data_record(task, spec, len(task.train)),
+                "train": {"input": ref.input, **fit.extra},
+                "env": environment(torch.device("cpu")),
+            }
+        )
+    return out

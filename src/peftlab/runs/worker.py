@@ -1,0 +1,306 @@
+"""One run, and a Worker that runs many in one process: load the model, apply the method, derive its
+counts, train, measure, save what it trained, and return the run's result record."""
+
+from __future__ import annotations
+
+import dataclasses
+import errno
+import math
+import shutil
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .. import methods as M
+from .. import theory
+from ..baselines import REFERENCES, frozen_features
+from ..config import BUNDLED_NAME, RunConfig, RunSpec
+from ..data import DecodeCache, Split, Task, load_task
+from ..errors import UserError
+from ..models import check_model_path, describe, image_spec, load_model
+from ..results import SCHEMA_VERSION, Result, Status, write_json_atomic, write_text_atomic
+from ..training import Diverged, fit, make_accelerator
+from ..training.loop import EarlyStopping
+from ..training.measure import count_params, environment, peak_memory, reset_peak_memory
+from .artifacts import save_trained_part
+from .records import IDENTITIES, _config_of, data_record, save_identities, test_record, throughput
+from .references import reference_results
+
+
+def _model_config(name: str):
+    from huggingface_hub.utils import logging as hub_logging
+    from transformers import AutoConfig
+
+    hub_log = hub_logging.get_logger("huggingface_hub")
+    level = hub_log.level
+    hub_log.setLevel("ERROR")  # no "Retrying in Ns" lines: one error line is the message
+    try:
+        return AutoConfig.from_pretrained(check_model_path(name))
+    except (OSError, ValueError) as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise UserError(
+            f"cannot load model '{name}': {first}; check the name and the network, or pass a local "
+            f"model folder or '{BUNDLED_NAME}'"
+        ) from e
+    finally:
+        hub_log.setLevel(level)
+
+
+def prepare(
+    cfg: RunConfig, method_name: str, options, task: Task, seed: int, log: Callable[[str], None], scratch: bool = False
+):
+    """Load the model with a fresh head (scratch: every weight drawn afresh, seeded), derive its counts, apply
+    the method, count and check: (prepared model, params record)."""
+    torch.manual_seed(seed)
+    method = M.get(method_name)
+    model = load_model(cfg.model, task.label_names, seed, scratch=scratch)
+    base_total = sum(p.numel() for p in model.parameters())
+    # derived before the method touches the model: from the config, or from module shapes
+    derived = (
+        theory.derive(model.config, method, options, task.num_classes)
+        if theory.supported(model.config)
+        else theory.structural(model, method, options, task.num_classes)
+    )
+    total_steps = cfg.epochs * math.ceil(len(task.train) / cfg.batch_size)  # as training.fit plans them
+    prepared = method.apply(model, describe(model), options, total_steps)
+    params = count_params(prepared.model, base_total)
+    params |= theory.check(derived, params)
+    if params["mismatches"]:
+        log(
+            f"WARNING {method_name}: measured parameter counts differ from the {derived.kind}: "
+            + "; ".join(f"{m['what']} {m[derived.kind]:,} vs measured {m['measured']:,}" for m in params["mismatches"])
+        )
+    return prepared, params
+
+
+def with_val_trained(task: Task) -> Task:
+    """--refit train+val: the validation images join the training images; nothing is left to select on."""
+    tr, va = task.train, task.val
+    train = Split(
+        f"{tr.name} + {va.name}",
+        torch.cat([tr.images, va.images]),
+        torch.cat([tr.labels, va.labels]),
+        np.concatenate([tr.origin, va.origin]),
+        tr.source,
+    )
+    empty = Split(va.name, va.images[:0], va.labels[:0], va.origin[:0], va.source)
+    return dataclasses.replace(task, train=train, val=empty)
+
+
+def run_one(
+    cfg: RunConfig, s: RunSpec, task: Task, spec, accelerator, log: Callable[[str], None], tuning: dict | None = None
+) -> Result:
+    """Fine-tune one method configuration with one seed: train (validation chooses the checkpoint), score the
+    test split once, save what was trained; return the run's result record. tuning: the search that chose
+    s.options, recorded as is."""
+    t_start = time.perf_counter()
+    fit_task = with_val_trained(task) if cfg.refit == "train+val" else task
+    prepared, params = prepare(cfg, s.method, s.options, fit_task, s.seed, log, scratch=s.scratch)
+    reset_peak_memory(accelerator.device)
+    tcfg = cfg.train_config()
+    out = fit(
+        prepared,
+        fit_task,
+        spec,
+        tcfg,
+        s.options.lr,
+        s.seed,
+        accelerator,
+        progress=not cfg.quiet,
+        desc=s.label,
+        callbacks=[EarlyStopping(tcfg.early_stop)] if tcfg.early_stop and len(fit_task.val) else [],
+    )
+    memory = out.memory or peak_memory(accelerator.device)
+    run_dir = Path(cfg.out) / s.name
+    adapter_bytes = 0
+    if accelerator.is_main_process:  # one process writes; the others trained the same weights
+        adapter_bytes = save_trained_part(out.model, run_dir / "adapter")
+        # what a plain PeftModel.from_pretrained user needs besides the adapter: the base and the labels
+        write_json_atomic(
+            run_dir / "adapter" / "labels.json",
+            {"base_model": cfg.model, "method": s.method, "id2label": dict(enumerate(task.label_names))},
+        )
+        save_identities(run_dir / IDENTITIES, task, out.test)
+    val = {}
+    if out.val is not None:
+        val = {k: out.val[k] for k in ("accuracy", "top5_accuracy", "macro_f1", "loss", "examples")}
+        val["start_accuracy"] = out.start["accuracy"]  # the new, untrained head: before any training
+    test = out.test
+    return _header(cfg, s) | {
+        "status": Status.OK.value,  # records hold JSON values: as read back from disk
+        "params": params,
+        "metrics": {
+            "val": val,
+            "test": test_record(test, task),
+        },
+        "selection": {
+            "options": "chosen by a search on the validation split" if tuning else "as given (defaults or options)",
+            "checkpoint": out.selection,
+            "epoch": out.selected_epoch,
+            "epochs_trained": len(out.history),
+            "stopped_early_after": out.stopped_early,
+            "refit": cfg.refit,
+            "test_evaluations": out.test_evaluations,
+        },
+        "tuning": tuning,
+        "history": out.history,
+        "time": {"train_s": out.train_s, "eval_s": out.eval_s, "total_s": time.perf_counter() - t_start},
+        "throughput": throughput(out, accelerator),
+        "memory": memory,
+        "size": {"adapter_bytes": adapter_bytes, "adapter_path": "adapter"},
+        "coverage": task.coverage,
+        "data": data_record(task, spec, len(fit_task.train)),
+        "train": asdict(tcfg)
+        | {
+            "precision": accelerator.mixed_precision,
+            "attention": getattr(_config_of(out.model), "_attn_implementation", None),
+        }
+        | out.path,
+        "env": environment(accelerator.device),
+    }
+
+
+SCRATCH_INFO = {
+    "description": "the same architecture trained from random initialisation with full fine-tuning's budget: "
+    "what pretraining buys",
+    "paper": "",
+    "order": -1,
+    "kind": "reference",
+}
+
+
+def _header(cfg: RunConfig, s: RunSpec) -> Result:
+    """What identifies a run; a finished run is reused only when its 'config' matches exactly."""
+    info = M.get(s.method).info() | (
+        {**SCRATCH_INFO, "options": M.get(s.method).info()["options"]} if s.scratch else {"kind": "method"}
+    )
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "kind": info["kind"],
+        "method": s.method,
+        "label": s.label,
+        "method_config": s.options.options(),
+        "method_info": info,
+        "model": cfg.model,
+        "dataset": cfg.dataset,
+        "seed": s.seed,
+        "run_name": s.name,
+        "config": cfg.fingerprint()
+        | {"method": s.method, "method_config": s.options.options(), "seed": s.seed}
+        | ({"scratch": True} if s.scratch else {}),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+
+
+class Worker:
+    """Runs specs in one process (or one DDP group): keeps the accelerator and the current seed's
+    decoded data, records a failed run instead of raising, and writes each result.json atomically."""
+
+    def __init__(self, cfg: RunConfig, log: Callable[[str], None] = print):
+        self.cfg = cfg
+        self.accelerator = make_accelerator(cfg.device, cfg.precision)
+        self.main = self.accelerator.is_main_process  # with DDP only the main process writes and talks
+        self.log = log if self.main else (lambda s: None)
+        self.say = self.log if not cfg.quiet else (lambda s: None)
+        self.config = _model_config(cfg.model)
+        self.spec = image_spec(cfg.model, self.config)
+        if self.spec.fallback:
+            self.log(f"WARNING {self.spec.fallback}")
+        self.task, self.task_seed = None, None
+        self.cache = DecodeCache()  # decoded images shared by this worker's runs (seeds, grid points)
+        self.data_s = 0.0  # seconds the next run's data took to prepare (0 when it reuses the last run's)
+
+    def data(self, seed: int) -> Task:
+        if self.task_seed != seed:  # the data sample depends on the seed: drawn and decoded once per seed
+            cfg, t0 = self.cfg, time.perf_counter()
+            self.task = self.task_seed = None  # the last seed's images go before the next ones are decoded
+            self.task = load_task(cfg.data_options(), self.spec, seed=seed, cache=self.cache, warn=self.log)
+            self.task_seed = seed
+            self.data_s = time.perf_counter() - t0
+            sp = self.spec
+            self.say(
+                f"data (seed {seed}): {cfg.dataset}, {self.task.num_classes} classes, {len(self.task.train):,} "
+                f"train / {len(self.task.val):,} validation / {len(self.task.test):,} test images at "
+                f"{sp.channels}x{sp.height}x{sp.width}, ready in {time.perf_counter() - t0:.1f} s"
+            )
+        return self.task
+
+    def references(self, seed: int, names: list[str]) -> list[Result]:
+        """The reference baselines of this seed (names among majority, pixels, probe, knn), written like runs."""
+        if not names:
+            return []
+        task = self.data(seed)
+        features = {}
+        if any(REFERENCES[n].input == "features" for n in names):
+            t0 = time.perf_counter()
+            model = load_model(self.cfg.model, task.label_names, seed)
+            features = {r: frozen_features(model, getattr(task, r).images, self.spec) for r in ("train", "val", "test")}
+            features["seconds"] = time.perf_counter() - t0
+        out = []
+        for r in reference_results(self.cfg, names, task, self.spec, features, seed):
+            run_dir = Path(self.cfg.out) / r["run_name"]
+            if self.main:
+                save_identities(run_dir / IDENTITIES, task, None)
+                _write(run_dir / "result.json", r)
+            self.say(
+                f"{r['label']} seed {seed}: validation {r['metrics']['val']['accuracy']:.3f}, test "
+                f"{r['metrics']['test']['accuracy']:.3f} ({r['selection']['options']})"
+            )
+            out.append(r)
+        return out
+
+    def attempt(self, s: RunSpec, tuning: dict | None = None) -> Result:
+        run_dir = Path(self.cfg.out) / s.name
+        if run_dir.exists() and self.main:
+            shutil.rmtree(run_dir)  # leftovers of an unfinished or failed run
+        self.accelerator.wait_for_everyone()
+        task = self.data(s.seed)
+        try:
+            result = run_one(self.cfg, s, task, self.spec, self.accelerator, self.say, tuning)
+            result["time"]["data_s"], self.data_s = self.data_s, 0.0
+            m = result["metrics"]
+            val = f"validation {m['val']['accuracy']:.3f}, " if m["val"] else ""
+            self.say(
+                f"{s.label} seed {s.seed}: {val}test {m['test']['accuracy']:.3f} "
+                f"(epoch {result['selection']['epoch']}) in {result['time']['train_s']:.1f} s"
+            )
+        except (UserError, KeyboardInterrupt):
+            raise
+        except Exception as e:  # noqa: BLE001 - any failure of one run is recorded; the sweep goes on
+            self.data_s = 0.0  # the data stays for the next run of this seed, its time with this one
+            status = (
+                Status.DIVERGED
+                if isinstance(e, Diverged)
+                else Status.OOM
+                if isinstance(e, torch.cuda.OutOfMemoryError)
+                else Status.FAILED
+            )
+            message = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            result = _header(self.cfg, s) | {"status": status.value, "error": f"{type(e).__name__}: {message}"}
+            if self.main:
+                run_dir.mkdir(parents=True, exist_ok=True)
+                (run_dir / "error.log").write_text(traceback.format_exc())
+            self.log(f"{s.label} seed {s.seed}: {status} — {result['error']} (details in {run_dir / 'error.log'})")
+        if self.main:
+            _write(run_dir / "result.json", result)
+        return result
+
+
+def _write(path: Path, obj) -> None:
+    """Atomic write; a full disk or a write error becomes one clear line, finished results stay intact."""
+    try:
+        if isinstance(obj, str):
+            write_text_atomic(path, obj)
+        else:
+            write_json_atomic(path, obj)
+    except OSError as e:
+        why = "the disk is full" if e.errno == errno.ENOSPC else (e.strerror or str(e))
+        raise UserError(
+            f"cannot write {path}: {why}; free space or pass another --out, then rerun the "
+            "same command: finished runs are kept and skipped"
+        ) from e
