@@ -30,7 +30,6 @@ def _check_writable(out: Path) -> None:
         raise UserError(f"cannot write to output folder '{out}' ({e.strerror}); pass a writable --out") from e
 
 
-
 def preflight(specs: list[RunSpec], config) -> None:
     """Apply every method configuration to a weightless (meta-device) copy of the model before any
     training, so a bad option (e.g. a LoRA target the model lacks) fails before any result is written."""
@@ -47,7 +46,6 @@ def preflight(specs: list[RunSpec], config) -> None:
         M.get(s.method).apply(model, describe(model), s.options, 100)
 
 
-
 def _finished(run_dir: Path, header: Result) -> Result | None:
     path = run_dir / "result.json"
     if not path.exists():
@@ -62,7 +60,6 @@ def _finished(run_dir: Path, header: Result) -> Result | None:
             "(results are never overwritten)"
         )
     return old if old.get("status") in FINAL else None
-
 
 
 def execute(
@@ -115,8 +112,6 @@ def execute(
     return results
 
 
-
 def run(cfg: RunConfig, log: Callable[[str], None] = print) -> list[Result]:
     """Compare cfg's methods (once per seed) on one model and dataset."""
     return execute(cfg, cfg.plan(), log)
-
