@@ -77,7 +77,7 @@ def fit(
     # the scheduler is stepped by hand once per optimizer step: accelerate's wrapper would step it
     # once per process
     model, optimizer = accelerator.prepare(model, optimizer)
-    path = data_path(model, task, spec, cfg, accelerator, seed)
+    path = data_path(model, task, spec, cfg, accelerator, seed, prepared.caps)
     train_s = path.info.get("cache_s", 0.0)  # building a prefix cache is training work: it counts
     evaluate_ = lambda: evaluate(model, path.eval_logits, task.eval, accelerator, cfg.eval_batch_size, task.num_classes)
     labels = task.train.labels.to(device)  # once: no host-to-device copy per step
