@@ -414,7 +414,8 @@ def test_saved_part_reloads_to_identical_logits(method, tiny_vit, tmp_path):
         assert not torch.allclose(fresh(pixel_values=x).logits, want, atol=1e-3)
     if (adapter / "adapter_config.json").exists():
         reloaded = peft.PeftModel.from_pretrained(fresh, str(adapter)).eval()
-    else:
+    else:  # as runs.artifacts.load_run: the method's modules on a fresh base (random), then its saved tensors
+        fresh = M.get(method).apply(fresh, describe(fresh), M.get(method).config_cls(), steps).model.eval()
         tensors = load_file(str(adapter / "trainable.safetensors"))
         missing, unexpected = fresh.load_state_dict(tensors, strict=False)
         assert not unexpected and set(tensors) | set(missing) == set(fresh.state_dict())

@@ -88,6 +88,20 @@ class Throughput(TypedDict, total=False):
     mfu: float | None
 
 
+class InferenceCost(TypedDict, total=False):
+    params: int  # parameters of the model, each module once
+    flops_per_image: float  # torch's flop counter, one forward in eval mode
+    img_s: float  # measured: one batch over the median time of its forward, no gradients, the run's precision
+
+
+class Inference(InferenceCost, total=False):
+    """The trained model as it would be deployed, beside the base model (pretrained, new head, unadapted)."""
+
+    deployed: str  # "merged" (folded into the base weights: the method allows it) or "unmerged"
+    batch: int  # images per timed forward
+    base: InferenceCost
+
+
 class Memory(TypedDict):
     peak_bytes: int
     kind: str  # "cuda_max_allocated" or "process_peak_rss"
@@ -132,6 +146,7 @@ class Result(TypedDict, total=False):
     history: list[Epoch]
     time: Times
     throughput: Throughput
+    inference: Inference  # what the model costs at inference (results from before it was measured lack it)
     memory: Memory
     size: Size
     coverage: dict

@@ -23,6 +23,7 @@ from ..errors import UserError
 from ..models import check_model_path, describe, image_spec, load_model
 from ..results import SCHEMA_VERSION, Result, Status, write_json_atomic, write_text_atomic
 from ..training import Diverged, FitResult, fit, make_accelerator
+from ..training.inference import inference_cost, timed_batch
 from ..training.measure import count_params, environment, peak_flops, peak_memory, reset_peak_memory
 from .artifacts import save_trained_part
 
@@ -90,6 +91,7 @@ def run_one(cfg: RunConfig, s: RunSpec, task: Task, spec, accelerator, log: Call
             adapter_dir / "labels.json",
             {"base_model": cfg.model, "method": s.method, "id2label": dict(enumerate(task.label_names))},
         )
+    inference = _inference(cfg, s, task, spec, method, out.model, accelerator) if accelerator.is_main_process else None
     base, final = out.baseline, out.final
     eval_counts = np.bincount(task.eval.labels.numpy(), minlength=task.num_classes)
     return _header(cfg, s) | {
@@ -114,6 +116,7 @@ def run_one(cfg: RunConfig, s: RunSpec, task: Task, spec, accelerator, log: Call
         "history": out.history,
         "time": {"train_s": out.train_s, "eval_s": out.eval_s, "total_s": time.perf_counter() - t_start},
         "throughput": throughput(out, accelerator),
+        "inference": inference,
         "memory": memory,
         "size": {"adapter_bytes": adapter_bytes, "adapter_path": "adapter"},
         "coverage": task.coverage,
@@ -142,6 +145,14 @@ def run_one(cfg: RunConfig, s: RunSpec, task: Task, spec, accelerator, log: Call
         | out.path,
         "env": environment(accelerator.device),
     }
+
+
+def _inference(cfg: RunConfig, s: RunSpec, task: Task, spec, method, model, accelerator) -> dict:
+    """What the trained model costs at inference as it would be deployed (merged when its method merges:
+    in place, its trained part being saved), beside the base model with the same new head."""
+    images = timed_batch(task.eval.images, spec.normalize, accelerator.device, cfg.train_config().eval_batch_size)
+    base = lambda: load_model(cfg.model, task.label_names, s.seed)  # noqa: E731
+    return inference_cost(method, model, base, images, accelerator.autocast)
 
 
 def _config_of(model):
