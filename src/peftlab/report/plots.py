@@ -26,6 +26,7 @@ class Point:
     trainable: int
     train_s: float
     peak_bytes: int
+    infer_flops: float | None = None  # FLOPs per image of the model as deployed (None: not measured)
 
 
 def points(results: list[Result]) -> list[Point]:
@@ -36,6 +37,7 @@ def points(results: list[Result]) -> list[Point]:
             rs[0]["params"]["trainable"],
             sum(r["time"]["train_s"] for r in rs) / len(rs),
             max(r["memory"]["peak_bytes"] for r in rs),
+            (rs[0].get("inference") or {}).get("flops_per_image"),
         )
         for name, rs in groups(results).items()
     ]
@@ -76,8 +78,9 @@ def accuracy_vs(pts: list[Point], x: str, chance: float | None, colour: dict, ti
         "trainable": "trainable parameters (log scale)",
         "train_s": "training time (s)",
         "peak_bytes": "peak memory (MB)",
+        "infer_flops": "inference MFLOPs per image (as deployed)",
     }[x]
-    scale = 1e6 if x == "peak_bytes" else 1
+    scale = 1e6 if x in ("peak_bytes", "infer_flops") else 1
     xs = [getattr(p, x) / scale for p in pts]
     ys = [p.acc.mean for p in pts]
     fig, ax = _new()
@@ -208,6 +211,23 @@ def confusion_matrix(matrix: list[list[int]], names: list[str], title: str) -> b
     return _png(fig)
 
 
+def inference_axis(pts: list[Point], results: list[Result]) -> list[tuple[str, str, str, str]]:
+    """The accuracy-vs-inference-cost plot, when every configuration's inference was measured."""
+    if any(p.infer_flops is None for p in pts):
+        return []
+    base = next(r["inference"]["base"]["flops_per_image"] for r in results if r.get("inference"))
+    return [
+        (
+            "accuracy-vs-inference",
+            "Accuracy vs inference cost",
+            "infer_flops",
+            "Final eval accuracy against the FLOPs per image of the model as it would be deployed: merged into "
+            f"the base weights when the method allows it (then at the base model's {base / 1e6:.3g} MFLOPs), "
+            "else with what the method adds (prompt tokens, adapter layers).",
+        )
+    ]
+
+
 def best_label(results: list[Result]) -> str | None:
     gs = {name: accuracy_summary(rs).mean for name, rs in groups(results).items()}
     return max(gs, key=gs.get) if gs else None
@@ -248,6 +268,7 @@ def figures(results: list[Result]) -> list[Figure]:
             f"Final eval accuracy ({seeds}) against {mem_kind} (largest over seeds).",
         ),
     ]
+    axes += inference_axis(pts, results)
     # a scatter of one configuration compares nothing: the trade-off plots need two
     out = (
         [Figure(name, title, accuracy_vs(pts, x, chance, colour, title), caption) for name, title, x, caption in axes]
