@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+import torch
 from torch import nn
 
 from ..models.arch import Arch
@@ -258,4 +259,18 @@ def shira(model: nn.Module, arch: Arch, cfg: ShiraConfig, total_steps: int) -> P
         target_modules=targets(arch, cfg.targets),
         modules_to_save=[arch.classifier],
     )
+    config.mask_fn = _shira_mask
     return Prepared(wrap(model, config))
+
+
+def _shira_mask(base_layer: nn.Module, r: int, random_seed: int | None = None, **kwargs):
+    """PEFT's random mask; for a weightless (meta) model drawn on the CPU instead, where PEFT's own fails
+    (it cannot find the mask's nonzero entries on the meta device). The same entries either way."""
+    from peft.tuners.shira.mask_functions import random_mask
+
+    if base_layer.weight.device.type != "meta":
+        return random_mask(base_layer, r, random_seed, **kwargs)
+    with torch.device("cpu"):  # also inside a `with torch.device("meta")` block
+        stand_in = nn.Linear(1, 1, bias=False)  # what random_mask reads: the widths, and a CPU weight's device
+        stand_in.in_features, stand_in.out_features = base_layer.in_features, base_layer.out_features
+        return random_mask(stand_in, r, random_seed, **kwargs)

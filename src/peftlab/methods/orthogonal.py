@@ -61,7 +61,7 @@ def _boft(an: Anatomy, cfg) -> list[Line]:
     (their skew part is what rotates), and one scale per output feature: F·d_in·b + d_out."""
     roles = an.arch.resolve_roles(cfg.targets)
     b, m = boft_factors([sh.din for sh in an.shapes(roles)], cfg.block_size, cfg.butterfly_factor)
-    note = f"{fitted('b', b, cfg.block_size)}; {fitted('m', m, cfg.butterfly_factor)}"
+    note = f"{fitted('b', b, cfg.block_size)}; {fitted('F', m, cfg.butterfly_factor)} butterfly factors"
     return with_peft(
         an,
         per_shape(

@@ -61,6 +61,17 @@ def wrap(model: nn.Module, config) -> nn.Module:
     return pm
 
 
+def unwrap_copies(model: nn.Module) -> nn.Module:
+    """Put each modules_to_save copy (the trained head) in its original's place. merge_and_unload does it for
+    most tuners; LN tuning's leaves the wrapper, whose state would not load into the plain model."""
+    for name, m in list(model.named_modules()):
+        if hasattr(m, "modules_to_save") and hasattr(m, "original_module") and name:
+            parent, _, attr = name.rpartition(".")
+            owner = model.get_submodule(parent) if parent else model
+            setattr(owner, attr, m.modules_to_save[next(iter(m.modules_to_save))])
+    return model
+
+
 def targets(arch: Arch, spec: str) -> str:
     """A method's 'targets' option -> PEFT target_modules regex over those roles' Linears."""
     return arch.target_regex(arch.resolve_roles(spec))

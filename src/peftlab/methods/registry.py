@@ -151,7 +151,9 @@ class Method:
         if self.merge is not None:
             return self.merge(model)
         if hasattr(model, "merge_and_unload"):
-            return model.merge_and_unload()  # the adapters written into the weights and removed
+            from .peftwrap import unwrap_copies
+
+            return unwrap_copies(model.merge_and_unload())  # the adapters written into the weights and removed
         return model
 
     def info(self, order: int | None = None) -> dict:

@@ -20,7 +20,7 @@ from .measure import PEFT_COPY
 
 FLOP_IMAGES = 4  # images in the counted forward: FLOPs per image do not depend on the batch
 CPU_BATCH = 32  # the timed batch on a CPU (on a GPU: the eval batch size), at most the eval split
-MIN_S, MAX_S, MIN_REPS = 0.5, 3.0, 3  # timed rounds: at least MIN_REPS and MIN_S, at most MAX_S
+MIN_S, MAX_S, MIN_REPS = 0.2, 3.0, 3  # timed rounds: at least MIN_REPS and MIN_S, at most MAX_S
 
 
 def inference_params(model: nn.Module) -> int:
