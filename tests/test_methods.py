@@ -659,3 +659,29 @@ def test_boft_uses_the_butterfly_factor_it_is_given_on_any_machine(tiny_vit, rec
     # fitted to the widths: b divides them, m lowered only where no b allows m factors
     assert boft_factors([32], 4, 2) == (4, 2) and boft_factors([48, 32], 5, 2) == (4, 2)
     assert boft_factors([12], 8, 3) == (6, 2) and boft_factors([9], 4, 2) == (3, 1)
+
+
+@pytest.mark.parametrize("method", ["ssf", "repadapter"])
+def test_a_fold_that_adds_qkv_biases_saves_a_model_that_loads_them(method, tmp_path):
+    """SSF's shifts after q, k, v and RepAdapter's offsets become biases: a model built without q/k/v biases
+    (qkv_bias False) gets them, and says so in its config, so the saved merged model loads them back."""
+    from transformers import AutoModelForImageClassification, ViTConfig, ViTForImageClassification
+
+    torch.manual_seed(0)
+    config = ViTConfig(
+        hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=24, image_size=8,
+        patch_size=4, qkv_bias=False, num_labels=3,
+    )  # fmt: skip
+    model = ViTForImageClassification(config)
+    prepared = M.get(method).apply(model, describe(model), M.get(method).config_cls(), STEPS)
+    prepared.model.eval()  # the adapter's dropout too
+    _nonzero_zero_inits(prepared.model)
+    x = torch.randn(2, 3, 8, 8)
+    with torch.no_grad():
+        want = prepared.model(pixel_values=x).logits
+    merged = M.get(method).merged(prepared.model)
+    assert merged.config.qkv_bias is True and merged.vit.layers[0].attention.q_proj.bias is not None
+    merged.save_pretrained(tmp_path)
+    back = AutoModelForImageClassification.from_pretrained(tmp_path).eval()
+    with torch.no_grad():
+        assert torch.allclose(back(pixel_values=x).logits, want, atol=1e-5)

@@ -142,12 +142,10 @@ def sync_bias_config(model: nn.Module, arch: Arch) -> None:
     """A fold that gave q/k/v a bias must say so in a transformers config (qkv_bias), or the saved model
     would load without those biases."""
     config = getattr(model, "config", None)
-    if getattr(config, "qkv_bias", True) is False and any(
-        lin.bias is not None
-        for _, _, lin in role_linears(model, arch, [r for r in ("query", "key", "value") if r in arch.roles])
-    ):
+    qkv = role_linears(model, arch, [r for r in ("query", "key", "value") if r in arch.roles])
+    if getattr(config, "qkv_bias", True) is False and any(lin.bias is not None for _, _, lin in qkv):
         config.qkv_bias = True
-        for _, _, lin in role_linears(model, arch, ["query", "key", "value"]):
+        for _, _, lin in qkv:
             if lin.bias is None:  # all three or none: the config has one switch for them
                 lin.bias = nn.Parameter(torch.zeros(lin.out_features, **like(lin)), requires_grad=False)
 

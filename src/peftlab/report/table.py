@@ -21,7 +21,8 @@ COLUMNS = [
     "img/s",
     "peak mem",
     "adapter",
-    *(INFERENCE_COLUMNS := ["infer FLOPs (vs base)", "infer img/s (vs base)"]),
+    "infer FLOPs (vs base)",
+    "infer img/s (vs base)",
 ]
 
 

@@ -75,7 +75,7 @@ class Epoch(TypedDict):
 class Times(TypedDict, total=False):
     train_s: float  # epochs plus building a prefix cache
     eval_s: float
-    total_s: float  # model loading to saved adapter
+    total_s: float  # model loading to saved adapter and measured inference cost
     data_s: float  # reading and decoding the data for this run (0 when reused)
 
 
