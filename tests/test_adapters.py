@@ -23,7 +23,18 @@ from .helpers import run_args
 def runs(tiny_vit, image_folder, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("adapter-runs")
     assert (
-        cli.main(run_args(tiny_vit, image_folder, out, "--methods", "head,lora,full", "--lora-lr", "0.02", epochs=4))
+        cli.main(
+            run_args(
+                tiny_vit,
+                image_folder,
+                out,
+                "--methods",
+                "head,lora,full,ssf,vpt-shallow",
+                "--lora-lr",
+                "0.02",
+                epochs=4,
+            )
+        )
         == 0
     )
     return out
@@ -69,7 +80,7 @@ def test_non_peft_runs_reload_their_trained_tensors(runs, method):
     assert "classifier.weight" in saved  # the head survives save -> load
 
 
-@pytest.mark.parametrize("method", ["lora", "head"])
+@pytest.mark.parametrize("method", ["lora", "head", "ssf"])  # PEFT's merge, nothing to merge, a method's own
 def test_merged_model_is_plain_transformers_with_the_same_logits(runs, tmp_path, method, capsys):
     from transformers import AutoModelForImageClassification
 
@@ -77,13 +88,32 @@ def test_merged_model_is_plain_transformers_with_the_same_logits(runs, tmp_path,
     assert cli.main(["merge", str(run), "--out", str(tmp_path / "merged")]) == 0
     assert "merged model written to" in capsys.readouterr().out
     merged = AutoModelForImageClassification.from_pretrained(tmp_path / "merged").eval()
-    assert not any("lora" in n for n, _ in merged.named_parameters())
+    assert not any("lora" in n or "ssf" in n for n, _ in merged.named_parameters())
     assert list(merged.config.id2label.values()) == CLASSES
     assert (tmp_path / "merged" / "preprocessor_config.json").exists()
     ours, _, _ = adapters.load_run(run)
     x = batch()
     with torch.no_grad():
         torch.testing.assert_close(merged(pixel_values=x).logits, ours(pixel_values=x).logits, atol=1e-5, rtol=1e-4)
+
+
+def test_a_method_that_does_not_merge_is_a_one_line_error(runs, tmp_path, capsys):
+    assert cli.main(["merge", str(runs / "vpt-shallow-seed0"), "--out", str(tmp_path / "merged")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "method 'vpt-shallow' does not merge into the base weights" in err
+    assert "+P prompt tokens in every block" in err and "peftlab predict" in err
+    assert not (tmp_path / "merged").exists()
+
+
+@pytest.mark.parametrize("method", ["ssf", "vpt-shallow"])
+def test_a_hand_written_method_reloads_as_it_trained(runs, image_folder, method):
+    """load_run applies the method to a fresh base and loads its trained tensors: the run's own accuracy."""
+    run = runs / f"{method}-seed0"
+    r = adapters.evaluate_run(run, str(image_folder))
+    result = read_json(run / "result.json")
+    assert r["examples"] == result["data"]["test_examples"] and r["split"] == "test" and r["excluded"] == 0
+    assert r["accuracy"] == pytest.approx(result["metrics"]["test"]["accuracy"])
+    assert r["macro_f1"] == pytest.approx(result["metrics"]["test"]["macro_f1"])
 
 
 def test_predict_on_image_files_agrees_with_the_evaluation(runs, image_folder, capsys):

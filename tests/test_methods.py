@@ -16,7 +16,7 @@ from peftlab import cli
 from peftlab import methods as M
 from peftlab.config import DEFAULT_METHODS
 from peftlab.errors import UserError
-from peftlab.models import BUNDLED_DIR, describe, load_model
+from peftlab.models import BUNDLED_DIR, blocks_of, describe, load_model
 from peftlab.runs.artifacts import save_trained_part
 from peftlab.training.measure import count_params
 
@@ -414,7 +414,8 @@ def test_saved_part_reloads_to_identical_logits(method, tiny_vit, tmp_path):
         assert not torch.allclose(fresh(pixel_values=x).logits, want, atol=1e-3)
     if (adapter / "adapter_config.json").exists():
         reloaded = peft.PeftModel.from_pretrained(fresh, str(adapter)).eval()
-    else:
+    else:  # as runs.artifacts.load_run: the method's modules on a fresh base (random), then its saved tensors
+        fresh = M.get(method).apply(fresh, describe(fresh), M.get(method).config_cls(), steps).model.eval()
         tensors = load_file(str(adapter / "trainable.safetensors"))
         missing, unexpected = fresh.load_state_dict(tensors, strict=False)
         assert not unexpected and set(tensors) | set(missing) == set(fresh.state_dict())
@@ -530,7 +531,8 @@ def test_lora_branch_dropout_uses_the_cpu_mask(tiny_vit):
 @pytest.mark.parametrize("method", list(M.REGISTRY))
 def test_trimmed_last_block_is_the_same_function_for_every_method(method, tiny_vit):
     """The [CLS]-row last block (train.py trims it for every method) gives the same logits, the same
-    loss and the same gradients, to the same parameters, as the whole block (eval mode: no dropout)."""
+    loss and the same gradients, to the same parameters, as the whole block (eval mode: no dropout).
+    Methods that add tokens (VPT) included: the last block then reads N + P tokens, [CLS] still first."""
     from peftlab.training.fastpaths import trim_last_block
 
     torch.manual_seed(0)
@@ -538,6 +540,11 @@ def test_trimmed_last_block_is_the_same_function_for_every_method(method, tiny_v
     pm = M.get(method).apply(model, describe(model), M.get(method).config_cls(), STEPS).model.eval()
     _nonzero_zero_inits(pm)  # every adapter's branch must count in the comparison
     x, y = torch.randn(4, 3, 16, 16), torch.tensor([0, 1, 2, 0])
+    tokens = []  # what the last block reads (after the method's own pre-hooks)
+    seen = blocks_of(pm)[1][-1].register_forward_pre_hook(lambda m, args: tokens.append(args[0].shape[1]))
+    pm(pixel_values=x)
+    seen.remove()
+    assert (tokens[0] > 1 + 4) == (not M.get(method).caps.keeps_tokens), tokens  # 4 patches + [CLS]
 
     def step():
         loss = pm(pixel_values=x, labels=y).loss
@@ -555,3 +562,129 @@ def test_trimmed_last_block_is_the_same_function_for_every_method(method, tiny_v
     assert trimmed[2].keys() == whole[2].keys() and len(whole[2]) > 0
     assert all(torch.allclose(trimmed[2][n], whole[2][n], atol=1e-5) for n in whole[2])
     assert torch.equal(step()[0], whole[0])  # restored: the block's own forward again
+
+
+# ---------------------------------------------------------------- merging, and what some methods do specially
+@pytest.mark.parametrize("method", [n for n, m in M.REGISTRY.items() if m.caps.mergeable])
+def test_merged_model_is_the_base_architecture_with_the_same_logits(method, tiny_vit):
+    """Every mergeable method folds into plain base weights (PEFT's merge_and_unload, a hand-written method's
+    own fold, nothing for those that add nothing): the base model's parameters, the trained model's logits."""
+    steps = 5
+    prepared, _, _ = _prepared(method, tiny_vit, steps=steps)
+    _train_a_little(prepared, steps)
+    x = torch.randn(5, 3, 16, 16)
+    with torch.no_grad():
+        want = prepared.model(pixel_values=x).logits
+    merged = M.get(method).merged(prepared.model).eval()
+    base = load_model(str(tiny_vit), LABELS, seed=0)
+    assert type(merged) is type(base)
+    assert {n: p.shape for n, p in merged.named_parameters()} == {n: p.shape for n, p in base.named_parameters()}
+    assert not merged._forward_hooks and not any(m._forward_hooks or m._forward_pre_hooks for m in merged.modules())
+    with torch.no_grad():
+        got = merged(pixel_values=x).logits
+    assert torch.allclose(got, want, atol=1e-5), (got - want).abs().max()
+
+
+@pytest.mark.parametrize("method", [n for n, m in M.REGISTRY.items() if not m.caps.mergeable])
+def test_methods_that_do_not_merge_say_what_they_keep(method, tiny_vit):
+    prepared, _, _ = _prepared(method, tiny_vit)
+    with pytest.raises(UserError, match=rf"method '{method}' does not merge into the base weights \(\+"):
+        M.get(method).merged(prepared.model)
+
+
+@pytest.mark.parametrize("deep", [False, True])
+def test_vpt_puts_prompts_after_cls_in_the_blocks_it_says(deep, tiny_vit):
+    """Shallow: P prompts inserted after [CLS] at the first block's input, then carried along; deep: the
+    prompt positions of every block's input are that block's own prompts. [CLS] stays at position 0."""
+    name = "vpt-deep" if deep else "vpt-shallow"
+    prepared, arch, _ = _prepared(name, tiny_vit, M.get(name).config_cls(tokens=3))
+    pm = prepared.model.eval()
+    seen = []  # (block, its input) after the method's pre-hook
+    for i, block in enumerate(blocks_of(pm)[1]):
+        block.register_forward_pre_hook(lambda m, args, i=i: seen.append((i, args[0].detach().clone())))
+    emb = []
+    pm.vit.embeddings.register_forward_hook(lambda m, args, out: emb.append(out.detach()))
+    with torch.no_grad():
+        pm(pixel_values=torch.randn(2, 3, 16, 16))
+    assert [h.shape[1] for _, h in seen] == [1 + 3 + 4] * arch.num_blocks  # [CLS] + P + 4 patches everywhere
+    prompts = {n: p for n, p in pm.named_parameters() if ".vpt." in n}
+    assert set(prompts) == {f"vit.layers.{i}.vpt.prompts" for i in range(arch.num_blocks if deep else 1)}
+    i0, h0 = seen[0]
+    assert torch.equal(h0[:, 0], emb[0][:, 0]) and torch.equal(h0[:, 4:], emb[0][:, 1:])  # [CLS], patches unmoved
+    assert torch.equal(h0[0, 1:4], prompts["vit.layers.0.vpt.prompts"])
+    if deep:
+        assert torch.equal(seen[1][1][1, 1:4], prompts["vit.layers.1.vpt.prompts"])  # replaced, not appended
+    else:
+        assert not torch.equal(seen[1][1][0, 1:4], prompts["vit.layers.0.vpt.prompts"])  # carried through block 0
+
+
+def test_no_prefix_cache_for_a_method_that_adds_tokens(tiny_vit, image_folder):
+    """The prefix cache follows the method's capabilities, not only requires_grad: with keeps_tokens False
+    nothing is cached even when every block is frozen."""
+    import dataclasses
+
+    from peftlab.config import TrainConfig
+    from peftlab.models import image_spec
+    from peftlab.training import data_path, make_accelerator
+
+    from .helpers import load_task
+
+    model = load_model(str(tiny_vit), LABELS, seed=0)
+    spec = image_spec(str(tiny_vit), model.config)
+    task = load_task(image_folder, spec, min_per_class=1, warn=lambda s: None)
+    prepared = M.get("head").apply(model, describe(model), M.HeadConfig(), STEPS)
+    acc = make_accelerator("cpu", "fp32")
+    assert data_path(model, task, spec, TrainConfig(), acc, 0, prepared.caps).info["path"].startswith("cached prefix")
+    adds_tokens = dataclasses.replace(prepared.caps, keeps_tokens=False)
+    path = data_path(model, task, spec, TrainConfig(), acc, 0, adds_tokens)
+    assert path.info["path"] == "full"
+    if path.restore:
+        path.restore()
+
+
+def test_boft_uses_the_butterfly_factor_it_is_given_on_any_machine(tiny_vit, recwarn):
+    """PEFT builds a CUDA extension for BOFT's block-diagonal matrices and, where that fails, silently uses
+    one butterfly factor; peftlab gives it the same function in plain torch: m factors, no compiling."""
+    from peft.tuners.boft import layer
+
+    from peftlab.methods.orthogonal import boft_factors
+
+    prepared, _, _ = _prepared("boft", tiny_vit, M.BoftConfig(block_size=4, butterfly_factor=2))
+    shapes = {tuple(p.shape) for n, p in prepared.model.named_parameters() if ".boft_R." in n}
+    assert shapes == {(2, 32 // 4, 4, 4)}  # m = 2 factors of 8 blocks of 4x4 on the 32-wide q and v inputs
+    assert not any("CUDA extension" in str(w.message) for w in recwarn)
+    assert layer.get_fbd_cuda() is M.peftwrap.TorchBlockDiag
+    blocks = torch.randn(2, 3, 4, 4, requires_grad=True)
+    dense = layer.FastBlockDiag.apply(blocks)
+    assert torch.equal(dense, torch.stack([torch.block_diag(*b) for b in blocks]))
+    dense.mul(torch.randn_like(dense)).sum().backward()
+    assert blocks.grad.shape == blocks.shape
+    # fitted to the widths: b divides them, m lowered only where no b allows m factors
+    assert boft_factors([32], 4, 2) == (4, 2) and boft_factors([48, 32], 5, 2) == (4, 2)
+    assert boft_factors([12], 8, 3) == (6, 2) and boft_factors([9], 4, 2) == (3, 1)
+
+
+@pytest.mark.parametrize("method", ["ssf", "repadapter"])
+def test_a_fold_that_adds_qkv_biases_saves_a_model_that_loads_them(method, tmp_path):
+    """SSF's shifts after q, k, v and RepAdapter's offsets become biases: a model built without q/k/v biases
+    (qkv_bias False) gets them, and says so in its config, so the saved merged model loads them back."""
+    from transformers import AutoModelForImageClassification, ViTConfig, ViTForImageClassification
+
+    torch.manual_seed(0)
+    config = ViTConfig(
+        hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=24, image_size=8,
+        patch_size=4, qkv_bias=False, num_labels=3,
+    )  # fmt: skip
+    model = ViTForImageClassification(config)
+    prepared = M.get(method).apply(model, describe(model), M.get(method).config_cls(), STEPS)
+    prepared.model.eval()  # the adapter's dropout too
+    _nonzero_zero_inits(prepared.model)
+    x = torch.randn(2, 3, 8, 8)
+    with torch.no_grad():
+        want = prepared.model(pixel_values=x).logits
+    merged = M.get(method).merged(prepared.model)
+    assert merged.config.qkv_bias is True and merged.vit.layers[0].attention.q_proj.bias is not None
+    merged.save_pretrained(tmp_path)
+    back = AutoModelForImageClassification.from_pretrained(tmp_path).eval()
+    with torch.no_grad():
+        assert torch.allclose(back(pixel_values=x).logits, want, atol=1e-5)

@@ -224,6 +224,34 @@ def test_a_pareto_front_drops_only_what_is_beaten_beyond_noise():
     assert [g.label for g in front(gs, cmp, lambda g: g.trainable)] == ["head", "lora", "last"]
 
 
+def test_inference_cost_columns_and_plot():
+    """The deployed model's FLOPs and speed against the base's, in the table and in a plot; '-' (and no
+    plot) for results from before inference was measured."""
+
+    def cost(flops, img_s):
+        return {"params": 304_709, "flops_per_image": flops, "img_s": img_s}
+
+    base = cost(29.6e6, 1000.0)
+    inference = {
+        "lora": {"deployed": "merged", "batch": 32, **cost(29.6e6, 990.0), "base": base},
+        "head": {"deployed": "merged", "batch": 32, **cost(29.6e6, 1000.0), "base": base},
+        "full": {"deployed": "merged", "batch": 32, **cost(29.6e6, 1010.0), "base": base},
+        "last": {"deployed": "unmerged", "batch": 32, **cost(32.56e6, 800.0), "base": base},  # as VPT would be
+    }
+    results = [r | {"inference": inference[r["method"]]} for r in results_set()]
+    rows = {r[0]: r[-2:] for r in report.table_rows(results)}
+    assert report.COLUMNS[-2:] == ["infer FLOPs (vs base)", "infer img/s (vs base)"]
+    assert rows["lora"] == ["29.6M (= base, merged)", "990 (×0.99)"]
+    assert rows["last"] == ["32.6M (+10.0%)", "800 (×0.80)"]
+    assert {r[0]: r[-2:] for r in report.table_rows(results_set())}["lora"] == ["-", "-"]
+    names = [f.name for f in report.plots.figures(results)]
+    assert "accuracy-vs-inference" in names and "accuracy-vs-inference" not in [
+        f.name for f in report.plots.figures(results_set())
+    ]
+    png = next(f.png for f in report.plots.figures(results) if f.name == "accuracy-vs-inference")
+    assert non_blank(png)
+
+
 def test_html_is_self_contained_and_carries_every_plot(built):
     md, page, pngs = built
     srcs = re.findall(r'src="([^"]+)"', page)

@@ -279,14 +279,32 @@ def test_config_file_then_command_line(tiny_vit, image_folder, tmp_path):
 def test_methods_command_lists_the_registry(capsys):
     assert cli.main(["methods"]) == 0
     out = capsys.readouterr().out
-    lines = out.splitlines()
+    lines = out.split("options (defaults) and papers:", 1)[1].splitlines()  # below the capability matrix
     for name, m in methods.REGISTRY.items():
-        i = next(k for k, line in enumerate(lines) if line.split()[0] == name)
+        i = next(k for k, line in enumerate(lines) if line.split()[:1] == [name])
         assert lines[i].split(None, 1)[1] == m.description
         for f in dataclasses.fields(m.config_cls):  # every option with its default, on the next line
             assert f"{f.name}={f.default}" in lines[i + 1]
         if m.paper:
             assert lines[i + 2].strip() == f"paper: {m.paper}"
+
+
+def test_methods_command_shows_the_capability_matrix(capsys):
+    """One row per method, first: trainable on ViT-B/16 with 101 classes (from the theory), merges, extra
+    inference cost, identity at start, PEFT-format save, paper."""
+    assert cli.main(["methods"]) == 0
+    matrix = capsys.readouterr().out.split("\n\n", 1)[0].splitlines()
+    assert matrix[0].split()[:2] == ["method", "trainable"] and set(matrix[1]) == {"-", " "}
+    rows = {line.split()[0]: line for line in matrix[2:]}
+    assert list(rows) == list(methods.REGISTRY) and len(rows) >= 25
+    norm = lambda line: " ".join(line.split())  # noqa: E731
+    assert norm(rows["lora"]) == "lora 372,581 yes none (merges) yes yes Hu et al. 2021"
+    assert norm(rows["head"]) == "head 77,669 yes none (merges) yes no -"
+    assert norm(rows["vpt-deep"]) == "vpt-deep 123,749 no +P prompt tokens in every block no no Jia et al. 2022"
+    assert norm(rows["ssf"]) == "ssf 283,493 yes none (merges) no no Lian et al. 2022"  # official init: near, not at
+    assert norm(rows["adapter"]).startswith("adapter 429,605 no +2 bottleneck adapters per block yes no")
+    assert norm(rows["fact-tt"]) == "fact-tt 99,173 yes none (merges) yes no Jie & Deng 2023"
+    assert norm(rows["full"]) == "full 85,876,325 yes none (merges) yes no -"
 
 
 # ---------------------------------------------------------------- bad input: one line, exit code 2

@@ -152,3 +152,41 @@ def test_images_decode_once_per_process(image_folder, monkeypatch):
     other = ImageSpec(8, 8, 1, (0.5,), (0.25,))  # another input size: decoded anew
     load_task(str(image_folder), other, cache=cache, min_per_class=1, warn=lambda s: None)
     assert len(calls) == 2 * n
+
+
+def test_methods_that_add_tokens_train_the_same_with_the_fast_paths(tiny_vit, image_folder, tmp_path):
+    """VPT adds prompt tokens: no frozen prefix is cached for it (its capabilities say so), and the
+    [CLS]-row last block (kept: [CLS] stays first) trains exactly as the plain forward does."""
+    _run(tiny_vit, image_folder, tmp_path / "fast", "--methods", "vpt-shallow,vpt-deep")
+    _run(tiny_vit, image_folder, tmp_path / "plain", "--methods", "vpt-shallow,vpt-deep", "--no-prefix-cache")
+    for m in ("vpt-shallow", "vpt-deep"):
+        a = read_json(tmp_path / "fast" / f"{m}-seed0" / "result.json")
+        b = read_json(tmp_path / "plain" / f"{m}-seed0" / "result.json")
+        assert a["train"]["path"] == b["train"]["path"] == "full"
+        assert a["train"]["last_block_cls_only"] and not b["train"]["last_block_cls_only"]
+        assert a["metrics"]["test"]["accuracy"] == b["metrics"]["test"]["accuracy"]
+        for ha, hb in zip(a["history"], b["history"]):
+            assert ha["train_loss"] == pytest.approx(hb["train_loss"], rel=1e-4)
+            assert ha["val_loss"] == pytest.approx(hb["val_loss"], rel=1e-4)
+
+
+def test_inference_cost_is_recorded_for_the_deployed_model(tiny_vit, image_folder, tmp_path):
+    """Merged methods cost what the base model costs; VPT's tokens and the adapters' layers cost more."""
+    from peftlab.models import load_model
+
+    from .conftest import CLASSES
+
+    names = ("head", "lora", "repadapter", "vpt-deep", "adapter")
+    _run(tiny_vit, image_folder, tmp_path / "i", "--methods", ",".join(names))
+    inf = {m: read_json(tmp_path / "i" / f"{m}-seed0" / "result.json")["inference"] for m in names}
+    base = inf["head"]["base"]
+    assert base["params"] == sum(p.numel() for p in load_model(str(tiny_vit), CLASSES).parameters())
+    assert all(i["base"]["flops_per_image"] == base["flops_per_image"] for i in inf.values())
+    for m in ("head", "lora", "repadapter"):  # merged: the base model's architecture
+        assert inf[m]["deployed"] == "merged"
+        assert (inf[m]["params"], inf[m]["flops_per_image"]) == (base["params"], base["flops_per_image"])
+    for m in ("vpt-deep", "adapter"):  # unmerged: what the method adds stays
+        assert inf[m]["deployed"] == "unmerged" and inf[m]["flops_per_image"] > base["flops_per_image"]
+    assert inf["vpt-deep"]["params"] == base["params"] + 2 * 5 * 32  # L·P·d prompts
+    assert inf["adapter"]["params"] == base["params"] + 2 * 2 * (2 * 32 * 8 + 8 + 32)  # L·2 adapters of width 8
+    assert all(i["img_s"] > 0 and i["base"]["img_s"] > 0 and i["batch"] == 12 for i in inf.values())

@@ -103,6 +103,11 @@ def test_vit_b_exact_numbers(vit_b):
     full = derive(vit_b, "full", methods.FullConfig(), C101)
     assert full.trainable == full.total == 85_876_325
 
+    # BOFT (PEFT cannot build its butterfly permutations on the meta device: measured on vit-small below):
+    # m = 2 factors of 768/4 blocks of 4×4 and 768 output scales per Linear: m·d_in·b + d_out
+    boft = derive(vit_b, "boft", methods.BoftConfig(), C101)
+    assert boft.added == 24 * (2 * 768 * 4 + 768) == 165_888 and boft.trainable == 165_888 + 77_669
+
 
 # ViT-B/16 arithmetic by hand (d=768, m=3072, L=12, 101 classes), independent of theory.py's formulas
 D, M_, L_ = 768, 3072, 12
@@ -153,6 +158,23 @@ QV_LAYERS = 2 * L_  # query and value in every block
             QV_LAYERS * 16 * (48 * 47 // 2),  # 50 -> nearest divisor 48
             QV_LAYERS * 16 * (48 * 47 // 2) + HEAD,
         ),
+        # the vision PETL methods: counts as their papers' ViT-B/16 figures (without the head)
+        ("ssf", None, 2 * (2 * D + L_ * (7 * D + M_)), 205_824 + HEAD),  # patch embed, final norm; per block 7d + m
+        ("vpt-shallow", None, 5 * D, 5 * D + HEAD),
+        ("vpt-deep", methods.VptDeepConfig(tokens=50), 460_800, 460_800 + HEAD),  # L·P·d
+        # 2 adapters per block (2dr + r + d each) and, as in the paper, every LayerNorm (2·(2L + 1)·d)
+        ("adapter", None, 313_536, 313_536 + (2 * L_ + 1) * 2 * D + HEAD),
+        ("adaptformer", methods.AdaptFormerConfig(r=8), 156_768, 156_768 + HEAD),  # L·(2dr + r + d)
+        ("repadapter", None, 239_808, 239_808 + HEAD),  # L·2·(dr + r + dr/g + d), r = 8, g = 2
+        ("fact-tt", None, 21_504, 21_504 + HEAD),  # 2dr + 12·L·r², r = 8: 12 d×d slices per block
+        ("fact-tk", methods.FactTkConfig(r=32), 86_528, 86_528 + HEAD),  # 2dr + r³ + 12·L·r
+        ("hra", None, QV_LAYERS * D * 8, QV_LAYERS * D * 8 + HEAD),
+        ("c3a", None, QV_LAYERS * D * D // 256, QV_LAYERS * D * D // 256 + HEAD),
+        ("fourierft", None, QV_LAYERS * 1000, QV_LAYERS * 1000 + HEAD),
+        ("vblora", None, QV_LAYERS * 4 * 2 * D + 256 * 256, QV_LAYERS * 4 * 2 * D + 256 * 256 + HEAD),
+        ("randlora", None, QV_LAYERS * (32 * 24 + 24 * D), QV_LAYERS * (32 * 24 + 24 * D) + HEAD),  # k = 768/32
+        ("miss", None, QV_LAYERS * 64 * D, QV_LAYERS * 64 * D + HEAD),
+        ("shira", None, QV_LAYERS * 32 * 2 * D, QV_LAYERS * 32 * 2 * D + HEAD),
     ],
     ids=lambda v: v if isinstance(v, str) else None,
 )
@@ -250,6 +272,11 @@ def test_presets_reproduce_published_totals(name, total):
         ("deit-small-distilled-patch16-224", "loha", methods.LohaConfig(r=4, targets="mlp"), "meta"),
         ("deit-base-distilled-patch16-224", "rslora", methods.RsLoraConfig(r=16), "meta"),
         ("deit-base-distilled-patch16-224", "lora-all", methods.LoraAllConfig(bias="lora_only"), "meta"),
+        ("vit-small-patch16-224", "boft", methods.BoftConfig(butterfly_factor=3, targets="all-linear"), "cpu"),
+        ("vit-small-patch16-224", "fact-tk", methods.FactTkConfig(r=8), "meta"),
+        ("deit-small-distilled-patch16-224", "ssf", methods.SsfConfig(), "meta"),
+        ("deit-small-distilled-patch16-224", "vpt-deep", methods.VptDeepConfig(tokens=10), "meta"),
+        ("vit-large-patch16-224", "repadapter", methods.RepAdapterConfig(r=16, groups=4), "meta"),
     ],
     ids=lambda v: v if isinstance(v, str) else None,
 )

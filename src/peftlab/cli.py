@@ -180,7 +180,11 @@ def parser() -> argparse.ArgumentParser:
         "report.html (table, plots, per-class accuracy and findings).",
     )
     r.add_argument("dir")
-    sub.add_parser("methods", help="list the registered fine-tuning methods and their options")
+    sub.add_parser(
+        "methods",
+        help="the methods' capability matrix (trainable parameters on ViT-B/16, merging, inference cost, ...) "
+        "and their options",
+    )
     return p
 
 
@@ -338,9 +342,47 @@ def _cmd_eval(args) -> int:
     return 0
 
 
+MATRIX_MODEL, MATRIX_CLASSES = "vit-base-patch16-224", 101  # the capability matrix's reference model
+
+
+def capability_matrix() -> list[list[str]]:
+    """One row per method: trainable parameters on ViT-B/16 with 101 classes (derived from the theory),
+    whether it merges, what it costs at inference beyond the base, identity at start, PEFT-format save,
+    and its paper (authors and year)."""
+    from . import theory
+    from .methods import REGISTRY
+
+    config = theory.load_config(MATRIX_MODEL)
+    yes = lambda b: "yes" if b else "no"  # noqa: E731
+    rows = [["method", "trainable (ViT-B/16, 101 classes)", "merges", "extra inference cost", "identity at start"]]
+    rows[0] += ["PEFT save", "paper"]
+    for name, m in REGISTRY.items():
+        bd = theory.derive(config, m, None, MATRIX_CLASSES)
+        rows.append(
+            [
+                name,
+                f"{bd.trainable:,}" if bd else theory.NOT_DERIVED,
+                yes(m.caps.mergeable),
+                m.caps.inference_cost(),
+                yes(m.caps.identity_at_init),
+                yes(m.caps.peft_format),
+                m.paper.split(",")[0] if m.paper else "-",
+            ]
+        )
+    return rows
+
+
 def _cmd_methods(args) -> int:
     from .methods import REGISTRY
 
+    rows = capability_matrix()
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    right = {1}  # the counts
+    for k, r in enumerate(rows):
+        print("  ".join(c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths))).rstrip())
+        if k == 0:
+            print("  ".join("-" * w for w in widths))
+    print(f"\n{len(REGISTRY)} methods; trainable counts include the new head; options (defaults) and papers:\n")
     for name, m in REGISTRY.items():
         opts = ", ".join(f"{f.name}={f.default}" for f in fields(m.config_cls))
         print(

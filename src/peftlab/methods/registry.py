@@ -6,13 +6,19 @@ reported "not derived"), its search space for the tuner, and the capability flag
 loop, the fast paths, saving/loading and the tests read instead of assuming.
 
 An apply function takes a freshly loaded classifier, its Arch and the planned number of optimizer
-steps, and returns a Prepared model whose trainable parameters are exactly the method's. Methods that
-must act during training (e.g. AdaLoRA's rank schedule) return a hook; the training loop never branches
-on the method's name.
+steps, and returns a Prepared model whose trainable parameters are exactly the method's; the registry
+stamps the method's capabilities on it, which is how the training loop and the fast paths learn what
+the method does. Methods that must act during training (e.g. AdaLoRA's rank schedule) return a hook; the
+training loop never branches on the method's name.
+
+A mergeable method deploys as the base architecture: Method.merged folds a trained model into plain base
+weights (PEFT's merge_and_unload, a hand-written method's own merge function, or nothing to do for
+methods that add nothing).
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any
@@ -29,6 +35,7 @@ if TYPE_CHECKING:
 class Prepared:
     model: nn.Module
     after_step: Callable[[int, int], None] | None = None  # (step, total_steps) after optimizer.step()
+    caps: Capabilities | None = None  # the method's, set by the registry when its apply function returns
 
 
 @dataclass
@@ -106,11 +113,18 @@ class Capabilities:
     paths, saving/loading and the registry-wide tests."""
 
     identity_at_init: bool = True  # the prepared model computes exactly what the base model did
-    keeps_tokens: bool = True  # token count unchanged, [CLS] row at position 0 (fast paths rely on it)
+    keeps_tokens: bool = True  # the blocks see the embeddings' tokens, no more: a frozen prefix's output is
+    #                            what the rest of the model reads (the prefix cache relies on it). Methods
+    #                            that add tokens keep the [CLS] row at position 0, which the head reads
     peft_format: bool = False  # saved as a PEFT adapter folder; else trainable tensors, reloaded by
     #                            applying the method to a fresh base and loading them
     mergeable: bool = True  # folds into the base weights: nothing extra at inference
     conv2d: bool = False  # can adapt Conv2d layers (CNNs)
+    cost: str = ""  # what a model that cannot merge computes beyond the base at inference, in words
+
+    def inference_cost(self) -> str:
+        """The extra inference cost in words: none for a method that merges, else what it keeps."""
+        return "none (merges)" if self.mergeable else self.cost or "adds modules"
 
 
 @dataclass(frozen=True)
@@ -123,6 +137,24 @@ class Method:
     formula: Callable[[Any, MethodConfig], list] | None = None  # (anatomy, cfg) -> theory Lines
     search: dict[str, Space] = field(default_factory=dict)  # option -> space; always has "lr"
     caps: Capabilities = Capabilities()
+    merge: Callable[[nn.Module], nn.Module] | None = None  # a hand-written mergeable method's fold
+
+    def merged(self, model: nn.Module) -> nn.Module:
+        """The trained model folded into the base architecture (in place where possible): the method's own
+        merge, PEFT's merge_and_unload, or the model itself when the method added nothing. Only for
+        caps.mergeable methods."""
+        if not self.caps.mergeable:
+            raise UserError(
+                f"method '{self.name}' does not merge into the base weights ({self.caps.cost or 'it adds modules'}); "
+                "load the run with peftlab.runs.load_run, or use 'peftlab predict' / 'peftlab eval'"
+            )
+        if self.merge is not None:
+            return self.merge(model)
+        if hasattr(model, "merge_and_unload"):
+            from .peftwrap import unwrap_copies
+
+            return unwrap_copies(model.merge_and_unload())  # the adapters written into the weights and removed
+        return model
 
     def info(self, order: int | None = None) -> dict:
         """What a result records about its method, so that reports need no registry: description,
@@ -147,8 +179,11 @@ def register(
     formula: Callable | None = None,
     search: dict[str, Space] | None = None,
     caps: Capabilities = Capabilities(),
+    merge: Callable[[nn.Module], nn.Module] | None = None,
 ):
     """Register fn as method `name`. A name registered twice is a programming error."""
+    if merge is not None and not caps.mergeable:
+        raise ValueError(f"method '{name}' has a merge function but is not mergeable")
 
     def deco(fn):
         if name in REGISTRY:
@@ -159,7 +194,14 @@ def register(
         unknown = sorted(set(space) - known)
         if unknown:
             raise ValueError(f"method '{name}': search space names options it does not have: {unknown}")
-        REGISTRY[name] = Method(name, config_cls, fn, description, paper, formula, space, caps)
+
+        @functools.wraps(fn)
+        def apply(model, arch, cfg, total_steps):
+            prepared = fn(model, arch, cfg, total_steps)
+            prepared.caps = caps  # what the loop and the fast paths read about the method
+            return prepared
+
+        REGISTRY[name] = Method(name, config_cls, apply, description, paper, formula, space, caps, merge)
         return fn
 
     return deco

@@ -1,7 +1,18 @@
 """Models: loading a classifier and its input spec (loading), and finding its parts by role (arch)."""
 
 from ..config import BUNDLED_NAME
-from .arch import ROLE_ALIASES, ROLE_GROUPS, ROLE_PATTERNS, Arch, blocks_of, describe, role_modules, role_paths
+from .arch import (
+    NORM_PATTERNS,
+    ROLE_ALIASES,
+    ROLE_GROUPS,
+    ROLE_PATTERNS,
+    Arch,
+    blocks_of,
+    describe,
+    norm_paths,
+    role_modules,
+    role_paths,
+)
 from .loading import (
     BUNDLED_DIR,
     ImageSpec,
@@ -17,6 +28,7 @@ from .loading import (
 __all__ = [
     "BUNDLED_DIR",
     "BUNDLED_NAME",
+    "NORM_PATTERNS",
     "ROLE_ALIASES",
     "ROLE_GROUPS",
     "ROLE_PATTERNS",
@@ -30,6 +42,7 @@ __all__ = [
     "fit_head",
     "image_spec",
     "load_model",
+    "norm_paths",
     "resolve_model_path",
     "role_modules",
     "role_paths",

@@ -10,7 +10,7 @@ relative name matches that role's pattern.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from torch import nn
 
@@ -24,6 +24,11 @@ ROLE_PATTERNS: dict[str, str] = {
     "output": r"(^|\.)(attention|attn|self_attn)\.(o_proj|out_proj|proj|output\.dense)$",
     "fc1": r"(^|\.)(mlp\.fc1|intermediate\.dense|mlp\.lin1)$",
     "fc2": r"(^|\.)(mlp\.fc2|mlp\.lin2)$|^output\.dense$",
+}
+# norm -> pattern on a LayerNorm's name relative to its block: the norm before attention and before the MLP
+NORM_PATTERNS: dict[str, str] = {
+    "norm1": r"(^|\.)(layernorm_before|norm1|ln_1|ln1|input_layernorm)$",
+    "norm2": r"(^|\.)(layernorm_after|norm2|ln_2|ln2|post_attention_layernorm)$",
 }
 ROLE_ALIASES = {
     "q": "query",
@@ -53,6 +58,8 @@ class Arch:
     classifier: str  # attribute path of the classification head, e.g. "classifier"
     final_norm: str | None  # norm between the last block and the head, e.g. "vit.layernorm"
     roles: dict[str, str]  # role -> module path relative to a block, e.g. "query" -> "attention.q_proj"
+    # the block's LayerNorms: "norm1" (before attention) and "norm2" (before the MLP) -> path in the block
+    norms: dict[str, str] = field(default_factory=dict)
 
     def block_names(self) -> list[str]:
         return [f"{self.blocks_path}.{i}" for i in range(self.num_blocks)]
@@ -109,6 +116,17 @@ def role_paths(block: nn.Module) -> dict[str, str]:
     return out
 
 
+def norm_paths(block: nn.Module) -> dict[str, str]:
+    """ "norm1"/"norm2" -> the path, relative to the block, of the one LayerNorm whose name matches."""
+    norms = [n for n, m in block.named_modules() if isinstance(m, nn.LayerNorm)]
+    out = {}
+    for role, pattern in NORM_PATTERNS.items():
+        hits = [n for n in norms if re.search(pattern, n)]
+        if len(hits) == 1:
+            out[role] = hits[0]
+    return out
+
+
 def role_modules(block: nn.Module) -> dict[str, nn.Module]:
     """Role -> the module playing it in one block (see role_paths)."""
     return {role: block.get_submodule(path) for role, path in role_paths(block).items()}
@@ -130,4 +148,4 @@ def describe(model: nn.Module) -> Arch:
         n for n in after if not n.startswith(blocks_path + ".") and isinstance(model.get_submodule(n), nn.LayerNorm)
     ]
     final_norm = norms[0] if norms else None
-    return Arch(blocks_path, len(blocks), classifier, final_norm, roles)
+    return Arch(blocks_path, len(blocks), classifier, final_norm, roles, norm_paths(blocks[0]))

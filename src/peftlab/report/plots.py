@@ -27,6 +27,7 @@ class Point:
     trainable: int
     train_s: float
     peak_bytes: int
+    infer_flops: float | None = None  # FLOPs per image of the model as deployed (None: not measured)
 
 
 def points(results: list[Result]) -> list[Point]:
@@ -37,6 +38,7 @@ def points(results: list[Result]) -> list[Point]:
             rs[0]["params"]["trainable"],
             sum(r["time"]["train_s"] for r in rs) / len(rs),
             max(r["memory"]["peak_bytes"] for r in rs),
+            (rs[0].get("inference") or {}).get("flops_per_image"),
         )
         for name, rs in groups(results).items()
     ]
@@ -78,8 +80,10 @@ def accuracy_vs(pts: list[Point], x: str, chance: float | None, colour: dict, ti
         "trainable": "trainable parameters (log scale)",
         "train_s": "training time (s)",
         "peak_bytes": "peak memory (MB)",
+        "infer_flops": "inference MFLOPs per image (as deployed)",
     }[x]
-    scale = 1e6 if x == "peak_bytes" else 1
+    scale = 1e6 if x in ("peak_bytes", "infer_flops") else 1
+    pts = [p for p in pts if getattr(p, x) is not None]  # the references have no inference cost
     xs = [getattr(p, x) / scale for p in pts]
     ys = [p.acc.mean for p in pts]
     fig, ax = _new()
@@ -228,6 +232,26 @@ def confusion_matrix(matrix: list[list[int]], names: list[str], title: str) -> b
     return _png(fig)
 
 
+def inference_axis(pts: list[Point], results: list[Result]) -> list[tuple[str, str, str, str]]:
+    """The accuracy-vs-inference-cost plot, when every method's inference was measured (the references, which
+    are not deployed networks, are left out of it)."""
+    if sum(p.infer_flops is not None for p in pts) < 2 or any(
+        not r.get("inference") for r in results if r.get("kind", "method") == "method"
+    ):
+        return []
+    base = next(r["inference"]["base"]["flops_per_image"] for r in results if r.get("inference"))
+    return [
+        (
+            "accuracy-vs-inference",
+            "Accuracy vs inference cost",
+            "infer_flops",
+            "Test accuracy against the FLOPs per image of the model as it would be deployed: merged into "
+            f"the base weights when the method allows it (then at the base model's {base / 1e6:.3g} MFLOPs), "
+            "else with what the method adds (prompt tokens, adapter layers).",
+        )
+    ]
+
+
 def best_label(results: list[Result]) -> str | None:
     gs = {name: accuracy_summary(rs).mean for name, rs in groups(results).items()}
     return max(gs, key=gs.get) if gs else None
@@ -327,6 +351,7 @@ def figures(results: list[Result]) -> list[Figure]:
             f"Test accuracy ({seeds}) against {mem_kind} (largest over seeds).",
         ),
     ]
+    axes += inference_axis(pts, results)
     # a scatter of one configuration compares nothing: the trade-off plots need two
     out = (
         [

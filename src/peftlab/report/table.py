@@ -26,6 +26,8 @@ COLUMNS = [
     "img/s",
     "peak mem",
     "adapter",
+    "infer FLOPs (vs base)",
+    "infer img/s (vs base)",
 ]
 
 
@@ -89,6 +91,32 @@ def row(name: str, rs: list[Result], cmp: Comparisons) -> list[str]:
         _num(_mean(rs, lambda r: r["throughput"]["train_img_s"]), ".0f"),
         human_bytes(max(r["memory"]["peak_bytes"] for r in rs)),
         human_bytes(r0["size"]["adapter_bytes"]),
+        *inference_cells(rs),
+    ]
+
+
+def human_count(n: float) -> str:
+    for unit, scale in (("T", 1e12), ("G", 1e9), ("M", 1e6), ("K", 1e3)):
+        if abs(n) >= scale:
+            return f"{n / scale:.3g}{unit}"
+    return f"{n:.3g}"
+
+
+def inference_cells(rs: list[Result]) -> list[str]:
+    """FLOPs per image and images/s of the model as deployed (merged when its method merges), each against
+    the base model's, measured in the same run: '+25%' more FLOPs, '×0.80' the base's speed. '-' for
+    results from before inference was measured."""
+    inf = [r["inference"] for r in rs if r.get("inference")]
+    if not inf:
+        return ["-", "-"]
+    flops, base_flops = inf[0]["flops_per_image"], inf[0]["base"]["flops_per_image"]
+    extra = flops / base_flops - 1 if base_flops else 0.0
+    speed = sum(i["img_s"] for i in inf) / len(inf)
+    ratio = sum(i["img_s"] / i["base"]["img_s"] for i in inf) / len(inf)
+    merged = ", merged" if inf[0]["deployed"] == "merged" else ""
+    return [
+        f"{human_count(flops)} ({'= base' if abs(extra) < 5e-4 else f'{100 * extra:+.1f}%'}{merged})",
+        f"{speed:.0f} (×{ratio:.2f})",
     ]
 
 

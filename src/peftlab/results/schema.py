@@ -92,7 +92,7 @@ class Epoch(TypedDict, total=False):
 class Times(TypedDict, total=False):
     train_s: float  # epochs plus building a prefix cache
     eval_s: float
-    total_s: float  # model loading to saved adapter
+    total_s: float  # model loading to saved adapter and measured inference cost
     data_s: float  # reading and decoding the data for this run (0 when reused)
 
 
@@ -103,6 +103,20 @@ class Throughput(TypedDict, total=False):
     train_flops_per_image: float
     achieved_tflops: float
     mfu: float | None
+
+
+class InferenceCost(TypedDict, total=False):
+    params: int  # parameters of the model, each module once
+    flops_per_image: float  # torch's flop counter, one forward in eval mode
+    img_s: float  # measured: one batch over the median time of its forward, no gradients, the run's precision
+
+
+class Inference(InferenceCost, total=False):
+    """The trained model as it would be deployed, beside the base model (pretrained, new head, unadapted)."""
+
+    deployed: str  # "merged" (folded into the base weights: the method allows it) or "unmerged"
+    batch: int  # images per timed forward
+    base: InferenceCost
 
 
 class Memory(TypedDict):
@@ -154,6 +168,7 @@ class Result(TypedDict, total=False):
     history: list[Epoch]
     time: Times
     throughput: Throughput
+    inference: Inference  # what the model costs at inference (results from before it was measured lack it)
     memory: Memory
     size: Size
     coverage: dict

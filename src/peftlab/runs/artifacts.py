@@ -19,6 +19,7 @@ from ..config import DataOptions, method_config
 from ..data import IMAGE_SUFFIXES, Split, load_task
 from ..data.decoding import _pil_to_array
 from ..errors import UserError
+from ..methods.peftwrap import use_peft
 from ..models import ImageSpec, describe, image_spec, load_model, resolve_model_path
 from ..results import Result, Status, load_result
 from ..training import metrics_from_logits
@@ -59,9 +60,7 @@ def load_run(run: str | Path) -> tuple[nn.Module, ImageSpec, Result]:
     model = load_model(result["model"], labels, result["seed"])
     method = M.get(result["method"])
     if method.caps.peft_format:
-        from peft import PeftModel
-
-        model = PeftModel.from_pretrained(model, str(adapter))
+        model = use_peft().PeftModel.from_pretrained(model, str(adapter))  # BOFT as it trained (peftwrap)
     else:
         from safetensors.torch import load_file
 
@@ -96,12 +95,17 @@ def _config(model: nn.Module):
 
 def merge(run: str | Path, out: str | Path) -> Path:
     """Fold the run's trained part into the base model; write a plain transformers model folder
-    (config with the run's labels, safetensors weights, the base's image processor)."""
+    (config with the run's labels, safetensors weights, the base's image processor). Every method whose
+    capabilities say it merges: PEFT's merge_and_unload, a hand-written method's own fold (SSF, RepAdapter,
+    FacT), nothing for those that add nothing; the others (VPT, adapters) are a one-line error."""
     from transformers import AutoImageProcessor
 
+    result = finished_result(run)
+    method = M.get(result["method"])
+    if not method.caps.mergeable:
+        method.merged(None)  # the method's one-line error: what it keeps at inference, what to use instead
     model, _, result = load_run(run)
-    if hasattr(model, "merge_and_unload"):
-        model = model.merge_and_unload()  # W + scale·(B·A) written into W; adapter modules removed
+    model = method.merged(model)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     from transformers.utils import logging as hf_logging

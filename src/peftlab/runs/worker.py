@@ -25,6 +25,7 @@ from ..errors import UserError
 from ..models import check_model_path, describe, image_spec, load_model
 from ..results import SCHEMA_VERSION, Result, Status, write_json_atomic, write_text_atomic
 from ..training import Diverged, fit, make_accelerator
+from ..training.inference import inference_cost, timed_batch
 from ..training.loop import EarlyStopping
 from ..training.measure import count_params, environment, peak_memory, reset_peak_memory
 from .artifacts import save_trained_part
@@ -126,6 +127,10 @@ def run_one(
             {"base_model": cfg.model, "method": s.method, "id2label": dict(enumerate(task.label_names))},
         )
         save_identities(run_dir / IDENTITIES, task, out.test)
+    # after the test is scored and the trained part saved: a mergeable method is merged in place
+    inference = (
+        _inference(cfg, s, task, spec, M.get(s.method), out.model, accelerator) if accelerator.is_main_process else None
+    )
     val = {}
     if out.val is not None:
         val = {k: out.val[k] for k in ("accuracy", "top5_accuracy", "macro_f1", "loss", "examples")}
@@ -151,6 +156,7 @@ def run_one(
         "history": out.history,
         "time": {"train_s": out.train_s, "eval_s": out.eval_s, "total_s": time.perf_counter() - t_start},
         "throughput": throughput(out, accelerator),
+        "inference": inference,
         "memory": memory,
         "size": {"adapter_bytes": adapter_bytes, "adapter_path": "adapter"},
         "coverage": task.coverage,
@@ -163,6 +169,14 @@ def run_one(
         | out.path,
         "env": environment(accelerator.device),
     }
+
+
+def _inference(cfg: RunConfig, s: RunSpec, task: Task, spec, method, model, accelerator) -> dict:
+    """What the trained model costs at inference as it would be deployed (merged when its method merges:
+    in place, its trained part being saved), beside the base model with the same new head."""
+    images = timed_batch(task.test.images, spec.normalize, accelerator.device, cfg.train_config().eval_batch_size)
+    base = lambda: load_model(cfg.model, task.label_names, s.seed)  # noqa: E731
+    return inference_cost(method, model, base, images, accelerator.autocast)
 
 
 SCRATCH_INFO = {

@@ -50,7 +50,7 @@ class Anatomy:
     arch: models.Arch
     title: str
     legend: str
-    env: dict  # symbol -> value for _f (empty for structural counts, whose "symbols" are numbers)
+    env: dict  # symbol -> value for formula(): the config's; structural: only d and L (shapes are numbers)
 
     @property
     def num_blocks(self) -> int:
@@ -65,6 +65,7 @@ class Anatomy:
     def biases_of(self, roles: list[str]) -> Piece: ...
     def shapes(self, roles: list[str]) -> list[Shape]: ...  # the roles' Linears in all blocks, by shape
     def norms(self) -> Piece: ...  # every LayerNorm's weight and bias
+    def patch_channels(self) -> Piece: ...  # output channels of the patch embedding (Conv2d outside the blocks)
 
 
 def groups(roles: list[str], dims: Callable[[str], tuple]) -> list[tuple[list[str], tuple]]:
@@ -134,6 +135,7 @@ class Theory(Anatomy):
                 "fc1": "mlp.fc1",
                 "fc2": "mlp.fc2",
             },
+            {"norm1": "layernorm_before", "norm2": "layernorm_after"},
         )
         name = getattr(config, "name_or_path", "") or getattr(config, "_name_or_path", "") or ""
         cls = "DeiTForImageClassification" if self.deit else "ViTForImageClassification"
@@ -208,6 +210,9 @@ class Theory(Anatomy):
     def norms(self):  # ViTLayer: layernorm_before and layernorm_after; then the final layernorm
         return formula("L·2·2·d + 2·d", self.env)
 
+    def patch_channels(self):  # ViTPatchEmbeddings.projection: Conv2d(c, d, p, stride p)
+        return formula("d", self.env)
+
 
 def pair(x) -> tuple[int, int]:
     return (int(x[0]), int(x[1])) if isinstance(x, (tuple, list)) else (int(x), int(x))
@@ -244,7 +249,14 @@ class Structural(Anatomy):
             if isinstance(m, nn.LayerNorm) and not (n == arch.classifier or n.startswith(under_head))
             for p in m.parameters()
         ]
-        self.env = {}
+        skip = (arch.blocks_path + ".", under_head)
+        self.conv_channels = [
+            m.out_channels
+            for n, m in model.named_modules()
+            if isinstance(m, nn.Conv2d) and not (n + ".").startswith(skip)
+        ]
+        # what method formulas name besides shapes: the hidden width (what the head reads) and the blocks
+        self.env = {"d": self.d, "L": arch.num_blocks}
         self.title = f"{type(model).__name__}, {self.C} classes, counted from module shapes"
         self.legend = f"blocks at {arch.blocks_path} ({arch.num_blocks}), head {arch.classifier}"
 
@@ -296,6 +308,10 @@ class Structural(Anatomy):
             Shape(",".join(group), str(len(mods)), len(mods), str(i), str(o), i, o)
             for (i, o), (group, mods) in by_shape.items()
         ]
+
+    def patch_channels(self):
+        c = self.conv_channels
+        return Piece("Σ Conv2d channels", "+".join(map(str, c)) or "0", sum(c)) if c else ZERO
 
     def norms(self):
         c = self.norm_params

@@ -97,9 +97,9 @@ SYMBOL = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 def formula(expr: str, env: Mapping[str, int]) -> Piece:
     """'L·2·r·(d+d)' with {L: 12, r: 8, d: 768} -> Piece(expr, '12·2·8·(768+768)', 294912).
-    Only this module's own formula strings are evaluated (·, −, ² and integer arithmetic)."""
+    Only this module's own formula strings are evaluated (·, −, ², ³ and integer arithmetic)."""
     numbers = SYMBOL.sub(lambda m: str(env[m.group()]), expr)
-    code = numbers.replace("·", "*").replace("−", "-").replace("²", "**2")
+    code = numbers.replace("·", "*").replace("−", "-").replace("²", "**2").replace("³", "**3")
     return Piece(expr, numbers, int(eval(code, {"__builtins__": {}}, {})))  # noqa: S307
 
 

@@ -12,6 +12,7 @@ import torch
 
 from ..config import TrainConfig
 from ..data import Task
+from ..methods import Capabilities
 from ..models import ImageSpec
 from .fastpaths import PrefixCache, same_logits, trim_last_block
 
@@ -63,10 +64,18 @@ def resident(images: torch.Tensor, device: torch.device) -> torch.Tensor:
     return images.to(device) if images.numel() * images.element_size() < free / 4 else images
 
 
-def data_path(model, task: Task, spec: ImageSpec, cfg: TrainConfig, accelerator, seed: int) -> DataPath:
+def data_path(
+    model, task: Task, spec: ImageSpec, cfg: TrainConfig, accelerator, seed: int, caps: Capabilities | None = None
+) -> DataPath:
     """How batches reach the model. With a frozen prefix (and no augmentation, one process) the prefix
     runs once per image and only the rest trains. Either way the last block computes only the [CLS] row
-    where it can; DataPath.restore (or None) undoes that."""
+    where it can; DataPath.restore (or None) undoes that.
+
+    caps are the method's (Prepared.caps): a method that adds tokens (caps.keeps_tokens False, e.g. VPT's
+    prompts) changes what the blocks read after the embeddings, so no prefix is cached for it, wherever
+    its parameters live. Its [CLS] row stays at position 0, which is all the [CLS]-row last block needs
+    (checked against the whole forward, as for every method)."""
+    caps = caps or Capabilities()
     device = accelerator.device
     raw = accelerator.unwrap_model(model)
     stored = {role: getattr(task, role).images for role in ROLES}  # where batches are gathered from
@@ -88,7 +97,7 @@ def data_path(model, task: Task, spec: ImageSpec, cfg: TrainConfig, accelerator,
         )
     k = (
         PrefixCache.frozen_blocks(raw)
-        if cfg.prefix_cache and cfg.augment == "none" and accelerator.num_processes == 1
+        if cfg.prefix_cache and cfg.augment == "none" and accelerator.num_processes == 1 and caps.keeps_tokens
         else 0
     )
     cache = PrefixCache(raw, k) if k and PrefixCache.deterministic(raw, k) else None

@@ -1,6 +1,7 @@
 """Frozen-prefix caching: when every trainable parameter sits after block k (head, last N blocks,
 first-N-frozen, ...), run the embeddings and blocks 0..k-1 once per image and train the rest on the
-cached activations. Decided from requires_grad alone, so any such method gets it without a branch.
+cached activations. Decided from requires_grad and the method's capabilities (a method that adds tokens
+gets no cache: batches.data_path), so any such method gets it without a branch on its name.
 
 It is exact only when the prefix is deterministic: no augmentation and no active dropout in it. The
 suffix forward (blocks k.., final norm, head on the [CLS] token) is checked against the model's own

@@ -142,7 +142,7 @@ def fit(
     # once per process
     model, optimizer = accelerator.prepare(model, optimizer)
     raw = accelerator.unwrap_model(model)
-    path = data_path(model, task, spec, cfg, accelerator, seed)
+    path = data_path(model, task, spec, cfg, accelerator, seed, prepared.caps)
     train_s = path.info.get("cache_s", 0.0)  # building a prefix cache is training work: it counts
     has_val = len(task.val) > 0
     score = lambda role: evaluate(  # noqa: E731
