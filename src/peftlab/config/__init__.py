@@ -18,6 +18,7 @@ from .run import (
     TrainConfig,
     check_tune,
     run_fields,
+    size_suffix,
     tuned_options,
 )
 from .values import coerce, field_type, item_type
@@ -49,5 +50,6 @@ __all__ = [
     "protocol_values",
     "read_file",
     "run_fields",
+    "size_suffix",
     "tuned_options",
 ]

@@ -112,6 +112,14 @@ class RunConfig:
     val_per_class: int | None = field(
         default=None, metadata={"help": "exactly this many validation images per class (instead of --val-size)"}
     )
+    train_sizes: list[str] = field(
+        default_factory=list,
+        metadata={
+            "help": "training images per class, e.g. 5,20,100,all: every method and baseline at each size on the "
+            "same seeds (nested samples of the seed's training sample; 'all' = that whole sample, see "
+            "--train-size); validation and test are the same at every size"
+        },
+    )
     epochs: int = field(default=3, metadata={"help": "passes over the training sample"})
     batch_size: int = field(default=64, metadata={"help": "training batch size"})
     lr: float | None = field(
@@ -231,6 +239,9 @@ class RunConfig:
             raise UserError("--train-per-class and --train-size both say how many training images; give one")
         if self.val_per_class and self.val_size is not None:
             raise UserError("--val-per-class and --val-size both say how many validation images; give one")
+        self.train_sizes = parse_sizes(self.train_sizes)
+        if self.train_sizes and self.train_per_class:
+            raise UserError("--train-sizes and --train-per-class both say how many training images; give one")
         if self.weight_decay < 0 or not 0 <= self.warmup_ratio < 1 or self.max_grad_norm < 0:
             raise UserError("--weight-decay and --max-grad-norm must be >= 0, --warmup-ratio in [0, 1)")
         if not 0 <= self.max_bad_fraction <= 1:
@@ -282,10 +293,17 @@ class RunConfig:
         reference, full fine-tuning of a randomly initialised copy too."""
         out = []
         for seed in self.seeds:
-            if "scratch" in self.baselines:
-                out.append(RunSpec("full", self.options_for_scratch(), seed, SCRATCH_LABEL, scratch=True))
-            out += [RunSpec(m, self.options_for(m), seed, m) for m in self.methods]
+            for k in self.per_class_sizes():
+                if "scratch" in self.baselines:
+                    out.append(
+                        RunSpec("full", self.options_for_scratch(), seed, SCRATCH_LABEL, scratch=True, per_class=k)
+                    )
+                out += [RunSpec(m, self.options_for(m), seed, m, per_class=k) for m in self.methods]
         return out
+
+    def per_class_sizes(self) -> list[int | None]:
+        """--train-sizes as training images per class, None for the whole sample; [None] without it."""
+        return [None if v == "all" else int(v) for v in self.train_sizes] or [None]
 
     def options_for_scratch(self):
         """Full fine-tuning's options (its budget), for the from-scratch reference."""
@@ -309,6 +327,7 @@ class RunConfig:
             "tune_trials",
             "protocol",
             "baselines",
+            "train_sizes",  # each run records its own size (RunSpec.per_class)
         }
         return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in skip}
 
@@ -329,12 +348,37 @@ class RunSpec:
     seed: int
     label: str
     scratch: bool = False  # the model's architecture from random initialisation (the 'scratch' reference)
+    per_class: int | None = None  # --train-sizes: this many training images per class; None: the whole sample
 
     @property
     def name(self) -> str:
-        """The run's folder name, e.g. 'lora-seed0' or 'lora-r4-lr0.001-seed0'."""
+        """The run's folder name, e.g. 'lora-seed0', 'lora-r4-lr0.001-seed0' or (--train-sizes) 'lora-n20-seed0'."""
         slug = self.label.replace(" ", "-").replace("=", "").replace("/", "_").replace(",", "+")
-        return f"{slug}-seed{self.seed}"
+        return f"{slug}{size_suffix(self.per_class)}-seed{self.seed}"
+
+    @property
+    def key(self) -> str:
+        """The configuration at its training size: what a search and a report row are about."""
+        return self.label + ("" if self.per_class is None else f" @{self.per_class}/class")
+
+
+def size_suffix(per_class: int | None) -> str:
+    return "" if per_class is None else f"-n{per_class}"
+
+
+def parse_sizes(values: list) -> list[str]:
+    """--train-sizes: positive integers (training images per class) and 'all', each once; ascending, 'all' last."""
+    items = [str(v).strip().lower() for v in values if str(v).strip()]
+    sizes = []
+    for v in items:
+        if v != "all" and not (v.isdigit() and int(v) > 0):
+            raise UserError(
+                f"--train-sizes takes training images per class (integers > 0) and 'all', e.g. 5,20,100,all (got '{v}')"
+            )
+        sizes.append(v if v == "all" else str(int(v)))
+    if len(set(sizes)) != len(sizes):
+        raise UserError(f"--train-sizes names a size twice ({','.join(items)}); give each once")
+    return sorted(sizes, key=lambda v: float("inf") if v == "all" else int(v))
 
 
 def parse_baselines(names: list[str]) -> list[str]:

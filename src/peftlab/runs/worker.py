@@ -20,7 +20,8 @@ from .. import methods as M
 from .. import theory
 from ..baselines import REFERENCES, frozen_features
 from ..config import BUNDLED_NAME, RunConfig, RunSpec
-from ..data import DecodeCache, Split, Task, load_task
+from ..data import DecodeCache, Split, Task, load_task, per_class_subsample
+from ..data.sources import ROLES
 from ..errors import UserError
 from ..models import check_model_path, describe, image_spec, load_model
 from ..results import SCHEMA_VERSION, Result, Status, write_json_atomic, write_text_atomic
@@ -206,7 +207,8 @@ def _header(cfg: RunConfig, s: RunSpec) -> Result:
         "run_name": s.name,
         "config": cfg.fingerprint()
         | {"method": s.method, "method_config": s.options.options(), "seed": s.seed}
-        | ({"scratch": True} if s.scratch else {}),
+        | ({"scratch": True} if s.scratch else {})
+        | ({"per_class": s.per_class} if s.per_class is not None else {}),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
 
@@ -226,13 +228,20 @@ class Worker:
         if self.spec.fallback:
             self.log(f"WARNING {self.spec.fallback}")
         self.task, self.task_seed = None, None
+        self.subsamples: dict[int, tuple[Task, np.ndarray]] = {}  # per_class -> (task, positions in the sample)
+        self.features: dict | None = None  # the seed's frozen features of its whole sample (the references' input)
         self.cache = DecodeCache()  # decoded images shared by this worker's runs (seeds, grid points)
         self.data_s = 0.0  # seconds the next run's data took to prepare (0 when it reuses the last run's)
 
-    def data(self, seed: int) -> Task:
+    def data(self, seed: int, per_class: int | None = None) -> Task:
+        """The seed's task; with per_class (--train-sizes), its nested subsample of that many training images
+        per class (the decoded images are shared)."""
+        if per_class is not None:
+            return self.subsample(seed, per_class)[0]
         if self.task_seed != seed:  # the data sample depends on the seed: drawn and decoded once per seed
             cfg, t0 = self.cfg, time.perf_counter()
             self.task = self.task_seed = None  # the last seed's images go before the next ones are decoded
+            self.subsamples, self.features = {}, None
             self.task = load_task(cfg.data_options(), self.spec, seed=seed, cache=self.cache, warn=self.log)
             self.task_seed = seed
             self.data_s = time.perf_counter() - t0
@@ -244,19 +253,35 @@ class Worker:
             )
         return self.task
 
-    def references(self, seed: int, names: list[str]) -> list[Result]:
+    def subsample(self, seed: int, k: int) -> tuple[Task, np.ndarray]:
+        task = self.data(seed)
+        if k not in self.subsamples:
+            self.subsamples[k] = per_class_subsample(task, k)
+        return self.subsamples[k]
+
+    def frozen(self, seed: int, per_class: int | None) -> dict:
+        """The frozen pretrained features of the seed's train/val/test images, computed once per seed on the
+        whole sample; a smaller training size takes its rows."""
+        task = self.data(seed)
+        if self.features is None:
+            t0 = time.perf_counter()
+            model = load_model(self.cfg.model, task.label_names, seed)
+            self.features = {r: frozen_features(model, getattr(task, r).images, self.spec) for r in ROLES}
+            self.features["seconds"] = time.perf_counter() - t0
+            self.features["images"] = sum(len(getattr(task, r)) for r in ROLES)
+        if per_class is None:
+            return self.features
+        idx = torch.from_numpy(self.subsample(seed, per_class)[1])
+        return self.features | {"train": self.features["train"][idx]}
+
+    def references(self, seed: int, names: list[str], per_class: int | None = None) -> list[Result]:
         """The reference baselines of this seed (names among majority, pixels, probe, knn), written like runs."""
         if not names:
             return []
-        task = self.data(seed)
-        features = {}
-        if any(REFERENCES[n].input == "features" for n in names):
-            t0 = time.perf_counter()
-            model = load_model(self.cfg.model, task.label_names, seed)
-            features = {r: frozen_features(model, getattr(task, r).images, self.spec) for r in ("train", "val", "test")}
-            features["seconds"] = time.perf_counter() - t0
+        task = self.data(seed, per_class)
+        features = self.frozen(seed, per_class) if any(REFERENCES[n].input == "features" for n in names) else {}
         out = []
-        for r in reference_results(self.cfg, names, task, self.spec, features, seed):
+        for r in reference_results(self.cfg, names, task, self.spec, features, seed, per_class):
             run_dir = Path(self.cfg.out) / r["run_name"]
             if self.main:
                 save_identities(run_dir / IDENTITIES, task, None)
@@ -273,7 +298,7 @@ class Worker:
         if run_dir.exists() and self.main:
             shutil.rmtree(run_dir)  # leftovers of an unfinished or failed run
         self.accelerator.wait_for_everyone()
-        task = self.data(s.seed)
+        task = self.data(s.seed, s.per_class)
         try:
             result = run_one(self.cfg, s, task, self.spec, self.accelerator, self.say, tuning)
             result["time"]["data_s"], self.data_s = self.data_s, 0.0
