@@ -115,6 +115,7 @@ def parser() -> argparse.ArgumentParser:
         description="Fine-tune a pretrained image classifier with "
         "several methods and compare accuracy, parameters, time and memory.",
     )
+    _log_level(p, "info")
     sub = p.add_subparsers(dest="command", required=True)
     _run_parser(sub)
     _pretrain_parser(sub)
@@ -177,26 +178,54 @@ def parser() -> argparse.ArgumentParser:
         help="rebuild the comparison table, report.md and report.html from the result files in DIR",
         description="Read every result.json under DIR; print the comparison "
         "table; write summary.md, report.md (plots in DIR/report-plots) and a self-contained "
-        "report.html (table, plots, per-class accuracy and findings).",
+        "report.html (table, plots, per-class accuracy and findings). Several folders are compared "
+        "together, each configuration named <folder>/<label>; their report is written with --out.",
     )
-    r.add_argument("dir")
+    r.add_argument("dir", nargs="+")
+    r.add_argument("--out", help="folder for the report of several folders (default: printed only)")
+    ex = sub.add_parser(
+        "export",
+        help="write the results under DIR(s) as one table (CSV, JSON Lines or Parquet) for pandas/polars",
+        description="One row per run (one per run and epoch with --history), flat column names; see the README's "
+        "'Tidy export' for the columns.",
+    )
+    ex.add_argument("dir", nargs="+", help="results folders")
+    ex.add_argument("--format", choices=("csv", "jsonl", "parquet"), default="csv", help="(default: csv)")
+    ex.add_argument("--history", action="store_true", help="one row per run and epoch (the learning curves)")
+    ex.add_argument("--out", help="file to write (default: standard output; required for parquet)")
     sub.add_parser(
         "methods",
         help="the methods' capability matrix (trainable parameters on ViT-B/16, merging, inference cost, ...) "
         "and their options",
     )
+    for command in sub.choices.values():  # also after the command: peftlab run --log-level warning
+        _log_level(command, argparse.SUPPRESS)
     return p
+
+
+def _log_level(p: argparse.ArgumentParser, default) -> None:
+    from .logs import LEVELS
+
+    p.add_argument(
+        "--log-level",
+        choices=LEVELS,
+        default=default,
+        help="info: progress lines and warnings (default); warning: warnings only; error: nothing but errors; "
+        "debug: also the libraries' own logs",
+    )
 
 
 def _cmd_run(args) -> int:
     from . import config
+    from .logs import info
     from .runs import run
 
     values = config.read_file(args.config) if args.config else {}
-    values |= {k: v for k, v in vars(args).items() if v is not None and "." not in k and k not in ("command", "config")}
+    skip = ("command", "config", "log_level")
+    values |= {k: v for k, v in vars(args).items() if v is not None and "." not in k and k not in skip}
     for method, opts in _method_sections(args).items():
         values[method] = dict(values.get(method) or {}) | opts
-    run(config.build(values))
+    run(config.build(values), log=info)
     return 0
 
 
@@ -207,6 +236,7 @@ def _sweep_doc() -> str:
 
 
 def _cmd_sweep(args) -> int:
+    from .logs import info
     from .runs import execute, sweep
 
     cfg, specs, settings = sweep.load(args.file, args.out)
@@ -226,6 +256,7 @@ def _cmd_sweep(args) -> int:
     execute(
         cfg,
         specs,
+        info,
         ray_address=args.ray,
         ray_resources={"cpus_per_run": args.cpus_per_run, "gpus_per_run": args.gpus_per_run},
         settings=settings,
@@ -247,17 +278,49 @@ def _cmd_report(args) -> int:
     from .report import context_lines, format_text, noise_lines, summary_markdown, write_report
     from .results import load_results, write_text_atomic
 
-    if not Path(args.dir).is_dir():
-        raise UserError(f"'{args.dir}' is not a folder; pass a results folder written by 'peftlab run'")
-    results = load_results(args.dir)
-    if not results:
-        raise UserError(f"no result.json files under '{args.dir}'")
+    results = []
+    for folder in args.dir:
+        if not Path(folder).is_dir():
+            raise UserError(f"'{folder}' is not a folder; pass a results folder written by 'peftlab run'")
+        found = load_results(folder)
+        if not found:
+            raise UserError(f"no result.json files under '{folder}'")
+        if len(args.dir) > 1:  # each folder's configurations stay apart: <folder>/<label>
+            name = Path(folder).absolute().name
+            found = [r | {"label": f"{name}/{r.get('label') or r['method']}"} for r in found]
+        results += found
     print("\n".join(context_lines(results)) + "\n\n" + format_text(results))
     for line in noise_lines(results):
         print(line)
-    write_text_atomic(Path(args.dir) / "summary.md", summary_markdown(results))
-    write_report(args.dir, results)
-    print(f"report: {Path(args.dir) / 'report.md'} and {Path(args.dir) / 'report.html'}")
+    for what in ("model", "dataset"):
+        values = sorted({str(r.get(what)) for r in results})
+        if len(values) > 1:
+            print(f"note: the folders differ in {what} ({', '.join(values)}): their test sets are not the same images")
+    out = args.out or (args.dir[0] if len(args.dir) == 1 else None)
+    if out is None:
+        print("(several folders: pass --out DIR to write their summary.md, report.md and report.html)")
+        return 0
+    Path(out).mkdir(parents=True, exist_ok=True)
+    write_text_atomic(Path(out) / "summary.md", summary_markdown(results))
+    write_report(out, results)
+    print(f"report: {Path(out) / 'report.md'} and {Path(out) / 'report.html'}")
+    return 0
+
+
+def _cmd_export(args) -> int:
+    from pathlib import Path
+
+    from .results import write_bytes_atomic
+    from .results.export import table, to_bytes
+
+    if args.format == "parquet" and not args.out:
+        raise UserError("--format parquet writes a binary file: pass --out FILE.parquet")
+    data = to_bytes(table(args.dir, history=args.history), args.format)
+    if args.out:
+        write_bytes_atomic(Path(args.out), data)
+        print(f"wrote {args.out}", file=sys.stderr)
+    else:
+        sys.stdout.write(data.decode())
     return 0
 
 
@@ -397,6 +460,9 @@ def main(argv: list[str] | None = None) -> int:
     # library deprecation notices say nothing about the user's run
     warnings.filterwarnings("ignore", category=FutureWarning)
     args = parser().parse_args(argv)
+    from .logs import configure
+
+    configure(args.log_level)
     try:
         return {
             "run": _cmd_run,
@@ -408,6 +474,7 @@ def main(argv: list[str] | None = None) -> int:
             "merge": _cmd_merge,
             "predict": _cmd_predict,
             "eval": _cmd_eval,
+            "export": _cmd_export,
         }[args.command](args)
     except UserError as e:
         print(f"peftlab: error: {e}", file=sys.stderr)

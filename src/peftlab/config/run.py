@@ -4,6 +4,7 @@ reads the fields' help texts); the registry is imported where a method name or o
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -18,6 +19,7 @@ DEFAULT_METHODS = ["head", "last", "lora", "full"]
 DEFAULT_BASELINES = ["majority", "pixels", "probe", "knn"]  # cheap: in every run; 'scratch' trains, so on request
 BASELINES = (*DEFAULT_BASELINES, "scratch")
 SCRATCH_LABEL = "from scratch"
+TRACKERS = ("tensorboard", "mlflow", "wandb")  # --report-to: Accelerate's trackers that peftlab feeds
 
 
 @dataclass
@@ -203,12 +205,26 @@ class RunConfig:
     device: str = field(default="auto", metadata={"help": "auto, cpu or cuda"})
     precision: str = field(default="auto", metadata={"help": "auto (bf16 on GPUs that have it), fp32, bf16, fp16"})
     quiet: bool = field(default=False, metadata={"help": "no progress output"})
+    report_to: list[str] = field(
+        default_factory=list,
+        metadata={
+            "help": "experiment trackers that follow each run (Accelerate's): tensorboard, mlflow, wandb, "
+            "comma-separated; needs pip install 'peftlab[trackers]'"
+        },
+    )
     method_options: dict[str, Any] = field(default_factory=dict)  # method name -> its MethodConfig
 
     def __post_init__(self):
         from ..methods import REGISTRY, parse_methods
 
         self.methods = parse_methods(self.methods)
+        if self.model not in (BUNDLED_NAME, "bundled") and Path(self.model).expanduser().exists():
+            # a local folder is recorded absolute: results, cards and adapters resolve from any directory
+            self.model = os.path.abspath(Path(self.model).expanduser())
+        self.report_to = [t.strip() for t in self.report_to if t.strip() and t.strip() != "none"]
+        unknown = [t for t in self.report_to if t not in TRACKERS]
+        if unknown:
+            raise UserError(f"--report-to: unknown tracker '{unknown[0]}'; choose from {', '.join(TRACKERS)} or none")
         seeds = [self.seeds] if isinstance(self.seeds, (int, str)) else list(self.seeds)
         try:
             seeds = [
@@ -303,6 +319,7 @@ class RunConfig:
             "seeds",
             "out",
             "quiet",
+            "report_to",
             "method_options",
             "lr",
             "tune",
