@@ -470,3 +470,17 @@ def test_a_one_channel_model_takes_grayscale_in_predict_as_its_processor_declare
             probs = model(pixel_values=x).logits.softmax(-1)[0]
         for p in row["predictions"]:
             assert probs[CLASSES.index(p["label"])].item() == pytest.approx(p["probability"], abs=1e-5)
+
+
+def test_export_of_real_runs_matches_their_results(runs, tmp_path, capsys):
+    import pyarrow.parquet as pq
+
+    assert cli.main(["export", str(runs), "--format", "parquet", "--out", str(tmp_path / "runs.parquet")]) == 0
+    table = pq.read_table(tmp_path / "runs.parquet").to_pylist()
+    assert [r["folder"] for r in table] == [f"{m}-seed0" for m in ("full", "head", "lora", "ssf", "vpt-shallow")]
+    for row in table:
+        r = read_json(runs / row["folder"] / "result.json")
+        assert row["test_accuracy"] == r["metrics"]["test"]["accuracy"] and row["opt_lr"] == r["method_config"]["lr"]
+        assert row["params_trainable"] == r["params"]["trainable"] and row["time_train_s"] == r["time"]["train_s"]
+        assert row["inference_deployed"] == r["inference"]["deployed"] and row["env_torch"] == torch.__version__
+        assert row["data_test_examples"] == 12 and row["model"] == r["model"]
