@@ -247,6 +247,12 @@ def test_default_lora_adapter_is_a_tenth_of_the_model(tmp_path):
     lora, full = read_json(out / "lora-seed0" / "result.json"), read_json(out / "full-seed0" / "result.json")
     assert lora["size"]["adapter_bytes"] * 10 <= full["size"]["adapter_bytes"]
     assert full["size"]["adapter_bytes"] >= (BUNDLED_DIR / "model.safetensors").stat().st_size * 0.99
+    # the bundled base is recorded by its folder, which resolves from anywhere, never by a name like a hub id
+    assert read_json(out / "lora-seed0" / "adapter" / "labels.json")["base_model"] == str(BUNDLED_DIR)
+    assert read_json(out / "lora-seed0" / "adapter" / "adapter_config.json")["base_model_name_or_path"] == str(
+        BUNDLED_DIR
+    )
+    assert "the model bundled with peftlab" in (out / "full-seed0" / "adapter" / "README.md").read_text()
 
 
 def test_a_run_is_read_with_the_normalization_it_trained_with(runs, tiny_vit):
@@ -287,7 +293,11 @@ def test_every_run_has_a_model_card_the_hub_reads(runs, tiny_vit, method):
     assert "[More Information Needed]" not in body  # PEFT's blank template is replaced
     assert f"**{test['accuracy']:.4f}** on {test['examples']} images of split 'test', scored once" in body
     assert "0: dark, 1: light, 2: mid" in body and f"`{tiny_vit}` (a local folder)" in body
-    assert f"{result['params']['trainable']:,} of {result['params']['total']:,}" in body
+    p = result["params"]
+    assert (
+        f"{p['trainable']:,} ({p['trainable_pct']:.2f}% of the base model's {p['base']:,}); {p['total']:,} in all"
+        in body
+    )
     labels = read_json(run / "adapter" / "labels.json")
     assert labels["base_model"] == str(tiny_vit) and labels["label2id"] == {c: i for i, c in enumerate(CLASSES)}
 

@@ -34,7 +34,8 @@ SECTIONS = {
     "train": "train",
     "inference": "inference",
 }
-SKIP = {"test": {"per_class_accuracy", "confusion", "correct", "examples_shown"}, "data": set()}
+# per class, per image and per candidate (a reference's validation score of each C or k) stay in result.json
+SKIP = {"test": {"per_class_accuracy", "confusion", "correct", "scores"}, "val": {"scores"}}
 DATA_KEYS = ("train_examples", "val_examples", "test_examples", "test_split", "channels", "storage")
 
 
@@ -71,7 +72,7 @@ def run_row(r: Result, source: str = "") -> dict:
     for section, prefix in SECTIONS.items():
         value = r.get(section)
         if isinstance(value, dict):
-            _flatten(prefix, value, row, {"mismatches", "breakdown", "components"})
+            _flatten(prefix, value, row)
     data = r.get("data") or {}
     row |= {f"data_{k}": data[k] for k in DATA_KEYS if k in data}
     env = r.get("env") or {}

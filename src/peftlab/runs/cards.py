@@ -162,7 +162,7 @@ def _yaml(result: Result, kind: str) -> str:
             ],
         }
     ]
-    return yaml.safe_dump(meta, sort_keys=False, allow_unicode=True, width=1000)
+    return yaml.safe_dump(meta, sort_keys=False, allow_unicode=True, width=1000, default_flow_style=None)
 
 
 def card(result: Result, kind: str, folder: str | Path) -> str:
@@ -197,6 +197,7 @@ def card(result: Result, kind: str, folder: str | Path) -> str:
         else ""
     )
     chance = test.get("chance_accuracy")
+    base_n = f"{p['base']:,}" if isinstance(p.get("base"), int) else "?"
     start = val.get("start_accuracy")
     rows = [
         ("method", f"`{result['method']}`: {info.get('description', '')}{paper}"),
@@ -210,7 +211,10 @@ def card(result: Result, kind: str, folder: str | Path) -> str:
             "validation accuracy",
             f"{val['accuracy']:.4f}" + ("" if start is None else f" (before training: {start:.4f})") if val else "-",
         ),
-        ("trainable parameters", f"{p['trainable']:,} of {p['total']:,} ({p['trainable_pct']:.2f}% of the base)"),
+        (
+            "trainable parameters",
+            f"{p['trainable']:,} ({p['trainable_pct']:.2f}% of the base model's {base_n}); {p['total']:,} in all",
+        ),
         ("training time", f"{result['time']['train_s']:.3g} s on {device}"),
         ("seed", str(result["seed"])),
         (
