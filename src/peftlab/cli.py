@@ -7,6 +7,7 @@ import sys
 from dataclasses import MISSING, fields
 
 from .errors import UserError
+from .logs import add_log_level
 
 
 def _add_field(parser, cls, f, flag: str, dest: str) -> None:
@@ -115,7 +116,7 @@ def parser() -> argparse.ArgumentParser:
         description="Fine-tune a pretrained image classifier with "
         "several methods and compare accuracy, parameters, time and memory.",
     )
-    _log_level(p, "info")
+    add_log_level(p, "info")
     sub = p.add_subparsers(dest="command", required=True)
     _run_parser(sub)
     _pretrain_parser(sub)
@@ -199,20 +200,8 @@ def parser() -> argparse.ArgumentParser:
         "and their options",
     )
     for command in sub.choices.values():  # also after the command: peftlab run --log-level warning
-        _log_level(command, argparse.SUPPRESS)
+        add_log_level(command, argparse.SUPPRESS)
     return p
-
-
-def _log_level(p: argparse.ArgumentParser, default) -> None:
-    from .logs import LEVELS
-
-    p.add_argument(
-        "--log-level",
-        choices=LEVELS,
-        default=default,
-        help="info: progress lines and warnings (default); warning: warnings only; error: nothing but errors; "
-        "debug: also the libraries' own logs",
-    )
 
 
 def _cmd_run(args) -> int:
@@ -273,53 +262,18 @@ def _cmd_pretrain(args) -> int:
 
 
 def _cmd_report(args) -> int:
-    from pathlib import Path
+    from .report.folders import report_folders
 
-    from .report import context_lines, format_text, noise_lines, summary_markdown, write_report
-    from .results import load_results, write_text_atomic
-
-    results = []
-    for folder in args.dir:
-        if not Path(folder).is_dir():
-            raise UserError(f"'{folder}' is not a folder; pass a results folder written by 'peftlab run'")
-        found = load_results(folder)
-        if not found:
-            raise UserError(f"no result.json files under '{folder}'")
-        if len(args.dir) > 1:  # each folder's configurations stay apart: <folder>/<label>
-            name = Path(folder).absolute().name
-            found = [r | {"label": f"{name}/{r.get('label') or r['method']}"} for r in found]
-        results += found
-    print("\n".join(context_lines(results)) + "\n\n" + format_text(results))
-    for line in noise_lines(results):
+    for line in report_folders(args.dir, args.out):
         print(line)
-    for what in ("model", "dataset"):
-        values = sorted({str(r.get(what)) for r in results})
-        if len(values) > 1:
-            print(f"note: the folders differ in {what} ({', '.join(values)}): their test sets are not the same images")
-    out = args.out or (args.dir[0] if len(args.dir) == 1 else None)
-    if out is None:
-        print("(several folders: pass --out DIR to write their summary.md, report.md and report.html)")
-        return 0
-    Path(out).mkdir(parents=True, exist_ok=True)
-    write_text_atomic(Path(out) / "summary.md", summary_markdown(results))
-    write_report(out, results)
-    print(f"report: {Path(out) / 'report.md'} and {Path(out) / 'report.html'}")
     return 0
 
 
 def _cmd_export(args) -> int:
-    from pathlib import Path
+    from .results.export import export
 
-    from .results import write_bytes_atomic
-    from .results.export import table, to_bytes
-
-    if args.format == "parquet" and not args.out:
-        raise UserError("--format parquet writes a binary file: pass --out FILE.parquet")
-    data = to_bytes(table(args.dir, history=args.history), args.format)
-    if args.out:
-        write_bytes_atomic(Path(args.out), data)
-        print(f"wrote {args.out}", file=sys.stderr)
-    else:
+    data = export(args.dir, args.format, history=args.history, out=args.out)
+    if data is not None:
         sys.stdout.write(data.decode())
     return 0
 

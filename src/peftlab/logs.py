@@ -72,3 +72,14 @@ def configure(level: str = "info") -> None:
     logger.propagate = False  # printed once, by this handler
     if level == "debug":
         logging.basicConfig(level=logging.DEBUG, format="DEBUG %(name)s: %(message)s")
+
+
+def add_log_level(parser, default) -> None:
+    """--log-level on an argparse parser (the command line's every command)."""
+    parser.add_argument(
+        "--log-level",
+        choices=LEVELS,
+        default=default,
+        help="info: progress lines and warnings (default); warning: warnings only; error: nothing but errors; "
+        "debug: also the libraries' own logs",
+    )

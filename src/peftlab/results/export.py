@@ -19,6 +19,7 @@ import json
 from pathlib import Path
 
 from ..errors import UserError
+from .io import write_bytes_atomic
 from .schema import Result, load_results
 
 FORMATS = ("csv", "jsonl", "parquet")
@@ -146,3 +147,14 @@ def to_bytes(rows: list[dict], fmt: str) -> bytes:
     buf = io.BytesIO()
     pq.write_table(pa.table(arrays), buf)
     return buf.getvalue()
+
+
+def export(folders: list[str | Path], fmt: str, history: bool = False, out: str | Path | None = None) -> bytes | None:
+    """`peftlab export`: the table's bytes, written to out (then None) or returned (CSV and JSON Lines only)."""
+    if fmt == "parquet" and not out:
+        raise UserError("--format parquet writes a binary file: pass --out FILE.parquet")
+    data = to_bytes(table(folders, history=history), fmt)
+    if out is None:
+        return data
+    write_bytes_atomic(Path(out), data)
+    return None
