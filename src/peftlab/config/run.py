@@ -4,6 +4,7 @@ reads the fields' help texts); the registry is imported where a method name or o
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -18,6 +19,7 @@ DEFAULT_METHODS = ["head", "last", "lora", "full"]
 DEFAULT_BASELINES = ["majority", "pixels", "probe", "knn"]  # cheap: in every run; 'scratch' trains, so on request
 BASELINES = (*DEFAULT_BASELINES, "scratch")
 SCRATCH_LABEL = "from scratch"
+TRACKERS = ("tensorboard", "mlflow", "wandb")  # --report-to: Accelerate's trackers that peftlab feeds
 
 
 @dataclass
@@ -211,12 +213,26 @@ class RunConfig:
     device: str = field(default="auto", metadata={"help": "auto, cpu or cuda"})
     precision: str = field(default="auto", metadata={"help": "auto (bf16 on GPUs that have it), fp32, bf16, fp16"})
     quiet: bool = field(default=False, metadata={"help": "no progress output"})
+    report_to: list[str] = field(
+        default_factory=list,
+        metadata={
+            "help": "experiment trackers that follow each run (Accelerate's): tensorboard, mlflow, wandb, "
+            "comma-separated; needs pip install 'peftlab[trackers]'"
+        },
+    )
     method_options: dict[str, Any] = field(default_factory=dict)  # method name -> its MethodConfig
 
     def __post_init__(self):
         from ..methods import REGISTRY, parse_methods
 
         self.methods = parse_methods(self.methods)
+        if self.model not in (BUNDLED_NAME, "bundled") and Path(self.model).expanduser().exists():
+            # a local folder is recorded absolute: results, cards and adapters resolve from any directory
+            self.model = os.path.abspath(Path(self.model).expanduser())
+        self.report_to = [t.strip() for t in self.report_to if t.strip() and t.strip() != "none"]
+        unknown = [t for t in self.report_to if t not in TRACKERS]
+        if unknown:
+            raise UserError(f"--report-to: unknown tracker '{unknown[0]}'; choose from {', '.join(TRACKERS)} or none")
         seeds = [self.seeds] if isinstance(self.seeds, (int, str)) else list(self.seeds)
         try:
             seeds = [
@@ -321,6 +337,7 @@ class RunConfig:
             "seeds",
             "out",
             "quiet",
+            "report_to",
             "method_options",
             "lr",
             "tune",
@@ -424,23 +441,6 @@ def tuned_options(tune: list[str], method: str) -> list[str]:
         if m in ("", method) and option not in out:
             out.append(option)
     return out
-
-
-# what each protocol sets, unless the run sets it itself
-PROTOCOLS = {
-    "vtab-1k": {"train_size": 800, "val_size": 200, "test_size": 0, "refit": "train+val"},
-    "few-shot": lambda k: {"train_per_class": k, "val_per_class": k, "test_size": 0, "seeds": [0, 1, 2]},
-}
-
-
-def protocol_values(name: str) -> dict[str, Any]:
-    """The options a --protocol stands for (vtab-1k, few-shot:K)."""
-    base, _, arg = name.partition(":")
-    if base == "vtab-1k" and not arg:
-        return dict(PROTOCOLS["vtab-1k"])
-    if base == "few-shot" and arg.isdigit() and int(arg) >= 1:
-        return PROTOCOLS["few-shot"](int(arg))
-    raise UserError(f"unknown --protocol '{name}'; use vtab-1k or few-shot:K (K images per class, e.g. few-shot:5)")
 
 
 def run_fields() -> list:
