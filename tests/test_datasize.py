@@ -86,3 +86,33 @@ def test_a_size_larger_than_a_class_fails_before_training(tiny_vit, image_folder
     assert rc != 0
     assert "has only" in err and "fewer than the --train-sizes entry 50" in err and len(err.strip().splitlines()) == 1
     assert not list(tmp_path.glob("head-*"))
+
+
+def test_each_size_tests_every_configuration_against_its_best_not_every_pair():
+    """Eight configurations, three seeds: one is 0.45 below the best at every seed with little spread. Against
+    the best (7 tests, Holm) that is beyond noise; among all 28 pairs Holm's first threshold (0.05/28) is out of
+    reach of a paired t with 2 degrees of freedom — the per-size answer must use the family it asks about."""
+    from peftlab.report.compare import Comparisons
+    from peftlab.report.datasize import data_size_lines, data_size_table
+
+    from .helpers import make_result
+
+    accs = {f"c{i}": [round(0.80 + 0.01 * i + 0.03 * ((i + s) % 3 - 1), 2) for s in range(3)] for i in range(7)}
+    accs["low"] = [0.40, 0.33, 0.46]  # 0.40 below c6 (0.86) on average, with spread: paired t p ≈ 0.005
+    results = []
+    for k in (5, None):
+        for label, per_seed in accs.items():
+            for seed, acc in enumerate(per_seed):
+                r = make_result("head", seed, acc, label=label)
+                r["data"]["train_per_class"] = k
+                r["run_name"] = f"{label}-n{k}-seed{seed}"
+                results.append(r)
+    at5 = [r for r in results if r["data"]["train_per_class"] == 5]
+    assert not Comparisons(at5).better("c6", "low")  # all 28 pairs: not beyond noise
+    line = next(x for x in data_size_lines(results) if x.startswith("5/class"))
+    assert (
+        line.startswith("5/class: most accurate c6") and line.endswith(", low.") and "below it beyond noise: " in line
+    )
+    table = data_size_table(results)
+    low_row = next(row for row in table.rows if row[0] == "low")
+    assert not low_row[1].startswith("**") and next(row for row in table.rows if row[0] == "c5")[1].startswith("**")

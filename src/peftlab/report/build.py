@@ -41,8 +41,9 @@ def report_blocks(results: list[Result], figures: list) -> list:
             Heading("Accuracy against training-set size", 2),
             Para(
                 "Test accuracy at each training size, mean over seeds [95% interval]; bold: the most accurate at "
-                "that size and every configuration not below it beyond noise (paired test over seeds, "
-                "Holm-corrected per size). The table above and the findings are at the largest size."
+                "that size and every configuration not below it beyond noise (its paired test over seeds against "
+                "the most accurate, Holm-corrected over that size's tests). The table above and the findings are "
+                "at the largest size."
             ),
             sized,
         ]

@@ -1,15 +1,16 @@
 """Accuracy against training-set size (--train-sizes): per size, every configuration's test accuracy over
-seeds, which are indistinguishable from the best (paired tests within that size, Holm-corrected over its
-comparisons), the table, and the plot where the lines cross."""
+seeds, which are indistinguishable from the best (each configuration's paired test against the most
+accurate one at that size, Holm-corrected over those tests: the family the question asks about, not every
+pair), the table, and the plot where the lines cross."""
 
 from __future__ import annotations
 
 from ..results import Result
-from .compare import Comparisons
+from .compare import Comparisons, compare
 from .document import Figure, Table
 from .groups import at_size, sizes
 from .plots import _chance, _new, _png, colours
-from .stats import Summary
+from .stats import Paired, Summary, holm
 
 
 def size_name(k: int | None) -> str:
@@ -27,6 +28,21 @@ def by_size(results: list[Result]) -> list[tuple[int | None, Comparisons]]:
     return [(k, Comparisons(at_size(results, k))) for k in ks] if len(ks) > 1 else []
 
 
+def against_best(cmp: Comparisons, skip: tuple[str, ...] = ()) -> tuple[object, dict[str, Paired | None]]:
+    """The most accurate configuration at one size (leaving out skip) and, for every other one, its paired
+    test against it (best minus it), Holm-corrected over these tests; None where no test applies."""
+    configs = [c for c in cmp.configs if c.label not in skip]
+    best = max(configs, key=lambda c: c.acc.mean)
+    others = [c for c in configs if c is not best]
+    raw = {c.label: compare(best, c) for c in others}
+    tested = [k for k, v in raw.items() if v is not None]
+    return best, {k: None for k in raw} | dict(zip(tested, holm([raw[k] for k in tested])))
+
+
+def _below(t: Paired | None) -> bool:
+    return t is not None and t.real and t.diff > 0
+
+
 def data_size_table(results: list[Result]) -> Table | None:
     """Rows: configurations; columns: training sizes; cells: mean test accuracy [95% interval] over seeds."""
     per = by_size(results)
@@ -42,12 +58,12 @@ def data_size_table(results: list[Result]) -> Table | None:
         cells = [label]
         for _, cmp in per:
             c = next((c for c in cmp.configs if c.label == label), None)
-            best = max(cmp.configs, key=lambda x: x.acc.mean)
+            best, tests = against_best(cmp)
             if c is None:
                 cells.append("-")
                 continue
             text = f"{c.acc.mean:.3f}" + (f" [{c.acc.low:.3f}, {c.acc.high:.3f}]" if c.acc.n > 1 else "")
-            tied = c is best or not cmp.better(best.label, c.label)
+            tied = c is best or not _below(tests.get(c.label))
             cells.append(f"**{text}**" if tied else text)
         rows.append(cells)
     return Table(header, rows)
@@ -62,10 +78,10 @@ def data_size_lines(results: list[Result]) -> list[str]:
         configs = [c for c in cmp.configs if c.label != "majority class (chance)"]
         if not configs:
             continue
-        best = max(configs, key=lambda c: c.acc.mean)
-        bests.append((k, best, cmp))
-        tied = [c for c in configs if c is not best and not cmp.better(best.label, c.label)]
-        below = [c for c in configs if c is not best and cmp.better(best.label, c.label)]
+        best, tests = against_best(cmp, skip=("majority class (chance)",))
+        bests.append((k, best, tests))
+        tied = [c for c in configs if c is not best and not _below(tests[c.label])]
+        below = [c for c in configs if c is not best and _below(tests[c.label])]
         seeds = best.acc.n
         line = f"{size_name(k)}: most accurate {best.label} ({best.acc.mean:.3f} over {seeds} seed(s))"
         if tied:
@@ -79,15 +95,15 @@ def data_size_lines(results: list[Result]) -> list[str]:
         return []
     intro = (
         "Test accuracy at each training size (images per class; the validation and test images are the same at "
-        "every size, the training samples nested), compared within each size by paired tests over seeds "
-        "(Holm-corrected per size):"
+        "every size, the training samples nested); at each size every configuration is tested against the most "
+        "accurate one (paired tests over seeds, Holm-corrected over that size's tests):"
     )
     leaders = [b.label for _, b, _ in bests]
     if len(set(leaders)) > 1:
         changes = []
-        for (k0, b0, _), (k1, b1, cmp1) in zip(bests, bests[1:]):
+        for (k0, b0, _), (k1, b1, tests1) in zip(bests, bests[1:]):
             if b1.label != b0.label:
-                if cmp1.better(b1.label, b0.label):
+                if _below(tests1.get(b0.label)):
                     how = "beyond noise"
                 else:
                     how = "though not beyond noise"
