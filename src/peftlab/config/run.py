@@ -4,6 +4,7 @@ reads the fields' help texts); the registry is imported where a method name or o
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from dataclasses import dataclass, field, fields, replace
@@ -20,6 +21,7 @@ DEFAULT_BASELINES = ["majority", "pixels", "probe", "knn"]  # cheap: in every ru
 BASELINES = (*DEFAULT_BASELINES, "scratch")
 SCRATCH_LABEL = "from scratch"
 TRACKERS = ("tensorboard", "mlflow", "wandb")  # --report-to: Accelerate's trackers that peftlab feeds
+SIZED_EPOCHS_CAP = 10  # a nested training size trains at most 10x --epochs (each epoch scores the validation split)
 
 
 @dataclass
@@ -283,9 +285,18 @@ class RunConfig:
         if not self.out:
             self.out = str(Path("runs") / time.strftime("%Y%m%d-%H%M%S"))
 
-    def train_config(self) -> TrainConfig:
+    def train_config(self, task=None) -> TrainConfig:
+        """The loop's settings for a task. A training sample nested in a larger one (--train-sizes) trains as
+        many optimizer steps as the whole sample would (epochs raised, at most SIZED_EPOCHS_CAP times
+        --epochs): equal epochs would give 5 images per class a handful of steps and make every curve an
+        artefact of the step count."""
+        epochs = self.epochs
+        whole = (task.splits.get("train") or {}).get("nested_from", 0) if task is not None else 0
+        if whole and whole > len(task.train) > 0:
+            steps = lambda n: math.ceil(n / self.batch_size)  # noqa: E731 - optimizer steps per epoch
+            epochs = min(self.epochs * SIZED_EPOCHS_CAP, math.ceil(self.epochs * steps(whole) / steps(len(task.train))))
         return TrainConfig(
-            epochs=self.epochs,
+            epochs=epochs,
             batch_size=self.batch_size,
             weight_decay=self.weight_decay,
             warmup_ratio=self.warmup_ratio,

@@ -355,6 +355,8 @@ def per_class_subsample(task: Task, k: int) -> tuple[Task, np.ndarray]:
     tr = task.train
     train = Split(tr.name, tr.images[idx], tr.labels[idx], tr.origin[idx], tr.source)
     cov = task.coverage | {"train": coverage(train.labels.numpy(), task.label_names, 1)}  # k each, as asked
-    splits = task.splits | {"train": task.splits["train"] | {"size": len(train), "per_class": k}}
+    # nested_from: the whole sample's size, which the training budget of a smaller size is measured against
+    sized = {"size": len(train), "per_class": k, "nested_from": len(tr)}
+    splits = task.splits | {"train": task.splits["train"] | sized}
     notes = task.notes + [f"training sample: the first {k} images of each class of the seed's sample"]
     return replace(task, train=train, coverage=cov, splits=splits, notes=notes), idx

@@ -191,7 +191,7 @@ def _train_trial(worker, spec: RunSpec, options, task, seed: int, callbacks: lis
 
     cfg = worker.cfg
     prepared, _ = prepare(cfg, spec.method, options, task, seed, lambda s: None)
-    tcfg = cfg.train_config()
+    tcfg = cfg.train_config(task)
     callbacks = callbacks + ([EarlyStopping(tcfg.early_stop)] if tcfg.early_stop else [])
     return fit(
         prepared,

@@ -72,7 +72,7 @@ def prepare(
         if theory.supported(model.config)
         else theory.structural(model, method, options, task.num_classes)
     )
-    total_steps = cfg.epochs * math.ceil(len(task.train) / cfg.batch_size)  # as training.fit plans them
+    total_steps = cfg.train_config(task).epochs * math.ceil(len(task.train) / cfg.batch_size)  # as fit plans them
     prepared = method.apply(model, describe(model), options, total_steps)
     params = count_params(prepared.model, base_total)
     params |= theory.check(derived, params)
@@ -115,7 +115,7 @@ def run_one(
     fit_task = with_val_trained(task) if cfg.refit == "train+val" else task
     prepared, params = prepare(cfg, s.method, s.options, fit_task, s.seed, log, scratch=s.scratch)
     reset_peak_memory(accelerator.device)
-    tcfg = cfg.train_config()
+    tcfg = cfg.train_config(fit_task)
     out = fit(
         prepared,
         fit_task,
@@ -314,7 +314,8 @@ class Worker:
         tracker = run_tracker(self.cfg, s, images, warning) if self.main else None
         on_epoch = [tracker.epoch] if tracker else []
         if not self.cfg.quiet and not sys.stderr.isatty():  # no progress bar: one line per epoch instead
-            on_epoch.append(lambda r: self.say(epoch_line(s, r, self.cfg.epochs, images)))
+            epochs = self.cfg.train_config(task).epochs
+            on_epoch.append(lambda r: self.say(epoch_line(s, r, epochs, images)))
         try:
             result = run_one(self.cfg, s, task, self.spec, self.accelerator, self.say, tuning, on_epoch)
             result["time"]["data_s"], self.data_s = self.data_s, 0.0
