@@ -196,8 +196,21 @@ def _cmd_run(args) -> int:
     values |= {k: v for k, v in vars(args).items() if v is not None and "." not in k and k not in ("command", "config")}
     for method, opts in _method_sections(args).items():
         values[method] = dict(values.get(method) or {}) | opts
-    run(config.build(values))
-    return 0
+    return _succeeded(run(config.build(values)))
+
+
+def _succeeded(results: list[dict]) -> int:
+    """0 when at least one method run finished; else 1 and one line saying so (every run failed, diverged or
+    could not apply to the model)."""
+    runs = [r for r in results if r.get("kind", "method") == "method"]
+    if not runs or any(r.get("status") == "ok" for r in runs):
+        return 0
+    statuses = ", ".join(sorted({r.get("status", "?") for r in runs}))
+    print(
+        f"peftlab: no run succeeded ({len(runs)} runs: {statuses}); see the summary in the results folder",
+        file=sys.stderr,
+    )
+    return 1
 
 
 def _sweep_doc() -> str:
@@ -223,14 +236,14 @@ def _cmd_sweep(args) -> int:
         cfg.quiet = True
     if args.cpus_per_run <= 0 or (args.gpus_per_run is not None and args.gpus_per_run < 0):
         raise UserError("--cpus-per-run must be > 0 and --gpus-per-run >= 0")
-    execute(
+    results = execute(
         cfg,
         specs,
         ray_address=args.ray,
         ray_resources={"cpus_per_run": args.cpus_per_run, "gpus_per_run": args.gpus_per_run},
         settings=settings,
     )
-    return 0
+    return _succeeded(results)
 
 
 def _cmd_pretrain(args) -> int:

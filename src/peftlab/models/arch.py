@@ -1,22 +1,26 @@
-"""Find a classifier's parts by role: its stack of blocks, head, final norm, and which Linear plays
-each role (query, key, value, output, fc1, fc2) inside a block.
+"""Find a classifier's parts: its blocks (every stage, in forward order), what runs between them, its
+head(s), what lies between the last block and the head (the final norm), and which module plays each role
+inside a block (query, key, value, output, fc1, fc2, the fused qkv, and pointwise / spatial / depthwise
+for convolutions).
 
-Architectures name their modules differently (transformers 5: ``vit.layers.N.attention.q_proj``;
-older releases: ``vit.encoder.layer.N.attention.attention.query``), so nothing here hard-codes one
-naming: blocks are the model's largest ModuleList, and each role is the one Linear inside a block whose
-relative name matches that role's pattern.
+A family transformers ships is described by its entry in families.py, written out, not guessed. Any other
+model gets the generic search: its blocks are the most numerous composite class among the children of its
+ModuleLists, its roles the one Linear per block whose name reads as that role; what it found is said in
+Arch.note.
 """
 
 from __future__ import annotations
 
 import re
+from collections import Counter
 from dataclasses import dataclass, field
 
 from torch import nn
 
-from ..errors import UserError
+from ..errors import Unsupported, UserError
+from .families import FAMILIES, HEAD_NAMES, Family
 
-# role -> pattern on a Linear's name relative to its block; first spelling is transformers 5's.
+# generic search: role -> pattern on a Linear's name relative to its block (any naming)
 ROLE_PATTERNS: dict[str, str] = {
     "query": r"(^|\.)(q_proj|query|q)$",
     "key": r"(^|\.)(k_proj|key|k)$",
@@ -25,11 +29,13 @@ ROLE_PATTERNS: dict[str, str] = {
     "fc1": r"(^|\.)(mlp\.fc1|intermediate\.dense|mlp\.lin1)$",
     "fc2": r"(^|\.)(mlp\.fc2|mlp\.lin2)$|^output\.dense$",
 }
-# norm -> pattern on a LayerNorm's name relative to its block: the norm before attention and before the MLP
+# generic search: the LayerNorm before attention and before the MLP
 NORM_PATTERNS: dict[str, str] = {
-    "norm1": r"(^|\.)(layernorm_before|norm1|ln_1|ln1|input_layernorm)$",
-    "norm2": r"(^|\.)(layernorm_after|norm2|ln_2|ln2|post_attention_layernorm)$",
+    "norm1": r"(^|\.)(layernorm_before|norm1|ln_1|ln1|input_layernorm|layer_norm1)$",
+    "norm2": r"(^|\.)(layernorm_after|norm2|ln_2|ln2|post_attention_layernorm|layer_norm2)$",
 }
+CONV_ROLES = ("pointwise", "spatial", "depthwise")  # 1×1; k×k with groups=1; groups>1 (depthwise or grouped)
+ALL_ROLES = ("query", "key", "value", "output", "qkv", "fc1", "fc2", "shortcut", *CONV_ROLES)
 ROLE_ALIASES = {
     "q": "query",
     "k": "key",
@@ -41,111 +47,424 @@ ROLE_ALIASES = {
     "mlp_in": "fc1",
     "intermediate": "fc1",
     "mlp_out": "fc2",
+    "pw": "pointwise",
+    "dw": "depthwise",
 }
 ROLE_GROUPS = {
-    "all-linear": list(ROLE_PATTERNS),
-    "attention": ["query", "key", "value", "output"],
+    "attention": ["query", "key", "value", "output", "qkv"],
     "mlp": ["fc1", "fc2"],
-}
+    "convs": list(CONV_ROLES),
+}  # and all-linear: every role whose modules are Linear layers
+
+
+@dataclass(frozen=True)
+class Part:
+    """One module playing a role in a block: its shape as an adapter sees it."""
+
+    path: str  # full module path
+    block: int  # index of its block, in forward order
+    kind: str  # "linear" or "conv"
+    d_in: int  # in_features, or in_channels
+    d_out: int
+    k: int = 1  # kernel area k_h·k_w (1 for a Linear)
+    groups: int = 1
+    bias: bool = True
+    same: bool = False  # a conv with padding='same'
+
+    def describe(self) -> str:
+        if self.kind == "linear":
+            return f"Linear {self.d_in}→{self.d_out}"
+        side = int(round(self.k**0.5))
+        return f"Conv2d {side}×{side} {self.d_in}→{self.d_out}" + (f" groups={self.groups}" if self.groups > 1 else "")
 
 
 @dataclass(frozen=True)
 class Arch:
-    """Where a model keeps its blocks, head and final norm, and which Linear plays each role."""
+    """Where a model keeps its parts. Every path is a full module path (parameter path for a loose parameter)."""
 
-    blocks_path: str  # e.g. "vit.layers"
-    num_blocks: int
-    classifier: str  # attribute path of the classification head, e.g. "classifier"
-    final_norm: str | None  # norm between the last block and the head, e.g. "vit.layernorm"
-    roles: dict[str, str]  # role -> module path relative to a block, e.g. "query" -> "attention.q_proj"
-    # the block's LayerNorms: "norm1" (before attention) and "norm2" (before the MLP) -> path in the block
-    norms: dict[str, str] = field(default_factory=dict)
+    family: str  # its entry in families.py, or "generic"
+    blocks: tuple[str, ...]  # every block, in forward order
+    stages: tuple[int, ...]  # the stage of each block (0 for a flat stack)
+    heads: tuple[str, ...]  # the classification head(s), e.g. ("classifier",) or cls_ and distillation_
+    head_linears: tuple[str, ...]  # the Linear of each head that maps features to labels
+    roles: dict[str, tuple[Part, ...]]  # role -> its modules in every block that has it, in block order
+    norms: dict[str, tuple[tuple[int, str], ...]] = field(default_factory=dict)  # norm1/norm2 -> (block, path)
+    final_norm: str | None = None  # the norm right after the last block, if the neck starts with one
+    neck: tuple[str, ...] = ()  # after the last block, before the head
+    between: tuple[tuple[int, str, str], ...] = ()  # (stage, "before" or "after" its blocks, path)
+    stage_paths: tuple[str, ...] = ()  # the module of each stage, where there are such modules
+    tokens: str = "cls"  # what the head reads (families.py)
+    pre_norm: bool = True
+    flat: str | None = None  # the ModuleList holding every block in order, when one does
+    width: int = 0  # the residual width at the head (what its final norm normalises)
+    note: str = ""  # what was found (generic search) or what to know (fused projections)
+    channels_last: tuple[str, ...] = ()  # roles whose Linear reads a (B, H, W, C) map (ConvNeXt's pwconv)
+
+    @property
+    def num_blocks(self) -> int:
+        return len(self.blocks)
+
+    @property
+    def num_stages(self) -> int:
+        return len(set(self.stages))
 
     def block_names(self) -> list[str]:
-        return [f"{self.blocks_path}.{i}" for i in range(self.num_blocks)]
+        return list(self.blocks)
 
-    def resolve_roles(self, spec: str | list[str]) -> list[str]:
-        """'query,value' / 'q,v' / 'all-linear' -> canonical roles present in this model."""
+    def stage_blocks(self, stage: int) -> list[int]:
+        return [i for i, s in enumerate(self.stages) if s == stage]
+
+    def trained_between(self, first: int) -> list[str]:
+        """What runs between blocks (a stage's downsampling, patch merging, norm) after block first − 1: trained
+        with blocks first.. ('last', 'freeze-first': the network after the last frozen block trains)."""
+        out = []
+        for s, when, path in self.between:
+            idx = self.stage_blocks(s)
+            after = idx[0] - 1 if when == "before" else idx[-1]  # the block it runs after
+            if after >= first - 1:
+                out.append(path)
+        return out
+
+    def linear_roles(self) -> list[str]:
+        return [r for r, parts in self.roles.items() if all(p.kind == "linear" for p in parts)]
+
+    def parts(self, roles: list[str]) -> list[Part]:
+        """The modules of these roles, in block then role order."""
+        return sorted((p for r in roles for p in self.roles[r]), key=lambda p: (p.block, roles.index(self.role_of(p))))
+
+    def role_of(self, part: Part) -> str:
+        return next(r for r, ps in self.roles.items() if part in ps)
+
+    def in_block(self, i: int, role: str) -> list[Part]:
+        return [p for p in self.roles.get(role, ()) if p.block == i]
+
+    def norm_in(self, i: int, name: str) -> str | None:
+        return next((p for b, p in self.norms.get(name, ()) if b == i), None)
+
+    def resolve_roles(self, spec: str | list[str], auto: list[str] | None = None) -> list[str]:
+        """'query,value' / 'q,v' / 'all-linear' / 'auto' -> canonical roles present in this model. auto: what
+        'auto' stands for (the method's choice for this model). A role the model lacks is Unsupported."""
         names = spec.split(",") if isinstance(spec, str) else list(spec)
         roles: list[str] = []
         for raw in (n.strip().lower() for n in names if n.strip()):
-            for role in ROLE_GROUPS.get(raw, [ROLE_ALIASES.get(raw, raw)]):
-                if role not in ROLE_PATTERNS:  # offer what this model has, not every role there is
-                    usable = list(self.roles) + [g for g, rs in ROLE_GROUPS.items() if set(rs) <= set(self.roles)]
-                    raise UserError(f"unknown target role '{raw}'; this model has: {', '.join(usable) or 'none'}")
-                if role not in self.roles:
+            if raw == "auto":
+                expand = list(auto or [])
+                if not expand:
+                    raise Unsupported(f"no roles for targets=auto; this model's blocks have: {self.roles_text()}")
+            elif raw == "all-linear":
+                expand = self.linear_roles()
+                if not expand:
+                    raise Unsupported(f"this model's blocks have no Linear layers (they have: {self.roles_text()})")
+            elif raw in ROLE_GROUPS:
+                expand = [r for r in ROLE_GROUPS[raw] if r in self.roles]
+                if not expand:
+                    raise Unsupported(f"this model has no {raw} roles; its blocks have: {self.roles_text()}")
+            else:
+                expand = [ROLE_ALIASES.get(raw, raw)]
+            for role in expand:
+                if role not in ALL_ROLES:
+                    usable = list(self.roles) + [g for g, rs in ROLE_GROUPS.items() if set(rs) & set(self.roles)]
                     raise UserError(
-                        f"this model has no '{role}' module in its blocks; it has: {', '.join(self.roles) or 'none'}"
+                        f"unknown target role '{raw}'; this model has: {', '.join(usable + ['all-linear']) or 'none'}"
                     )
+                if role not in self.roles:
+                    raise Unsupported(f"this model has no '{role}' module in its blocks; it has: {self.roles_text()}")
                 if role not in roles:
                     roles.append(role)
         if not roles:
             raise UserError("no target roles given; use e.g. query,value")
         return roles
 
+    def roles_text(self) -> str:
+        return ", ".join(self.roles) or "none"
+
     def target_regex(self, roles: list[str]) -> str:
-        """A PEFT target_modules regex matching exactly these roles' Linears in every block."""
-        rels = "|".join(re.escape(self.roles[r]) for r in roles)
-        return rf"(.*\.)?{re.escape(self.blocks_path)}\.\d+\.({rels})"
+        """A PEFT target_modules regex matching exactly these roles' modules (full paths, every block)."""
+        return "|".join(re.escape(p.path) for p in self.parts(roles))
 
-
-def blocks_of(model: nn.Module) -> tuple[str, nn.ModuleList]:
-    """The stack of blocks: the longest ModuleList (PEFT's wrappers add ModuleDicts, not lists)."""
-    lists = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.ModuleList) and len(m) > 0]
-    if not lists:
-        raise UserError(
-            f"{type(model).__name__}: found no stack of blocks; peftlab needs a "
-            "transformer-style model (e.g. ViT, DeiT)"
+    def summary(self) -> str:
+        """One line: what was found where."""
+        n = Counter(self.stages)
+        where = (
+            f"{self.num_blocks} blocks in {len(n)} stages ({', '.join(str(n[s]) for s in sorted(n))})"
+            if len(n) > 1
+            else f"{self.num_blocks} blocks"
         )
-    return max(lists, key=lambda nm: len(nm[1]))
+        return (
+            f"{self.family}: {where}, head {'+'.join(self.heads)}, final norm {self.final_norm or 'none'}, "
+            f"roles {self.roles_text()}" + (f"; {self.note}" if self.note else "")
+        )
 
 
-def role_paths(block: nn.Module) -> dict[str, str]:
-    """Role -> the path, relative to the block, of the one Linear whose name matches the role's pattern
-    (or of the PEFT layer wrapping it, which sits at the Linear's path)."""
-    linears = [
-        n
-        for n, m in block.named_modules()
-        if isinstance(m, nn.Linear) or isinstance(getattr(m, "base_layer", None), nn.Linear)
-    ]
-    out = {}
-    for role, pattern in ROLE_PATTERNS.items():
-        hits = [n for n in linears if re.search(pattern, n)]
-        if len(hits) == 1:
-            out[role] = hits[0]
-    return out
+# ---------------------------------------------------------------- describe
+def conv_role(conv: nn.Conv2d) -> str:
+    if conv.groups > 1:
+        return "depthwise"
+    return "pointwise" if tuple(conv.kernel_size) == (1, 1) else "spatial"
 
 
-def norm_paths(block: nn.Module) -> dict[str, str]:
-    """ "norm1"/"norm2" -> the path, relative to the block, of the one LayerNorm whose name matches."""
-    norms = [n for n, m in block.named_modules() if isinstance(m, nn.LayerNorm)]
-    out = {}
-    for role, pattern in NORM_PATTERNS.items():
-        hits = [n for n in norms if re.search(pattern, n)]
-        if len(hits) == 1:
-            out[role] = hits[0]
-    return out
+def _layer(m: nn.Module) -> nn.Module:
+    """The Linear or Conv2d a module is, or wraps (a PEFT layer keeps it as base_layer)."""
+    return getattr(m, "base_layer", m)
 
 
-def role_modules(block: nn.Module) -> dict[str, nn.Module]:
-    """Role -> the module playing it in one block (see role_paths)."""
-    return {role: block.get_submodule(path) for role, path in role_paths(block).items()}
+def _part(path: str, block: int, m: nn.Module) -> Part | None:
+    m = _layer(m)
+    if isinstance(m, nn.Linear):
+        return Part(path, block, "linear", m.in_features, m.out_features, bias=m.bias is not None)
+    if isinstance(m, nn.Conv2d):
+        k = m.kernel_size[0] * m.kernel_size[1]
+        same = isinstance(m.padding, str)
+        return Part(path, block, "conv", m.in_channels, m.out_channels, k, m.groups, m.bias is not None, same)
+    return None
+
+
+def head_linear(head: nn.Module) -> nn.Linear | None:
+    """The Linear of a head that maps features to labels: the head itself, or its last Linear (a Sequential of
+    Flatten and Linear, LeViT's BatchNorm1d + Linear)."""
+    if isinstance(head, nn.Linear):
+        return head
+    linears = [m for m in head.modules() if isinstance(m, nn.Linear)]
+    return linears[-1] if linears else None
+
+
+def _heads(model: nn.Module) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    heads, linears = [], []
+    for name in HEAD_NAMES:
+        head = getattr(model, name, None)
+        if isinstance(head, nn.Module) and head_linear(head) is not None:
+            heads.append(name)
+            lin = head_linear(head)
+            linears.append(name if lin is head else f"{name}.{next(n for n, m in head.named_modules() if m is lin)}")
+    if not heads:
+        raise UserError(
+            f"{type(model).__name__}: found no Linear classification head (looked for "
+            f"{', '.join('.' + n for n in HEAD_NAMES)})"
+        )
+    return tuple(heads), tuple(linears)
+
+
+def _exists(model: nn.Module, path: str) -> bool:
+    """A module with parameters, or a parameter, at path."""
+    try:
+        return any(True for _ in model.get_submodule(path).parameters())
+    except AttributeError:
+        try:
+            model.get_parameter(path)
+            return True
+        except AttributeError:
+            return False
+
+
+def _width(model: nn.Module, final_norm: str | None, head_linears: tuple[str, ...]) -> int:
+    norm = model.get_submodule(final_norm) if final_norm else None
+    if isinstance(norm, nn.LayerNorm):
+        return int(norm.normalized_shape[-1])
+    return model.get_submodule(head_linears[0]).in_features
 
 
 def describe(model: nn.Module) -> Arch:
-    """Find blocks, head, final norm and role modules of a classifier, whatever its naming."""
-    blocks_path, blocks = blocks_of(model)
-    classifier = next((n for n in ("classifier", "head", "fc") if isinstance(getattr(model, n, None), nn.Linear)), None)
-    if classifier is None:
+    """Blocks, stages, head(s), final norm and role modules of a classifier (a PEFT-wrapped one too: its paths
+    then lead through the wrapper)."""
+    if hasattr(model, "get_base_model") and hasattr(model, "peft_config"):
+        return _prefixed(describe(model.get_base_model()), "base_model.model.")
+    model_type = getattr(getattr(model, "config", None), "model_type", None)
+    family = FAMILIES.get(model_type)
+    if family is not None:
+        found = _from_family(model, model_type, family)
+        if found is not None:
+            return found
+        return _generic(model, f"model type '{model_type}' does not fit its description in peftlab (renamed modules?)")
+    why = f"model type '{model_type}' has no description in peftlab" if model_type else "not a transformers model"
+    return _generic(model, why)
+
+
+def _prefixed(arch: Arch, prefix: str) -> Arch:
+    def p(path):
+        return prefix + path if path else path
+
+    return Arch(
+        arch.family,
+        tuple(map(p, arch.blocks)),
+        arch.stages,
+        tuple(map(p, arch.heads)),
+        tuple(map(p, arch.head_linears)),
+        {r: tuple(Part(p(x.path), *_rest(x)) for x in parts) for r, parts in arch.roles.items()},
+        {k: tuple((b, p(x)) for b, x in v) for k, v in arch.norms.items()},
+        p(arch.final_norm),
+        tuple(map(p, arch.neck)),
+        tuple((s, w, p(x)) for s, w, x in arch.between),
+        tuple(map(p, arch.stage_paths)),
+        arch.tokens,
+        arch.pre_norm,
+        p(arch.flat),
+        arch.width,
+        arch.note,
+        arch.channels_last,
+    )
+
+
+def _rest(part: Part) -> tuple:
+    return (part.block, part.kind, part.d_in, part.d_out, part.k, part.groups, part.bias, part.same)
+
+
+def _roles_in_blocks(model: nn.Module, blocks: list[str], named: dict[str, str], unique: bool) -> dict:
+    """role -> Parts: modules whose path relative to their block fullmatches a named role's regex (unique: the
+    generic search, where a pattern must name exactly one Linear per block); every other Conv2d by its shape."""
+    roles: dict[str, list[Part]] = {}
+    for i, b in enumerate(blocks):
+        mods = [(n, m) for n, m in model.get_submodule(b).named_modules() if n and _part(n, i, m) is not None]
+        mods = [(n, m) for n, m in mods if not any(n.startswith(o + ".") for o, _ in mods if o != n)]  # PEFT inner
+        taken = set()
+        for role, pattern in named.items():
+            if unique:
+                hits = [n for n, m in mods if isinstance(_layer(m), nn.Linear) and re.search(pattern, n)]
+                hits = hits if len(hits) == 1 else []
+            else:
+                hits = [n for n, _ in mods if re.fullmatch(pattern, n)]
+            for n in hits:
+                if n not in taken:
+                    taken.add(n)
+                    roles.setdefault(role, []).append(_part(f"{b}.{n}", i, model.get_submodule(f"{b}.{n}")))
+        for n, m in mods:
+            if n not in taken and isinstance(_layer(m), nn.Conv2d):
+                roles.setdefault(conv_role(_layer(m)), []).append(_part(f"{b}.{n}", i, m))
+    order = [r for r in ALL_ROLES if r in roles]
+    return {r: tuple(roles[r]) for r in order}
+
+
+def _from_family(model: nn.Module, model_type: str, fam: Family) -> Arch | None:
+    blocks, stages = [], []
+    for name, m in model.named_modules():
+        hit = re.fullmatch(fam.blocks, name)
+        if hit and type(m).__name__ in fam.block_types:
+            blocks.append(name)
+            stages.append(int(hit.groupdict().get("stage") or 0))
+    if not blocks:
+        return None
+    heads, head_linears = _heads(model)
+    roles = _roles_in_blocks(model, blocks, fam.roles, unique=False)
+    norms = {}
+    for name, pattern in fam.norms.items():
+        found = [
+            (i, f"{b}.{n}")
+            for i, b in enumerate(blocks)
+            for n, _ in model.get_submodule(b).named_modules()
+            if n and re.fullmatch(pattern, n)
+        ]
+        if found:
+            norms[name] = tuple(found)
+    last = max(stages)
+    between, neck = [], [p for p in fam.neck if _exists(model, p)]
+    for s in sorted(set(stages)):
+        for when, templates in (("before", fam.before), ("after", fam.after)):
+            for t in templates:
+                path = t.format(s=s)
+                if not _exists(model, path):
+                    continue
+                if when == "after" and s == last:
+                    neck.insert(0, path)  # the last stage's closing norm is the final norm
+                elif not (when == "before" and s == min(stages)):  # the first stage's is the stem
+                    between.append((s, when, path))
+    final_norm = next((p for p in neck[:1] if isinstance(model.get_submodule(p), (nn.LayerNorm, nn.GroupNorm))), None)
+    tokens = fam.tokens
+    if model_type in ("beit", "data2vec-vision") and not getattr(model.config, "use_mean_pooling", True):
+        tokens = "cls"
+    if model_type == "deit" and len(heads) == 2:
+        tokens = "cls+dist"
+    parents = {b.rsplit(".", 1)[0] for b in blocks}
+    flat = next(iter(parents)) if len(parents) == 1 and len(set(stages)) == 1 else None
+    stage_paths = tuple(fam.stage.format(s=s) for s in sorted(set(stages))) if fam.stage else ()
+    return Arch(
+        model_type,
+        tuple(blocks),
+        tuple(stages),
+        heads,
+        head_linears,
+        roles,
+        norms,
+        final_norm,
+        tuple(neck),
+        tuple(between),
+        stage_paths,
+        tokens,
+        fam.pre_norm,
+        flat,
+        _width(model, final_norm, head_linears),
+        fam.note,
+        fam.channels_last,
+    )
+
+
+_LEAF = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Embedding, nn.LayerNorm, nn.GroupNorm, nn.modules.batchnorm._BatchNorm)
+
+
+def _generic(model: nn.Module, why: str) -> Arch:
+    """The most numerous class of composite modules (holding parameters) among ModuleLists' children: one
+    stack (a ViT) or one list per stage (a hierarchical model); roles by name, convolutions by shape."""
+    members: dict[type, list[tuple[str, str]]] = {}
+    for name, m in model.named_modules():
+        if isinstance(m, nn.ModuleList):
+            for key, child in m.named_children():
+                if not isinstance(child, _LEAF) and any(True for _ in child.parameters()):
+                    members.setdefault(type(child), []).append((f"{name}.{key}" if name else key, name))
+    if not members:
         raise UserError(
-            f"{type(model).__name__}: found no Linear classification head (looked for .classifier, .head, .fc)"
+            f"{type(model).__name__}: found no stack of blocks (no list of repeated modules); {why}, and peftlab "
+            "needs a model made of blocks (e.g. ViT, DeiT, Swin, ConvNeXt, ResNet)"
         )
-    roles = role_paths(blocks[0])
-    # the final norm: a LayerNorm registered after the blocks, outside them (ViT: vit.layernorm)
+    cls = max(members, key=lambda c: len(members[c]))
+    found = members[cls]
+    blocks = [b for b, _ in found if not any(b.startswith(o + ".") for o, _ in found)]
+    lists = list(dict.fromkeys(parent for b, parent in found if b in blocks))
+    stages = [lists.index(next(p for b2, p in found if b2 == b)) for b in blocks]
+    heads, head_linears = _heads(model)
+    roles = _roles_in_blocks(model, blocks, ROLE_PATTERNS, unique=True)
+    norms = {}
+    for name, pattern in NORM_PATTERNS.items():
+        found_norms = []
+        for i, b in enumerate(blocks):
+            hits = [
+                n
+                for n, m in model.get_submodule(b).named_modules()
+                if isinstance(m, nn.LayerNorm) and re.search(pattern, n)
+            ]
+            if len(hits) == 1:
+                found_norms.append((i, f"{b}.{hits[0]}"))
+        if found_norms:
+            norms[name] = tuple(found_norms)
+    # the final norm: a LayerNorm registered after the blocks, outside them and the head
     order = [n for n, _ in model.named_modules()]
-    after = order[order.index(blocks_path) + 1 :]
-    norms = [
-        n for n in after if not n.startswith(blocks_path + ".") and isinstance(model.get_submodule(n), nn.LayerNorm)
-    ]
-    final_norm = norms[0] if norms else None
-    return Arch(blocks_path, len(blocks), classifier, final_norm, roles, norm_paths(blocks[0]))
+    after = order[order.index(blocks[-1]) + 1 :]
+    final_norm = next(
+        (
+            n
+            for n in after
+            if isinstance(model.get_submodule(n), nn.LayerNorm)
+            and not any(n.startswith(b + ".") for b in blocks)
+            and not any(n == h or n.startswith(h + ".") for h in heads)
+        ),
+        None,
+    )
+    note = (
+        f"{why}: generic search found {len(blocks)} blocks of class {cls.__name__} in {', '.join(lists)}, "
+        f"head {'+'.join(heads)}, final norm {final_norm or 'none'}, roles by name: {', '.join(roles) or 'none'}"
+    )
+    return Arch(
+        "generic",
+        tuple(blocks),
+        tuple(stages),
+        heads,
+        head_linears,
+        roles,
+        norms,
+        final_norm,
+        (final_norm,) if final_norm else (),
+        (),
+        (),
+        "cls",
+        True,
+        lists[0] if len(lists) == 1 else None,
+        _width(model, final_norm, head_linears),
+        note,
+    )
