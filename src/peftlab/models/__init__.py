@@ -9,11 +9,9 @@ from .arch import (
     ROLE_PATTERNS,
     Arch,
     Part,
-    conv_role,
-    describe,
-    head_linear,
 )
 from .families import FAMILIES, Family
+from .finder import conv_role, describe, head_linear
 from .loading import (
     BUNDLED_DIR,
     ImageSpec,

@@ -15,7 +15,7 @@ from torch import nn
 from ..config import BUNDLED_NAME
 from ..errors import UserError
 from . import geometry
-from .arch import describe
+from .finder import describe
 
 BUNDLED_DIR = Path(__file__).resolve().parent.parent / "bundled"
 

@@ -150,11 +150,14 @@ def _cls_row_forward(block: nn.Module, arch: Arch):
     att = getattr(block, "attention", None)
     heads, dim = getattr(att, "num_attention_heads", None), getattr(att, "head_dim", None)
     i = arch.num_blocks - 1
-    roles = {
-        r: block.get_submodule(p[0].path.removeprefix(arch.blocks[i] + "."))
-        for r in arch.roles
-        if (p := arch.in_block(i, r))
-    }
+    try:  # the last block's role modules, as the Arch names them
+        roles = {
+            r: block.get_submodule(p[0].path.removeprefix(arch.blocks[i] + "."))
+            for r in arch.roles
+            if len(p := arch.in_block(i, r)) == 1
+        }
+    except AttributeError:  # not that block
+        return None
     if (
         att is None
         or heads is None
