@@ -541,7 +541,9 @@ def test_trimmed_last_block_is_the_same_function_for_every_method(method, tiny_v
     _nonzero_zero_inits(pm)  # every adapter's branch must count in the comparison
     x, y = torch.randn(4, 3, 16, 16), torch.tensor([0, 1, 2, 0])
     tokens = []  # what the last block reads (after the method's own pre-hooks)
-    seen = pm.get_submodule(describe(pm).blocks[-1]).register_forward_pre_hook(lambda m, args: tokens.append(args[0].shape[1]))
+    seen = pm.get_submodule(describe(pm).blocks[-1]).register_forward_pre_hook(
+        lambda m, args: tokens.append(args[0].shape[1])
+    )
     pm(pixel_values=x)
     seen.remove()
     assert (tokens[0] > 1 + 4) == (not M.get(method).caps.keeps_tokens), tokens  # 4 patches + [CLS]

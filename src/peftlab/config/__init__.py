@@ -12,12 +12,14 @@ from .run import (
     DEFAULT_TRAIN_SIZE,
     DEFAULT_VAL_SIZE,
     SCRATCH_LABEL,
+    TRACKERS,
     DataOptions,
     RunConfig,
     RunSpec,
     TrainConfig,
     check_tune,
     run_fields,
+    size_suffix,
     tuned_options,
 )
 from .values import coerce, field_type, item_type
@@ -27,6 +29,7 @@ __all__ = [
     "BUNDLED_NAME",
     "DEFAULT_BASELINES",
     "SCRATCH_LABEL",
+    "TRACKERS",
     "DEFAULT_DATASET",
     "DEFAULT_METHODS",
     "DEFAULT_TEST_SIZE",
@@ -49,5 +52,6 @@ __all__ = [
     "protocol_values",
     "read_file",
     "run_fields",
+    "size_suffix",
     "tuned_options",
 ]

@@ -17,7 +17,7 @@ from ..baselines import REFERENCES
 from ..config import RunConfig, RunSpec, config_yaml
 from ..errors import Unsupported, UserError
 from ..models import describe, fit_head
-from ..report import context_lines, format_text, noise_lines, summary_markdown, write_report
+from ..report import context_lines, data_size_lines, format_text, noise_lines, summary_markdown, write_report
 from ..results import FINAL, Result, load_result
 from .references import reference_header
 from .tuning import RaySettings, tune
@@ -98,6 +98,9 @@ def execute(
         _check_writable(out)
         refused = preflight(specs, worker.config)
     say = log if not cfg.quiet else (lambda s: None)
+    if worker is not None:  # a --train-sizes entry larger than a class has fails before anything trains
+        for k in dict.fromkeys(s.per_class for s in specs if s.per_class is not None):
+            worker.subsample(specs[0].seed, k)
     for label, why in refused.items():
         log(f"{label}: unsupported on {cfg.model} — {why}")
     skipped = {s.name: unsupported(cfg, s, refused[s.label]) for s in specs if s.label in refused}
@@ -112,15 +115,21 @@ def execute(
     specs = [chosen.get(s.name, s) for s in specs]
     done = {s.name: skipped.get(s.name) or _finished(out / s.name, _header(cfg, s)) for s in specs}
     todo = [s for s in specs if not done[s.name]]
+    seeds = list(dict.fromkeys(s.seed for s in specs))  # --only-index: the seed of that one run
+    sizes = list(dict.fromkeys(s.per_class for s in specs))
     if worker is None:
         fresh = ray_execute(cfg, todo, ray_address, say, searches, **(ray_resources or {})) if todo else {}
+        refs = references(cfg, seeds, sizes, None, log)
     else:
-        fresh = {s.name: worker.attempt(s, searches.get(s.label)) for s in todo}
+        fresh, refs = {}, []
+        for seed in seeds:  # a seed's references, then its runs, while its images are decoded
+            if worker.main:
+                refs += references(cfg, [seed], sizes, worker, log)
+            fresh |= {s.name: worker.attempt(s, searches.get(s.key)) for s in todo if s.seed == seed}
         worker.accelerator.wait_for_everyone()
         if not worker.main:
             return list(fresh.values())
-    seeds = list(dict.fromkeys(s.seed for s in specs))  # --only-index: the seed of that one run
-    results = references(cfg, seeds, worker, log) + [done[s.name] or fresh[s.name] for s in specs]
+    results = refs + [done[s.name] or fresh[s.name] for s in specs]
     _write(out / "config.yaml", config_yaml(settings or cfg.to_dict(), "sweep" if settings else "run"))
     _write(out / "summary.md", summary_markdown(results))
     write_report(out, results)  # report.md, report-plots/, report.html
@@ -130,22 +139,27 @@ def execute(
         log("\n" + "\n".join(context_lines(results)) + "\n\n" + format_text(results))
         for line in noise_lines(results):
             log(line)
+        sized = data_size_lines(results)
+        if sized:
+            log("\naccuracy against training-set size: " + "\n  ".join(sized))
         log(f"\nwall time {time.perf_counter() - t0:.1f} s · results in {out}{os.sep} (summary.md)")
     return results
 
 
-def references(cfg: RunConfig, seeds: list[int], worker: Worker | None, log) -> list[Result]:
-    """The cheap reference baselines of these seeds (they take seconds: fitted here, also when the runs went
-    to Ray); those finished on disk with the same configuration are reused."""
+def references(cfg: RunConfig, seeds: list[int], sizes: list[int | None], worker: Worker | None, log) -> list[Result]:
+    """The cheap reference baselines of these seeds and training sizes (they take seconds: fitted here, also
+    when the runs went to Ray); those finished on disk with the same configuration are reused."""
     names = [n for n in cfg.baselines if n in REFERENCES]
     out = []
     for seed in seeds:
-        finished = [_finished(Path(cfg.out) / f"ref-{n}-seed{seed}", reference_header(cfg, n, seed)) for n in names]
-        todo = [n for n, r in zip(names, finished) if r is None]
-        if todo and worker is None:
-            worker = Worker(cfg, log)
-        fresh = iter(worker.references(seed, todo) if todo else [])
-        out += [r if r is not None else next(fresh) for r in finished]
+        for k in sizes:
+            headers = [reference_header(cfg, n, seed, k) for n in names]
+            finished = [_finished(Path(cfg.out) / h["run_name"], h) for h in headers]
+            todo = [n for n, r in zip(names, finished) if r is None]
+            if todo and worker is None:
+                worker = Worker(cfg, log)
+            fresh = iter(worker.references(seed, todo, k) if todo else [])
+            out += [r if r is not None else next(fresh) for r in finished]
     return out
 
 
@@ -153,16 +167,17 @@ def search(
     cfg: RunConfig, specs: list[RunSpec], log, worker, ray_address: str | None, ray_resources: dict | None
 ) -> tuple[list[RunSpec], dict[str, dict]]:
     """--tune: each configuration's search on the validation split (resumed from the folder's storage), then
-    its runs with the chosen options. Returns the specs to run and {label: search record}."""
+    its runs with the chosen options (with --train-sizes, one search per configuration and size). Returns the
+    specs to run and {RunSpec.key: search record}."""
     if not cfg.tune:
         return specs, {}
     ray = RaySettings(ray_address, **(ray_resources or {})) if ray_address is not None else None
     chosen, records = {}, {}
     for s in specs:
-        if s.label not in chosen:
+        if s.key not in chosen:
             tuned, record = tune(cfg, s, log, worker=worker, ray=ray)
-            chosen[s.label], records[s.label] = tuned.options, record
-    return [dataclasses.replace(s, options=chosen[s.label]) for s in specs], {k: v for k, v in records.items() if v}
+            chosen[s.key], records[s.key] = tuned.options, record
+    return [dataclasses.replace(s, options=chosen[s.key]) for s in specs], {k: v for k, v in records.items() if v}
 
 
 def run(cfg: RunConfig, log: Callable[[str], None] = print) -> list[Result]:
