@@ -207,28 +207,14 @@ def parser() -> argparse.ArgumentParser:
 def _cmd_run(args) -> int:
     from . import config
     from .logs import info
-    from .runs import run
+    from .runs import exit_status, run
 
     values = config.read_file(args.config) if args.config else {}
     skip = ("command", "config", "log_level")
     values |= {k: v for k, v in vars(args).items() if v is not None and "." not in k and k not in skip}
     for method, opts in _method_sections(args).items():
         values[method] = dict(values.get(method) or {}) | opts
-    return _succeeded(run(config.build(values), log=info))
-
-
-def _succeeded(results: list[dict]) -> int:
-    """0 when at least one method run finished; else 1 and one line saying so (every run failed, diverged or
-    could not apply to the model)."""
-    runs = [r for r in results if r.get("kind", "method") == "method"]
-    if not runs or any(r.get("status") == "ok" for r in runs):
-        return 0
-    statuses = ", ".join(sorted({r.get("status", "?") for r in runs}))
-    print(
-        f"peftlab: no run succeeded ({len(runs)} runs: {statuses}); see the summary in the results folder",
-        file=sys.stderr,
-    )
-    return 1
+    return exit_status(run(config.build(values), log=info))
 
 
 def _sweep_doc() -> str:
@@ -239,7 +225,7 @@ def _sweep_doc() -> str:
 
 def _cmd_sweep(args) -> int:
     from .logs import info
-    from .runs import execute, sweep
+    from .runs import execute, exit_status, sweep
 
     cfg, specs, settings = sweep.load(args.file, args.out)
     if args.count:
@@ -263,7 +249,7 @@ def _cmd_sweep(args) -> int:
         ray_resources={"cpus_per_run": args.cpus_per_run, "gpus_per_run": args.gpus_per_run},
         settings=settings,
     )
-    return _succeeded(results)
+    return exit_status(results)
 
 
 def _cmd_pretrain(args) -> int:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -183,3 +184,17 @@ def search(
 def run(cfg: RunConfig, log: Callable[[str], None] = print) -> list[Result]:
     """Compare cfg's methods (once per seed) on one model and dataset."""
     return execute(cfg, cfg.plan(), log)
+
+
+def exit_status(results: list[dict]) -> int:
+    """The command's exit status: 0 when at least one method run finished (or none was asked for); else 1, and
+    a line on stderr saying that every run failed, diverged or could not apply to the model."""
+    runs = [r for r in results if r.get("kind", "method") == "method"]
+    if not runs or any(r.get("status") == "ok" for r in runs):
+        return 0
+    statuses = ", ".join(sorted({r.get("status", "?") for r in runs}))
+    print(
+        f"peftlab: no run succeeded ({len(runs)} runs: {statuses}); see the summary in the results folder",
+        file=sys.stderr,
+    )
+    return 1
