@@ -6,9 +6,11 @@ statistics are frozen unless trained and saved when trained."""
 
 from __future__ import annotations
 
+import copy
 import json
 import re
 import warnings
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -18,8 +20,8 @@ import transformers
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from peftlab import cli, models, theory
 from peftlab import methods as M
-from peftlab import models, theory
 from peftlab.data.decoding import _pil_to_array
 from peftlab.errors import Unsupported
 from peftlab.training.measure import count_params
@@ -131,18 +133,48 @@ def stage_table(family: str, method: str, cfg) -> list[tuple[int, int, int]]:
 
 @pytest.mark.parametrize("family", ["swin", "convnext"])
 @pytest.mark.parametrize(
-    "method,cfg", [("last", M.LastConfig(blocks=2)), ("lora", M.LoraConfig())], ids=["last2", "lora"]
+    "method,cfg",
+    [("last", M.LastConfig(blocks=2)), ("last", M.LastConfig(blocks=1, unit="stages")), ("lora", M.LoraConfig())],
+    ids=["last2", "last-stage", "lora"],
 )
 def test_per_stage_counts_of_hub_shaped_models(family, method, cfg):
     """Swin-T (depths 2,2,6,2) and ConvNeXt-T (3,3,9,3) shapes: each stage's trainable count as derived is
     what the model has; `last 2` trains only the last stage's blocks (and, in Swin, the patch merging
-    that feeds them); LoRA reaches every stage."""
+    that feeds them), `last` with unit=stages the last stage whole; LoRA reaches every stage."""
     rows = stage_table(family, method, cfg)
     assert all(d == m for _, d, m in rows), rows
     trained = [s for s, d, _ in rows if d and s]
     assert trained == ([3, 4] if family == "swin" and method == "last" else [4] if method == "last" else [1, 2, 3, 4])
     if family == "swin" and method == "lora":  # q, v of all 12 blocks: r·(d+d) each, d = 8, 16, 32, 64
         assert [d for s, d, _ in rows if s] == [2 * 2 * 8 * 16, 2 * 2 * 8 * 32, 6 * 2 * 8 * 64, 2 * 2 * 8 * 128]
+    if family == "convnext" and method == "last":  # blocks 2-3 of stage 4, or all 3 and its downsampling
+        block, down = 8 * 16**2 + 58 * 16, 2 * 16 + 4 * 16 * 16 + 16
+        assert rows[-1][1] == (2 * block if cfg.unit == "blocks" else 3 * block + down)
+
+
+def test_a_block_the_description_misses_is_a_mismatch():
+    """The structural count finds blocks by class, not through the Arch the method is applied with: a method
+    applied with a wrong Arch (Swin's last stage missing, as the longest-ModuleList search found it) does
+    not get a ✓."""
+    model, _ = archs._base("swin")
+    model = copy.deepcopy(model).requires_grad_(True)
+    base = sum(p.numel() for p in model.parameters())
+    arch = models.describe(model)
+    first = arch.stage_blocks(0)
+    wrong = replace(arch, blocks=tuple(arch.blocks[i] for i in first), stages=(0,) * len(first))
+    bd = theory.counts(model, M.get("last"), M.LastConfig(), len(archs.LABELS))
+    pm = M.get("last").apply(model, wrong, M.LastConfig(), 10).model
+    result = theory.check(bd, count_params(pm, base))
+    assert not result["theory_match"] and result["mismatches"][0]["what"] == "trainable"
+
+
+def test_theory_command_on_families_with_formulas(capsys):
+    rc, out, _ = run_cli(
+        capsys, "theory", "--model", archs.folder("convnext"), "--method", "last", "--last-blocks", "2"
+    )
+    assert rc == 0 and "stage 2 blocks" in out and "ConvNextForImageClassification" in out
+    rc, _, err = run_cli(capsys, "theory", "--model", archs.folder("regnet"), "--method", "head")
+    assert rc != 0 and "no formulas for model type 'regnet'; 'peftlab run' counts such models structurally" in err
 
 
 # ---------------------------------------------------------------- formulas on random configs
@@ -229,14 +261,8 @@ def cnn_runs(tmp_path_factory):
     model = archs.save("mobilenet_v2", root / "model", lively=True)
     data = write_image_folder(root / "data", {"train": {c: 6 for c in CLASSES}, "test": {c: 4 for c in CLASSES}})
     out = root / "runs"
-    rc = _cli(run_args(model, data, out, "--methods", "head,last,vpt-shallow", "--last-lr", "0.01", epochs=2))
+    rc = cli.main(run_args(model, data, out, "--methods", "head,last,vpt-shallow", "--last-lr", "0.01", epochs=2))
     return rc, model, data, out
-
-
-def _cli(args):
-    from peftlab import cli
-
-    return cli.main([str(a) for a in args])
 
 
 def test_unsupported_is_reported_and_the_others_run(cnn_runs):
@@ -260,22 +286,16 @@ def test_eval_of_a_saved_batchnorm_run_reproduces_its_accuracy(cnn_runs, method,
     assert rc == 0
     result = read_json(run / "result.json")
     assert json.loads(text)["accuracy"] == pytest.approx(result["metrics"]["test"]["accuracy"])
-    base = dict(archs.build("mobilenet_v2", lively=True).named_buffers())
-    saved = {p.name for p in run.rglob("*.safetensors")}
-    assert saved
-    if method == "head":  # nothing of the backbone trained: statistics are the pretrained ones
-        assert not any("running_mean" in n for f in run.rglob("*.safetensors") for n in _keys(f))
-    else:  # the last block's BatchNorms trained, and their statistics changed and were saved
-        names = [n for f in run.rglob("*.safetensors") for n in _keys(f) if n.endswith("running_mean")]
-        assert names and all(".layer." in n for n in names), names
-        assert any(n.replace("base_model.model.", "") in base for n in names)
+    from safetensors.torch import load_file
 
-
-def _keys(path):
-    from safetensors import safe_open
-
-    with safe_open(str(path), "pt") as f:
-        return list(f.keys())
+    base = archs.build("mobilenet_v2", lively=True)
+    stats = {n: t for f in run.rglob("*.safetensors") for n, t in load_file(f).items() if n.endswith("running_mean")}
+    if method == "head":  # nothing of the backbone trained: its statistics are the pretrained ones, not saved
+        assert not stats
+    else:  # the last block's BatchNorms trained: their changed statistics were saved, and only theirs
+        last = models.describe(base).blocks[-1] + "."
+        assert stats and all(n.startswith(last) for n in stats), list(stats)
+        assert all(not torch.equal(t, base.get_buffer(n)) for n, t in stats.items())
 
 
 def test_exit_status_is_1_when_no_run_succeeded(cnn_runs, tmp_path, capsys):
