@@ -86,7 +86,7 @@ PROCESSOR_FAMILIES = list({type(archs.processor(f)).__name__: f for f in reverse
 @pytest.mark.parametrize("family", PROCESSOR_FAMILIES, ids=lambda f: type(archs.processor(f)).__name__)
 def test_peftlab_feeds_the_model_what_its_processor_would(family):
     """For every processor class: the tensors peftlab trains and predicts on equal the processor's own
-    output on the same pictures (assorted shapes), within one uint8 step (its rescale / std)."""
+    output on the same pictures (assorted shapes), up to float rounding."""
     path = archs.folder(family)
     proc = transformers.AutoImageProcessor.from_pretrained(path)
     assert type(proc).__name__ == type(archs.processor(family)).__name__
@@ -96,10 +96,9 @@ def test_peftlab_feeds_the_model_what_its_processor_would(family):
     want = proc(images=pics, return_tensors="pt")["pixel_values"]
     got = spec.normalize(torch.from_numpy(np.stack([_pil_to_array(p, spec) for p in pics])))
     assert got.shape == want.shape == (4, 3, archs.side(family), archs.side(family))
-    step = spec.rescale / min(spec.std)
-    diff = (got - want).abs()
-    assert diff.max() <= 1.01 * step, float(diff.max())
-    assert (diff > 1e-4).float().mean() < 0.01  # rounding, not a different resize: almost all equal
+    # the uint8 pixels are the processor's exactly (same integer sizes, crop, PIL filter); what differs is the
+    # float arithmetic of the rescale and normalisation, far below one uint8 step (rescale / std ≈ 0.02)
+    assert float((got - want).abs().max()) < 1e-5
 
 
 # ---------------------------------------------------------------- per stage: derived = measured
