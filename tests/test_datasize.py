@@ -61,8 +61,9 @@ def test_sizes_share_one_decoded_sample_nested_with_the_same_val_and_test(
                 assert set(r["coverage"]["train"]["per_class"].values()) == {k}
                 # as many optimizer steps as the whole sample's epoch (1 epoch asked), at most 10 epochs
                 whole = read_json(tmp_path / f"head-seed{seed}" / "result.json")["data"]["train_examples"]
-                steps = lambda n: -(-n // r["config"]["batch_size"])  # noqa: E731
-                assert r["selection"]["epochs_trained"] == min(10, -(-steps(whole) // steps(3 * k))) > 1
+                bs = r["config"]["batch_size"]
+                steps_whole, steps_k = -(-whole // bs), -(-(3 * k) // bs)  # optimizer steps per epoch
+                assert r["selection"]["epochs_trained"] == min(10, -(-steps_whole // steps_k)) > 1
                 ref = read_json(tmp_path / f"ref-probe-n{k}-seed{seed}" / "result.json")
                 assert ref["data"]["train_examples"] == 3 * k and ref["data"]["train_per_class"] == k
         assert rows[2] < rows[4] < rows[None]  # nested samples

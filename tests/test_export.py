@@ -45,7 +45,7 @@ def test_export_writes_one_flat_row_per_run_that_pandas_reads(two_folders, tmp_p
     expected = make_result("lora", 1, 0.71)
     assert row["method"] == "lora" and row["test_accuracy"] == pytest.approx(0.71)
     assert row["params_trainable"] == expected["params"]["trainable"] and row["opt_r"] == 8
-    assert row["opt_targets"] == "query,value" and row["val_start_accuracy"] == pytest.approx(0.15)
+    assert row["opt_targets"] == "auto" and row["val_start_accuracy"] == pytest.approx(0.15)  # the default targets
     assert row["time_train_s"] == pytest.approx(expected["time"]["train_s"]) and row["selection_epoch"] == 2
     assert "test_confusion" not in df.columns and "test_correct" not in df.columns  # kept in result.json
     # head has no r: an empty cell, not a wrong one

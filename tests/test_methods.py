@@ -16,7 +16,7 @@ from peftlab import cli
 from peftlab import methods as M
 from peftlab.config import DEFAULT_METHODS
 from peftlab.errors import UserError
-from peftlab.models import BUNDLED_DIR, blocks_of, describe, load_model
+from peftlab.models import BUNDLED_DIR, describe, load_model
 from peftlab.runs.artifacts import save_trained_part
 from peftlab.training.measure import count_params
 
@@ -541,7 +541,9 @@ def test_trimmed_last_block_is_the_same_function_for_every_method(method, tiny_v
     _nonzero_zero_inits(pm)  # every adapter's branch must count in the comparison
     x, y = torch.randn(4, 3, 16, 16), torch.tensor([0, 1, 2, 0])
     tokens = []  # what the last block reads (after the method's own pre-hooks)
-    seen = blocks_of(pm)[1][-1].register_forward_pre_hook(lambda m, args: tokens.append(args[0].shape[1]))
+    seen = pm.get_submodule(describe(pm).blocks[-1]).register_forward_pre_hook(
+        lambda m, args: tokens.append(args[0].shape[1])
+    )
     pm(pixel_values=x)
     seen.remove()
     assert (tokens[0] > 1 + 4) == (not M.get(method).caps.keeps_tokens), tokens  # 4 patches + [CLS]
@@ -600,7 +602,7 @@ def test_vpt_puts_prompts_after_cls_in_the_blocks_it_says(deep, tiny_vit):
     prepared, arch, _ = _prepared(name, tiny_vit, M.get(name).config_cls(tokens=3))
     pm = prepared.model.eval()
     seen = []  # (block, its input) after the method's pre-hook
-    for i, block in enumerate(blocks_of(pm)[1]):
+    for i, block in enumerate(pm.get_submodule(b) for b in describe(pm).blocks):
         block.register_forward_pre_hook(lambda m, args, i=i: seen.append((i, args[0].detach().clone())))
     emb = []
     pm.vit.embeddings.register_forward_hook(lambda m, args, out: emb.append(out.detach()))

@@ -11,7 +11,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from peftlab import models
-from peftlab.errors import UserError
+from peftlab.errors import Unsupported, UserError
 from peftlab.models import describe, image_spec, load_model
 from peftlab.runs.worker import _model_config
 
@@ -219,20 +219,26 @@ def test_load_model_folder_without_weights(tmp_path):
 
 
 # ---------------------------------------------------------------- describe: both namings
+def rel_roles(arch) -> dict[str, str]:
+    """role -> its module's path relative to its block (the first block's)."""
+    return {r: ps[0].path.removeprefix(arch.blocks[ps[0].block] + ".") for r, ps in arch.roles.items()}
+
+
 def test_describe_transformers5_vit():
     arch = describe(tiny_new_vit(layers=2))
-    assert arch.blocks_path == "vit.layers" and arch.num_blocks == 2
-    assert arch.classifier == "classifier" and arch.final_norm == "vit.layernorm"
-    assert arch.roles == NEW_ROLES
+    assert arch.family == "vit" and arch.flat == "vit.layers" and arch.num_blocks == 2
+    assert arch.heads == ("classifier",) and arch.final_norm == "vit.layernorm"
+    assert rel_roles(arch) == NEW_ROLES and all(len(ps) == 2 for ps in arch.roles.values())
     assert arch.block_names() == ["vit.layers.0", "vit.layers.1"]
 
 
 def test_describe_older_naming():
     model = OldViT(blocks=3)
     arch = describe(model)
-    assert arch.blocks_path == "vit.encoder.layer" and arch.num_blocks == 3
-    assert arch.classifier == "classifier" and arch.final_norm == "vit.layernorm"
-    assert arch.roles == OLD_ROLES
+    assert arch.family == "generic" and "OldLayer" in arch.note and "vit.encoder.layer" in arch.note
+    assert arch.flat == "vit.encoder.layer" and arch.num_blocks == 3
+    assert arch.heads == ("classifier",) and arch.final_norm == "vit.layernorm"
+    assert rel_roles(arch) == OLD_ROLES
     for role, rel in OLD_ROLES.items():  # each path names a real Linear in every block
         for block in arch.block_names():
             assert isinstance(model.get_submodule(f"{block}.{rel}"), nn.Linear), role
@@ -323,6 +329,7 @@ def test_missing_role_names_the_roles_the_model_has():
     with pytest.raises(UserError, match="no 'key' module") as e:
         arch.resolve_roles("query,key")
     assert "it has: query, value, output, fc1, fc2" in str(e.value)
+    assert isinstance(e.value, Unsupported)  # a model that lacks a role: the method cannot apply to it
 
 
 def test_empty_role_spec():

@@ -66,8 +66,8 @@ def test_last_block_on_the_cls_row_equals_the_whole_block(tiny_vit):
 
     model = load_model(str(tiny_vit), ["a", "b", "c"], seed=0).eval()
     arch = describe(model)
-    block = model.get_submodule(arch.blocks_path)[-1]
-    row = _cls_row_forward(block)
+    block = model.get_submodule(arch.blocks[-1])
+    row = _cls_row_forward(block, arch)
     h = torch.randn(4, 5, 32)
     whole = block(h)
     whole = whole[0] if isinstance(whole, tuple) else whole
@@ -77,7 +77,7 @@ def test_last_block_on_the_cls_row_equals_the_whole_block(tiny_vit):
     torch.manual_seed(0)
     kept = (row(h) - row(h)).abs().gt(0).float().mean()
     assert kept > 0  # random: two draws differ
-    assert _cls_row_forward(nn.Linear(2, 2)) is None  # not a ViT block
+    assert _cls_row_forward(nn.Linear(2, 2), arch) is None  # not a ViT block
 
 
 def test_no_cache_when_the_prefix_is_random(image_folder, tmp_path):

@@ -509,8 +509,9 @@ def test_structural_agrees_with_theory_on_a_vit():
 
 
 def test_other_model_types_have_no_theory():
-    config = transformers.SwinConfig()
+    config = transformers.Swinv2Config()
     assert not theory.supported(config) and theory.supported(theory.load_config(VIT_B))
+    assert theory.supported(transformers.SwinConfig())  # theory/families.py
     with pytest.raises(UserError, match="structural"):
         derive(config, "head", None, 10)
     with pytest.raises(UserError, match="lacks hidden_size"):

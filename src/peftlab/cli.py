@@ -207,15 +207,14 @@ def parser() -> argparse.ArgumentParser:
 def _cmd_run(args) -> int:
     from . import config
     from .logs import info
-    from .runs import run
+    from .runs import exit_status, run
 
     values = config.read_file(args.config) if args.config else {}
     skip = ("command", "config", "log_level")
     values |= {k: v for k, v in vars(args).items() if v is not None and "." not in k and k not in skip}
     for method, opts in _method_sections(args).items():
         values[method] = dict(values.get(method) or {}) | opts
-    run(config.build(values), log=info)
-    return 0
+    return exit_status(run(config.build(values), log=info))
 
 
 def _sweep_doc() -> str:
@@ -226,7 +225,7 @@ def _sweep_doc() -> str:
 
 def _cmd_sweep(args) -> int:
     from .logs import info
-    from .runs import execute, sweep
+    from .runs import execute, exit_status, sweep
 
     cfg, specs, settings = sweep.load(args.file, args.out)
     if args.count:
@@ -242,7 +241,7 @@ def _cmd_sweep(args) -> int:
         cfg.quiet = True
     if args.cpus_per_run <= 0 or (args.gpus_per_run is not None and args.gpus_per_run < 0):
         raise UserError("--cpus-per-run must be > 0 and --gpus-per-run >= 0")
-    execute(
+    results = execute(
         cfg,
         specs,
         info,
@@ -250,7 +249,7 @@ def _cmd_sweep(args) -> int:
         ray_resources={"cpus_per_run": args.cpus_per_run, "gpus_per_run": args.gpus_per_run},
         settings=settings,
     )
-    return 0
+    return exit_status(results)
 
 
 def _cmd_pretrain(args) -> int:

@@ -12,7 +12,7 @@ from ..models import ImageSpec, describe
 def frozen_features(model: nn.Module, images: torch.Tensor, spec: ImageSpec, batch_size: int = 256) -> torch.Tensor:
     """float32 [N, d]: the input of the model's classification head (e.g. a ViT's final-norm [CLS] token),
     for uint8 images [N, C, H, W], in eval mode. Found with a hook on the head, so any classifier works."""
-    head = model.get_submodule(describe(model).classifier)
+    head = model.get_submodule(describe(model).heads[0])
     seen: list[torch.Tensor] = []
     hook = head.register_forward_pre_hook(lambda m, args: seen.append(args[0].detach().flatten(1).float().cpu()))
     was = model.training

@@ -14,10 +14,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from ..errors import UserError
-from ..models import ImageSpec
+from ..models import ImageSpec, geometry
 from .sources import EXAMPLES_SHOWN, RawSplit, _Column
 from .storage import _allocate, memory_budget
 
@@ -76,10 +75,17 @@ def _to_8bit(img):
 
 
 def _pil_to_array(img, spec: ImageSpec) -> np.ndarray:
+    """A PIL image -> uint8 [C, H, W] as the model's image processor makes it before rescaling: upright (EXIF),
+    16/32-bit scaled to 8, transparency composited on white, RGB (or L for a 1-channel model), then its
+    resize and crop steps (models.geometry). A JPEG more than twice the size its first resize needs is
+    decoded at a reduced scale (1/2 to 1/8, still at least twice that size: a 12-megapixel photo decodes ~10×
+    faster); every other image is decoded whole, as the processor sees it, and comes out bit for bit the same."""
     from PIL import Image, ImageOps
 
-    side = max(spec.width, spec.height)  # square: an EXIF rotation swaps width and height
-    img.draft("RGB" if spec.channels == 3 else "L", (side, side))  # JPEG: decode at 1/2..1/8 scale
+    first = next((s for s in spec.geometry if s[0] != "crop"), None)
+    if first is not None:
+        side = 2 * max(first[1:])  # a shortest-edge resize: both sides at least twice the edge
+        img.draft("RGB" if spec.channels == 3 else "L", (side, side))
     try:
         img = ImageOps.exif_transpose(img)
     except Exception:  # noqa: BLE001 - damaged EXIF: keep the image as stored; damaged pixels fail below
@@ -90,15 +96,16 @@ def _pil_to_array(img, spec: ImageSpec) -> np.ndarray:
         rgba = img.convert("RGBA")  # composite transparency on white, not black
         img = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         img.alpha_composite(rgba)
-    img = img.convert("RGB" if spec.channels == 3 else "L").resize(
-        (spec.width, spec.height), Image.BILINEAR, reducing_gap=3.0
-    )
-    arr = np.array(img, dtype=np.uint8)  # a writable copy: torch.from_numpy warns on read-only arrays
-    return arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
+    img = img.convert("RGB" if spec.channels == 3 else "L")
+    arr = geometry.apply_steps(img, spec.geometry, spec.resample)
+    return np.ascontiguousarray(arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1))
 
 
 def _fit_arrays(arr: np.ndarray, spec: ImageSpec) -> torch.Tensor:
-    """uint8 [N, H, W] or [N, C, H, W] -> uint8 [N, C, H', W'] matching the spec."""
+    """uint8 [N, H, W] or [N, C, H, W] -> uint8 [N, C, H', W'] matching the spec: channels averaged (to 1) or
+    repeated (to 3), then each image through the processor's resize and crop steps (PIL, as for files)."""
+    from PIL import Image
+
     x = torch.from_numpy(np.ascontiguousarray(arr))
     x = x[:, None] if x.ndim == 3 else x
     if x.shape[1] != spec.channels:
@@ -107,16 +114,16 @@ def _fit_arrays(arr: np.ndarray, spec: ImageSpec) -> torch.Tensor:
             if spec.channels == 1
             else x[:, :1].expand(-1, spec.channels, -1, -1)
         )
-    if tuple(x.shape[2:]) != (spec.height, spec.width):
-        x = (
-            F.interpolate(
-                x.float(), size=(spec.height, spec.width), mode="bilinear", antialias=True, align_corners=False
-            )
-            .round()
-            .clamp(0, 255)
-            .to(torch.uint8)
-        )
-    return x.contiguous()
+    if spec.geometry == (("warp", x.shape[2], x.shape[3]),):
+        return x.contiguous()
+    mode = "L" if spec.channels == 1 else "RGB"
+    hwc = x.permute(0, 2, 3, 1).numpy()
+    out = _allocate((len(x), spec.channels, spec.height, spec.width))
+    for i, a in enumerate(hwc):
+        img = Image.fromarray(np.ascontiguousarray(a[..., 0] if mode == "L" else a), mode)
+        r = geometry.apply_steps(img, spec.geometry, spec.resample)
+        out[i] = torch.from_numpy(r[None] if r.ndim == 2 else r.transpose(2, 0, 1).copy())
+    return out
 
 
 def _decode_item(raw: RawSplit, i: int, spec: ImageSpec) -> torch.Tensor:

@@ -13,18 +13,19 @@ from torch import nn
 
 from ..models.arch import Arch
 from ..theory.anatomy import Anatomy, base_lines, per_shape
-from ..theory.lines import Line, formula
+from ..theory.lines import Line
 from .peftwrap import nearest_divisor
 from .registry import Capabilities, Choice, MethodConfig, Prepared, freeze_all_but, register
 from .sites import (
     Site,
     attach,
-    blocks,
     detach,
     fold_into_linear,
-    hidden_width,
     layer_norms,
     like,
+    require,
+    require_foldable_biases,
+    require_linear_roles,
     require_norms,
     role_linears,
     sync_bias_config,
@@ -72,6 +73,7 @@ class Sequential(Site):
 
 
 def _adapter(an: Anatomy, cfg) -> list[Line]:
+    require_linear_roles(an.arch, "adapter", ["output", "fc2"])
     lines = base_lines(an) + per_shape(
         an,
         ["output", "fc2"],
@@ -109,7 +111,8 @@ def adapter(model: nn.Module, arch: Arch, cfg: AdapterConfig, total_steps: int) 
     at exactly zero, so the model starts as the base model; the down-projection keeps the paper's small
     random init, so the up-projection gets gradients from the first step (zeroing both would leave only
     the up bias ever training). As in the paper, every LayerNorm trains too (layernorms)."""
-    freeze_all_but(model, [arch.classifier])
+    require_linear_roles(arch, "adapter", ["output", "fc2"])
+    freeze_all_but(model, list(arch.heads))
     if cfg.layernorms:
         for norm in layer_norms(model, arch):
             norm.requires_grad_(True)
@@ -164,7 +167,14 @@ class Join(Site):
         return output + branch
 
 
+def _adaptformer_pairs(arch: Arch) -> list:
+    require_norms(arch, "adaptformer")
+    require_linear_roles(arch, "adaptformer", ["fc2"])
+    return _pairs(arch, "norm2", ["fc2"], "adaptformer")
+
+
 def _adaptformer(an: Anatomy, cfg) -> list[Line]:
+    _adaptformer_pairs(an.arch)
     return base_lines(an) + per_shape(
         an,
         ["fc1"],
@@ -187,15 +197,12 @@ def adaptformer(model: nn.Module, arch: Arch, cfg: AdaptFormerConfig, total_step
     down(x)))), x the residual stream after attention (LN's input, not its output), r-wide. The official
     init: kaiming-uniform down-projection, zero up-projection and biases: exactly the base model at start.
     The branch joins the MLP's output before the block's own dropout (a no-op in ViTs, p = 0)."""
-    require_norms(arch, "adaptformer")
-    freeze_all_but(model, [arch.classifier])
-    fc2 = {i: lin for i, _, lin in role_linears(model, arch, ["fc2"])}
-    for i, block in enumerate(blocks(model, arch)):
-        norm = block.get_submodule(arch.norms["norm2"])
-        branch = attach(
-            norm, "adaptformer", Parallel(norm.normalized_shape[0], cfg.r, cfg.scale, cfg.dropout, **like(norm))
-        )
-        attach(fc2[i], "adaptformer", Join(branch))
+    pairs = _adaptformer_pairs(arch)
+    freeze_all_but(model, list(arch.heads))
+    for norm_path, (fc2,) in pairs:
+        norm = model.get_submodule(norm_path)
+        branch = attach(norm, "adaptformer", Parallel(fc2.d_out, cfg.r, cfg.scale, cfg.dropout, **like(norm)))
+        attach(model.get_submodule(fc2.path), "adaptformer", Join(branch))
     return Prepared(model)
 
 
@@ -253,24 +260,51 @@ class Rep(Site):
         return m, self.scale * (w_b @ self.down.bias + self.up_bias)
 
 
+def _repadapter_pairs(arch: Arch) -> list:
+    """(norm, the Linears that read it) per block: norm1 with q, k, v; norm2 with fc1."""
+    require_norms(arch, "repadapter")
+    qkv = ["query", "key", "value"]
+    require_linear_roles(arch, "repadapter", qkv + ["fc1"])
+    convs = sorted({r for r, ps in arch.roles.items() if any(p.kind == "conv" for p in ps)})
+    require(
+        not convs,
+        "repadapter",
+        "folds into q, k, v and fc1, which must read the norms directly; this model's blocks also have "
+        f"convolutions ({', '.join(convs)})",
+    )
+    return _pairs(arch, "norm1", qkv, "repadapter") + _pairs(arch, "norm2", ["fc1"], "repadapter")
+
+
 def _repadapter(an: Anatomy, cfg) -> list[Line]:
-    g = rep_groups(cfg.r, an.env["d"], cfg.groups)
-    env = {**an.env, "r": cfg.r, "g": g}
+    """Per block, one adapter on the input of attention (the width q reads) and one on the MLP's (fc1's)."""
+    _repadapter_pairs(an.arch)
+    g = rep_groups(cfg.r, math.gcd(*[sh.din for sh in an.shapes(["query", "fc1"])]), cfg.groups)
+    env = {"r": cfg.r, "g": g}
     note = "" if g == cfg.groups else f", fitted from groups={cfg.groups} to r and d"
     lines = base_lines(an)
-    for where in ("attention", "the MLP"):
-        p = formula("L·(d·r + r + d·r/g + d)", env)
-        lines.append(
-            Line(
-                f"RepAdapter before {where} (A: d×r + r, B: d×r/g + d, g={g}{note})",
-                p.symbols,
-                p.numbers,
-                p.count,
-                True,
-                "added",
-            )
+    for where, role in (("attention", "query"), ("the MLP", "fc1")):
+        lines += per_shape(
+            an,
+            [role],
+            f"RepAdapter before {where} (A: d×r + r, B: d×r/g + d, g={g}{note})",
+            lambda sh: (f"{sh.din_sym}·r + r + {sh.din_sym}·r/g + {sh.din_sym}", env, ""),
         )
     return lines
+
+
+def _pairs(arch: Arch, norm: str, roles: list[str], method: str) -> list[tuple[str, list]]:
+    """(norm path, [one module per role]) per block: the norm and the Linears that read it, one each."""
+    out = []
+    for i in range(arch.num_blocks):
+        path, parts = arch.norm_in(i, norm), [arch.in_block(i, r) for r in roles]
+        require(
+            path is not None and all(len(p) == 1 for p in parts),
+            method,
+            f"needs one {norm} and one {'/'.join(roles)} per block; block {arch.blocks[i]} has "
+            f"{'none' if path is None else 'one norm'} and {', '.join(str(len(p)) for p in parts)}",
+        )
+        out.append((path, [p[0] for p in parts]))
+    return out
 
 
 @torch.no_grad()
@@ -279,12 +313,11 @@ def _merge_repadapter(model: nn.Module) -> nn.Module:
     from ..models import describe
 
     arch = describe(model)
-    for block in blocks(model, arch):
-        for norm_name, roles in (("norm1", ("query", "key", "value")), ("norm2", ("fc1",))):
-            site = block.get_submodule(arch.norms[norm_name]).repadapter
-            m, c = site.affine()
-            for role in roles:
-                lin = block.get_submodule(arch.roles[role])
+    for norm_name, roles in (("norm1", ["query", "key", "value"]), ("norm2", ["fc1"])):
+        for norm_path, parts in _pairs(arch, norm_name, roles, "repadapter"):
+            m, c = model.get_submodule(norm_path).repadapter.affine()
+            for part in parts:
+                lin = model.get_submodule(part.path)
                 bias = lin.weight @ c + (lin.bias if lin.bias is not None else 0)
                 fold_into_linear(lin, lin.weight @ m, bias)
     detach(model)
@@ -309,12 +342,11 @@ def repadapter(model: nn.Module, arch: Arch, cfg: RepAdapterConfig, total_steps:
     zero): exactly the base model at start. At inference f is affine, z ↦ M z + c with M = I + s·W_B·W_A
     and c = s·(W_B·b_A + b_B), and folds into the Linears reading z (q, k, v; fc1): W' = W·M, b' = W·c + b
     (peftlab merge; the LayerNorms stay)."""
-    require_norms(arch, "repadapter")
-    freeze_all_but(model, [arch.classifier])
-    d = hidden_width(model, arch)
-    g = rep_groups(cfg.r, d, cfg.groups)
-    for block in blocks(model, arch):
-        for name in ("norm1", "norm2"):
-            norm = block.get_submodule(arch.norms[name])
-            attach(norm, "repadapter", Rep(norm.normalized_shape[0], cfg.r, g, cfg.scale, cfg.dropout, **like(norm)))
+    pairs = _repadapter_pairs(arch)
+    require_foldable_biases(model, arch, ["query", "key", "value", "fc1"], "repadapter")
+    g = rep_groups(cfg.r, math.gcd(*[parts[0].d_in for _, parts in pairs]), cfg.groups)
+    freeze_all_but(model, list(arch.heads))
+    for norm_path, parts in pairs:
+        norm = model.get_submodule(norm_path)
+        attach(norm, "repadapter", Rep(parts[0].d_in, cfg.r, g, cfg.scale, cfg.dropout, **like(norm)))
     return Prepared(model)

@@ -15,7 +15,7 @@ from ..models.arch import Arch
 from ..theory.anatomy import Anatomy, Shape, base_lines, per_shape
 from ..theory.lines import Line, formula
 from .registry import Capabilities, Choice, MethodConfig, Prepared, freeze_all_but, register
-from .sites import Site, attach, detach, hidden_width, like, role_linears, sites
+from .sites import Site, attach, detach, hidden_width, like, require, role_linears, sites
 
 PAPER = "Jie & Deng 2023, FacT: Factor-Tuning for Lightweight Adaptation on Vision Transformer"
 
@@ -101,8 +101,16 @@ class Slices(Site):
         return self.scale * w[: self.d_out, : self.d_in]
 
 
+def _roles(arch: Arch, tucker: bool) -> list[str]:
+    """Every Linear role of the blocks (FacT factorises the blocks' Linear weights)."""
+    roles = arch.linear_roles()
+    name = "fact-tk" if tucker else "fact-tt"
+    require(bool(roles), name, f"factorises the blocks' Linear layers; this model's blocks have: {arch.roles_text()}")
+    return roles
+
+
 def _fact(an: Anatomy, cfg, tucker: bool) -> list[Line]:
-    roles, env = list(an.arch.roles), {**an.env, "r": cfg.r}
+    roles, env = _roles(an.arch, tucker), {**an.env, "r": cfg.r}
     p = formula("2·d·r", env)
     lines = base_lines(an) + [
         Line("FacT U (r×d) and V (d×r), shared by all blocks", p.symbols, p.numbers, p.count, True, "added")
@@ -133,9 +141,10 @@ def _merge_fact(model: nn.Module) -> nn.Module:
 
 
 def _apply(model: nn.Module, arch: Arch, cfg: FactConfig, tucker: bool) -> Prepared:
-    freeze_all_but(model, [arch.classifier])
+    roles = _roles(arch, tucker)
+    freeze_all_but(model, list(arch.heads))
     d = hidden_width(model, arch)
-    linears = role_linears(model, arch, list(arch.roles))
+    linears = role_linears(model, arch, roles)
     factors = Factors(d, cfg.r, tucker, **like(linears[0][2]))
     model.add_module("fact", factors)
     n = sum(_slices(lin.out_features, d) * _slices(lin.in_features, d) for _, _, lin in linears)

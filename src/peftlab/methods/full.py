@@ -21,7 +21,7 @@ def _formula(an: Anatomy, cfg) -> list[Line]:
     return base_lines(an, embeddings=True, frozen_blocks=0, final_norm=True)
 
 
-@register("full", FullConfig, "train every parameter", formula=_formula, caps=Capabilities(conv2d=True))
+@register("full", FullConfig, "train every parameter", formula=_formula, caps=Capabilities(conv2d="any"))
 def full(model: nn.Module, arch: Arch, cfg: FullConfig, total_steps: int) -> Prepared:
     for p in model.parameters():
         p.requires_grad_(True)

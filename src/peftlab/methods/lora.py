@@ -11,10 +11,10 @@ from ..errors import UserError
 from ..models.arch import Arch
 from ..theory.anatomy import Anatomy, per_shape, with_peft
 from ..theory.lines import Line
-from .peftwrap import TARGETS_HELP, targets, wrap
+from .peftwrap import TARGETS_HELP, method_roles, targets, wrap
 from .registry import Capabilities, Choice, MethodConfig, Prepared, register
 
-LORA_CAPS = Capabilities(peft_format=True, conv2d=True)  # PEFT's LoRA adapts Conv2d layers too
+LORA_CAPS = Capabilities(peft_format=True, conv2d="groups=1")  # PEFT's LoRA adapts dense Conv2d layers too
 # what the tuner may search besides lr (--tune lr,r,alpha)
 LORA_SEARCH = {"r": Choice((2, 4, 8, 16, 32)), "alpha": Choice((4, 8, 16, 32)), "dropout": Choice((0.0, 0.1))}
 
@@ -27,7 +27,7 @@ class LoraConfig(MethodConfig):
     alpha: float = field(default=16, metadata={"help": "scaling: the update is multiplied by alpha/r"})
     dropout: float = field(default=0.1, metadata={"help": "dropout on the LoRA branch's input"})
     bias: str = field(default="none", metadata={"help": "train biases: none, all or lora_only"})
-    targets: str = field(default="query,value", metadata={"help": TARGETS_HELP})
+    targets: str = field(default="auto", metadata={"help": TARGETS_HELP})
 
     use_dora: ClassVar[bool] = False  # fixed per variant (not an option): set by the subclasses below
     use_rslora: ClassVar[bool] = False
@@ -62,7 +62,7 @@ class DoraConfig(LoraConfig):
 
 def _lora(an: Anatomy, cfg) -> list[Line]:
     """LoRA, lora-all and rsLoRA (the scaling alpha/√r changes no count), and DoRA's magnitudes."""
-    roles = an.arch.resolve_roles(cfg.targets)
+    roles = method_roles(an.arch, cfg)
     added = [Line(name, p.symbols, p.numbers, p.count, True, "added") for name, p in an.lora(roles, cfg.r)]
     if cfg.use_dora:  # PEFT lora_magnitude_vector: one magnitude per output feature of each adapted Linear
         added += per_shape(an, roles, "DoRA magnitudes", lambda sh: (sh.dout_sym, {}, ""))
@@ -107,8 +107,8 @@ def lora(model: nn.Module, arch: Arch, cfg: LoraConfig, total_steps: int) -> Pre
         bias=cfg.bias,
         use_dora=cfg.use_dora,
         use_rslora=cfg.use_rslora,
-        target_modules=targets(arch, cfg.targets),
-        modules_to_save=[arch.classifier],
+        target_modules=targets(arch, cfg),
+        modules_to_save=list(arch.heads),
     )
     return Prepared(wrap(model, config))
 
@@ -152,7 +152,7 @@ class AdaLoraConfig(MethodConfig):
     )
     alpha: float = field(default=8, metadata={"help": "scaling: the update is multiplied by alpha/r"})
     dropout: float = field(default=0.0, metadata={"help": "dropout on the adapter branch's input"})
-    targets: str = field(default="query,value", metadata={"help": TARGETS_HELP})
+    targets: str = field(default="auto", metadata={"help": TARGETS_HELP})
     tinit: float = field(
         default=0.1, metadata={"help": "fraction of the planned steps trained at init_r before pruning starts"}
     )
@@ -180,7 +180,7 @@ class AdaLoraConfig(MethodConfig):
 
 
 def _adalora(an: Anatomy, cfg) -> list[Line]:
-    roles = an.arch.resolve_roles(cfg.targets)
+    roles = method_roles(an.arch, cfg)
     env = {"r": cfg.init_r}  # the parameters keep their init_r shape; pruning masks Λ's entries
     return with_peft(
         an,
@@ -198,7 +198,7 @@ def _adalora(an: Anatomy, cfg) -> list[Line]:
     "Zhang et al. 2023, Adaptive Budget Allocation for Parameter-Efficient Fine-Tuning (AdaLoRA)",
     formula=_adalora,
     search={"init_r": Choice((8, 12, 16)), "target_r": Choice((4, 8)), "alpha": Choice((4, 8, 16))},
-    caps=Capabilities(peft_format=True),
+    caps=Capabilities(peft_format=True, conv2d="groups=1"),
 )
 def adalora(model: nn.Module, arch: Arch, cfg: AdaLoraConfig, total_steps: int) -> Prepared:
     import peft
@@ -217,8 +217,8 @@ def adalora(model: nn.Module, arch: Arch, cfg: AdaLoraConfig, total_steps: int) 
         beta2=cfg.beta2,
         orth_reg_weight=cfg.orth_reg_weight,
         total_step=total_steps,
-        target_modules=targets(arch, cfg.targets),
-        modules_to_save=[arch.classifier],
+        target_modules=targets(arch, cfg),
+        modules_to_save=list(arch.heads),
     )
     pm = wrap(model, config)
     # PeftModel.forward (no task type, as for image classifiers) calls the wrapped model directly and so

@@ -16,7 +16,7 @@ from torch import nn
 from ..models.arch import Arch
 from ..theory.anatomy import Anatomy, Shape, per_shape, with_peft
 from ..theory.lines import Line, formula
-from .peftwrap import TARGETS_HELP, common_divisor, fitted, linear_dims, targets, wrap
+from .peftwrap import TARGETS_HELP, common_divisor, fitted, linear_dims, method_roles, targets, wrap
 from .registry import Capabilities, Choice, MethodConfig, Prepared, register
 
 PEFT_CAPS = Capabilities(peft_format=True)
@@ -37,7 +37,7 @@ class VbLoraConfig(MethodConfig):
     )
     topk: int = field(default=2, metadata={"help": "vectors mixed (softmax over the top-k logits) per sub-vector"})
     dropout: float = field(default=0.0, metadata={"help": "dropout on the adapter branch's input"})
-    targets: str = field(default="query,value", metadata={"help": TARGETS_HELP})
+    targets: str = field(default="auto", metadata={"help": TARGETS_HELP})
 
     def __post_init__(self):
         super().__post_init__()
@@ -54,7 +54,7 @@ def _vector_length(dims: list[tuple[int, int]], want: int) -> int:
 def _vblora(an: Anatomy, cfg) -> list[Line]:
     """Per Linear: the logits that pick bank vectors for A (r × d_in/b) and B (d_out/b × r), N_v each; and
     the bank (N_v vectors of length b) once."""
-    roles = an.arch.resolve_roles(cfg.targets)
+    roles = method_roles(an.arch, cfg)
     b = _vector_length(_dims(an, roles), cfg.vector_length)
     env = {"r": cfg.r, "N_v": cfg.num_vectors, "b": b}
     added = per_shape(
@@ -81,15 +81,15 @@ def _vblora(an: Anatomy, cfg) -> list[Line]:
 def vblora(model: nn.Module, arch: Arch, cfg: VbLoraConfig, total_steps: int) -> Prepared:
     import peft
 
-    roles = arch.resolve_roles(cfg.targets)
+    roles = method_roles(arch, cfg)
     config = peft.VBLoRAConfig(
         r=cfg.r,
         num_vectors=cfg.num_vectors,
         vector_length=_vector_length(linear_dims(model, arch, roles), cfg.vector_length),
         topk=cfg.topk,
         vblora_dropout=cfg.dropout,
-        target_modules=targets(arch, cfg.targets),
-        modules_to_save=[arch.classifier],
+        target_modules=targets(arch, cfg),
+        modules_to_save=list(arch.heads),
     )
     return Prepared(wrap(model, config))
 
@@ -103,7 +103,7 @@ class RandLoraConfig(MethodConfig):
     )
     alpha: int = field(default=640, metadata={"help": "scaling: the update is multiplied by alpha/r"})
     dropout: float = field(default=0.0, metadata={"help": "dropout on the adapter branch's input"})
-    targets: str = field(default="query,value", metadata={"help": TARGETS_HELP})
+    targets: str = field(default="auto", metadata={"help": TARGETS_HELP})
     prng_key: int = field(default=0, metadata={"help": "seed of the shared random bases"})
 
     def __post_init__(self):
@@ -115,7 +115,7 @@ class RandLoraConfig(MethodConfig):
 
 def _randlora(an: Anatomy, cfg) -> list[Line]:
     """Per Linear with n = min(d_in, d_out) and k = ⌈n/r⌉ bases: λ (r × k) and γ (k × n)."""
-    roles = an.arch.resolve_roles(cfg.targets)
+    roles = method_roles(an.arch, cfg)
 
     def per_layer(sh: Shape):
         n_sym, n = (sh.din_sym, sh.din) if sh.din <= sh.dout else (sh.dout_sym, sh.dout)
@@ -146,8 +146,8 @@ def randlora(model: nn.Module, arch: Arch, cfg: RandLoraConfig, total_steps: int
         randlora_dropout=cfg.dropout,
         projection_prng_key=cfg.prng_key,
         save_projection=True,
-        target_modules=targets(arch, cfg.targets),
-        modules_to_save=[arch.classifier],
+        target_modules=targets(arch, cfg),
+        modules_to_save=list(arch.heads),
     )
     return Prepared(wrap(model, config))
 
@@ -160,7 +160,7 @@ class MissConfig(MethodConfig):
         default=64, metadata={"help": "shard size (at most the smallest adapted input width: fitted down to it)"}
     )
     dropout: float = field(default=0.0, metadata={"help": "dropout on the adapter branch's input"})
-    targets: str = field(default="query,value", metadata={"help": TARGETS_HELP})
+    targets: str = field(default="auto", metadata={"help": TARGETS_HELP})
 
     def __post_init__(self):
         super().__post_init__()
@@ -173,7 +173,7 @@ def _miss_r(dims: list[tuple[int, int]], want: int) -> int:
 
 
 def _miss(an: Anatomy, cfg) -> list[Line]:
-    roles = an.arch.resolve_roles(cfg.targets)
+    roles = method_roles(an.arch, cfg)
     r = _miss_r(_dims(an, roles), cfg.r)
     return with_peft(
         an, per_shape(an, roles, "MiSS shared shard", lambda sh: (f"r·{sh.dout_sym}", {"r": r}, fitted("r", r, cfg.r)))
@@ -194,12 +194,12 @@ def miss(model: nn.Module, arch: Arch, cfg: MissConfig, total_steps: int) -> Pre
     shard D (d_out × r) that starts at 0: the identity."""
     import peft
 
-    roles = arch.resolve_roles(cfg.targets)
+    roles = method_roles(arch, cfg)
     config = peft.MissConfig(
         r=_miss_r(linear_dims(model, arch, roles), cfg.r),
         miss_dropout=cfg.dropout,
-        target_modules=targets(arch, cfg.targets),
-        modules_to_save=[arch.classifier],
+        target_modules=targets(arch, cfg),
+        modules_to_save=list(arch.heads),
     )
     return Prepared(wrap(model, config))
 
@@ -213,7 +213,7 @@ class ShiraConfig(MethodConfig):
         metadata={"help": "r·(d_in + d_out) weight entries train per Linear, LoRA r's budget (fitted to the sizes)"},
     )
     mask_seed: int = field(default=0, metadata={"help": "seed of the random choice of trained entries"})
-    targets: str = field(default="query,value", metadata={"help": TARGETS_HELP})
+    targets: str = field(default="auto", metadata={"help": TARGETS_HELP})
 
     def __post_init__(self):
         super().__post_init__()
@@ -226,7 +226,7 @@ def _shira_r(dims: list[tuple[int, int]], want: int) -> int:
 
 
 def _shira(an: Anatomy, cfg) -> list[Line]:
-    roles = an.arch.resolve_roles(cfg.targets)
+    roles = method_roles(an.arch, cfg)
     r = _shira_r(_dims(an, roles), cfg.r)
     return with_peft(
         an,
@@ -252,12 +252,12 @@ def shira(model: nn.Module, arch: Arch, cfg: ShiraConfig, total_steps: int) -> P
     """ΔW = S, nonzero only on a fixed random mask (seeded) of r·(d_in + d_out) entries; S = 0 at init."""
     import peft
 
-    roles = arch.resolve_roles(cfg.targets)
+    roles = method_roles(arch, cfg)
     config = peft.ShiraConfig(
         r=_shira_r(linear_dims(model, arch, roles), cfg.r),
         random_seed=cfg.mask_seed,
-        target_modules=targets(arch, cfg.targets),
-        modules_to_save=[arch.classifier],
+        target_modules=targets(arch, cfg),
+        modules_to_save=list(arch.heads),
     )
     config.mask_fn = _shira_mask
     return Prepared(wrap(model, config))

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from torch import nn
 
-from ..errors import UserError
+from ..errors import Unsupported
 from ..models.arch import Arch
 from ..theory.anatomy import Anatomy, with_peft
 from ..theory.lines import Line
@@ -21,12 +21,9 @@ class LayerNormConfig(MethodConfig):
 
 
 def layer_norms(model: nn.Module, arch: Arch) -> list[str]:
-    """Every LayerNorm of the model (found by type, not by name), the head excluded."""
-    return [
-        n
-        for n, m in model.named_modules()
-        if isinstance(m, nn.LayerNorm) and n != arch.classifier and not n.startswith(arch.classifier + ".")
-    ]
+    """Every LayerNorm of the model (found by type, not by name), the heads excluded."""
+    heads = tuple(h + "." for h in arch.heads)
+    return [n for n, m in model.named_modules() if isinstance(m, nn.LayerNorm) and not (n + ".").startswith(heads)]
 
 
 def _formula(an: Anatomy, cfg) -> list[Line]:
@@ -47,8 +44,8 @@ def layernorm(model: nn.Module, arch: Arch, cfg: LayerNormConfig, total_steps: i
 
     names = layer_norms(model, arch)
     if not names:
-        raise UserError(f"{type(model).__name__} has no LayerNorm to tune")
+        raise Unsupported(f"layernorm: {type(model).__name__} has no LayerNorm to tune (its norms are of other kinds)")
     with warnings.catch_warnings():  # PEFT's in/out-features probe warns on every LayerNorm it wraps
         warnings.filterwarnings("ignore", message="Unsupported layer type .*LayerNorm")
-        pm = wrap(model, peft.LNTuningConfig(target_modules=names, modules_to_save=[arch.classifier]))
+        pm = wrap(model, peft.LNTuningConfig(target_modules=names, modules_to_save=list(arch.heads)))
     return Prepared(pm)

@@ -6,10 +6,11 @@ from dataclasses import dataclass, field
 
 from torch import nn
 
+from ..errors import Unsupported
 from ..models.arch import Arch
 from ..theory.anatomy import Anatomy, Shape, per_shape, with_peft
 from ..theory.lines import Line
-from .peftwrap import TARGETS_HELP, targets, wrap
+from .peftwrap import TARGETS_HELP, method_roles, targets, wrap
 from .registry import Capabilities, Choice, MethodConfig, Prepared, register
 
 
@@ -21,7 +22,7 @@ class OftConfig(MethodConfig):
         default=32,
         metadata={"help": "size of the orthogonal blocks (PEFT moves it to the nearest divisor of each input width)"},
     )
-    targets: str = field(default="query,value", metadata={"help": TARGETS_HELP})
+    targets: str = field(default="auto", metadata={"help": TARGETS_HELP})
     block_share: bool = field(default=False, metadata={"help": "one rotation block shared by all blocks of a Linear"})
     cayley_neumann: bool = field(
         default=True,
@@ -51,9 +52,22 @@ def _oft_block(d_in: int, size: int) -> int:
     return down if size - down <= up - size else up
 
 
+def oft_roles(arch: Arch, cfg) -> list[str]:
+    """The roles OFT adapts; PEFT's OFT reads any 4-D input as a conv's (N, C, H, W) and fails on a Linear fed a
+    channels-last (B, H, W, C) map (ConvNeXt's pointwise Linears)."""
+    roles = method_roles(arch, cfg)
+    last = [r for r in roles if r in arch.channels_last]
+    if last:
+        raise Unsupported(
+            f"oft cannot adapt {', '.join(last)}: PEFT's OFT takes a 4-D input for a conv's (N, C, H, W) and this "
+            "model's Linear layers there read channels-last (B, H, W, C) maps"
+        )
+    return roles
+
+
 def _oft(an: Anatomy, cfg) -> list[Line]:
     """Per Linear: d_in/s skew-symmetric s×s blocks of s·(s−1)/2 free entries (one block if block_share)."""
-    roles = an.arch.resolve_roles(cfg.targets)
+    roles = oft_roles(an.arch, cfg)
 
     def per_layer(sh: Shape):
         s = _oft_block(sh.din, cfg.block_size)
@@ -70,18 +84,19 @@ def _oft(an: Anatomy, cfg) -> list[Line]:
     "Qiu et al. 2023, Controlling Text-to-Image Diffusion by Orthogonal Finetuning",
     formula=_oft,
     search={"block_size": Choice((8, 16, 32, 64))},
-    caps=Capabilities(peft_format=True, conv2d=True),
+    caps=Capabilities(peft_format=True, conv2d="1x1"),
 )
 def oft(model: nn.Module, arch: Arch, cfg: OftConfig, total_steps: int) -> Prepared:
     import peft
 
+    oft_roles(arch, cfg)
     config = peft.OFTConfig(
         r=0,
         oft_block_size=cfg.block_size,
         block_share=cfg.block_share,
         use_cayley_neumann=cfg.cayley_neumann,
         module_dropout=cfg.module_dropout,
-        target_modules=targets(arch, cfg.targets),
-        modules_to_save=[arch.classifier],
+        target_modules=targets(arch, cfg),
+        modules_to_save=list(arch.heads),
     )
     return Prepared(wrap(model, config))

@@ -11,10 +11,10 @@ from torch import nn
 from ..models.arch import Arch
 from ..theory.anatomy import Anatomy, per_shape, with_peft
 from ..theory.lines import Line
-from .peftwrap import TARGETS_HELP, fitted, linear_dims, targets, wrap
+from .peftwrap import TARGETS_HELP, fitted, linear_dims, method_roles, targets, wrap
 from .registry import Capabilities, Choice, MethodConfig, Prepared, register
 
-ORTHOGONAL = Capabilities(peft_format=True, conv2d=True)  # PEFT's BOFT and HRA adapt Conv2d layers too
+ORTHOGONAL = Capabilities(peft_format=True, conv2d="groups=1, no same padding")  # dense convs, as PEFT allows
 
 
 # ---------------------------------------------------------------- BOFT
@@ -32,7 +32,7 @@ class BoftConfig(MethodConfig):
             "allow no b·2^(m−1) division)"
         },
     )
-    targets: str = field(default="query,value", metadata={"help": TARGETS_HELP})
+    targets: str = field(default="auto", metadata={"help": TARGETS_HELP})
     dropout: float = field(
         default=0.0, metadata={"help": "multiplicative dropout: probability of replacing a block by the identity"}
     )
@@ -59,7 +59,7 @@ def boft_factors(d_ins: list[int], block_size: int, factor: int) -> tuple[int, i
 def _boft(an: Anatomy, cfg) -> list[Line]:
     """Per Linear: F·(d_in/b) orthogonal b×b blocks (F butterfly factors), stored as full b×b matrices R
     (their skew part is what rotates), and one scale per output feature: F·d_in·b + d_out."""
-    roles = an.arch.resolve_roles(cfg.targets)
+    roles = method_roles(an.arch, cfg)
     b, m = boft_factors([sh.din for sh in an.shapes(roles)], cfg.block_size, cfg.butterfly_factor)
     note = f"{fitted('b', b, cfg.block_size)}; {fitted('F', m, cfg.butterfly_factor)} butterfly factors"
     return with_peft(
@@ -88,14 +88,14 @@ def boft(model: nn.Module, arch: Arch, cfg: BoftConfig, total_steps: int) -> Pre
     machine (peftwrap.use_peft), with b and m fitted to the input widths as boft_factors says."""
     import peft
 
-    roles = arch.resolve_roles(cfg.targets)
+    roles = method_roles(arch, cfg)
     b, m = boft_factors([d_in for d_in, _ in linear_dims(model, arch, roles)], cfg.block_size, cfg.butterfly_factor)
     config = peft.BOFTConfig(
         boft_block_size=b,
         boft_n_butterfly_factor=m,
         boft_dropout=cfg.dropout,
-        target_modules=targets(arch, cfg.targets),
-        modules_to_save=[arch.classifier],
+        target_modules=targets(arch, cfg),
+        modules_to_save=list(arch.heads),
     )
     return Prepared(wrap(model, config))
 
@@ -105,7 +105,7 @@ def boft(model: nn.Module, arch: Arch, cfg: BoftConfig, total_steps: int) -> Pre
 class HraConfig(MethodConfig):
     lr: float = field(default=5e-3, metadata={"help": "peak learning rate (AdamW)"})
     r: int = field(default=8, metadata={"help": "number of Householder reflections (even: they start as equal pairs)"})
-    targets: str = field(default="query,value", metadata={"help": TARGETS_HELP})
+    targets: str = field(default="auto", metadata={"help": TARGETS_HELP})
 
     def __post_init__(self):
         super().__post_init__()
@@ -117,7 +117,7 @@ class HraConfig(MethodConfig):
 
 
 def _hra(an: Anatomy, cfg) -> list[Line]:
-    roles = an.arch.resolve_roles(cfg.targets)
+    roles = method_roles(an.arch, cfg)
     return with_peft(
         an, per_shape(an, roles, "HRA Householder vectors", lambda sh: (f"{sh.din_sym}·r", {"r": cfg.r}, ""))
     )
@@ -139,6 +139,6 @@ def hra(model: nn.Module, arch: Arch, cfg: HraConfig, total_steps: int) -> Prepa
     import peft
 
     config = peft.HRAConfig(
-        r=cfg.r, apply_GS=False, target_modules=targets(arch, cfg.targets), modules_to_save=[arch.classifier]
+        r=cfg.r, apply_GS=False, target_modules=targets(arch, cfg), modules_to_save=list(arch.heads)
     )
     return Prepared(wrap(model, config))

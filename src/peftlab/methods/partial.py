@@ -7,14 +7,14 @@ from dataclasses import dataclass, field
 
 from torch import nn
 
-from ..errors import UserError
+from ..errors import Unsupported, UserError
 from ..models.arch import Arch
 from ..theory.anatomy import Anatomy, base_lines
 from ..theory.lines import Line
 from .registry import Capabilities, Choice, MethodConfig, Prepared, freeze_all_but, register
 
 # nothing is added: the trained tensors replace the base's, so nothing is left to merge at inference
-AS_IS = Capabilities(conv2d=True)
+AS_IS = Capabilities(conv2d="any")
 
 
 # ---------------------------------------------------------------- parameter formulas
@@ -23,11 +23,8 @@ def _head(an: Anatomy, cfg) -> list[Line]:
 
 
 def _last(an: Anatomy, cfg) -> list[Line]:
-    if cfg.blocks > an.num_blocks:
-        raise UserError(f"last.blocks={cfg.blocks} but the model has {an.num_blocks} blocks")
-    return base_lines(
-        an, frozen_blocks=an.num_blocks - cfg.blocks, final_norm=bool(cfg.final_norm and an.arch.final_norm)
-    )
+    n = last_blocks(an.arch, cfg)
+    return base_lines(an, frozen_blocks=an.num_blocks - n, final_norm=bool(cfg.final_norm and an.arch.neck))
 
 
 def _freeze_first(an: Anatomy, cfg) -> list[Line]:
@@ -56,7 +53,7 @@ class HeadConfig(MethodConfig):
 
 @register("head", HeadConfig, "train the classification head only (linear probe)", formula=_head, caps=AS_IS)
 def head(model: nn.Module, arch: Arch, cfg: HeadConfig, total_steps: int) -> Prepared:
-    freeze_all_but(model, [arch.classifier])
+    freeze_all_but(model, list(arch.heads))
     return Prepared(model)
 
 
@@ -64,29 +61,52 @@ def head(model: nn.Module, arch: Arch, cfg: HeadConfig, total_steps: int) -> Pre
 @dataclass
 class LastConfig(MethodConfig):
     lr: float = field(default=2e-3, metadata={"help": "peak learning rate (AdamW)"})
-    blocks: int = field(default=1, metadata={"help": "number of final transformer blocks to train"})
-    final_norm: bool = field(default=False, metadata={"help": "also train the norm after the last block"})
+    blocks: int = field(default=1, metadata={"help": "number N of final blocks (or stages, with unit=stages) to train"})
+    final_norm: bool = field(
+        default=False,
+        metadata={
+            "help": "also train what lies between the last block and the head (the final norm; a CNN's last conv)"
+        },
+    )
+    unit: str = field(
+        default="blocks",
+        metadata={"help": "blocks: the last N blocks in forward order, across stages; stages: the last N stages whole"},
+    )
 
     def __post_init__(self):
         super().__post_init__()
         if self.blocks < 1:
             raise UserError(f"last.blocks must be >= 1 (got {self.blocks}); use 'head' for none")
+        self._require(self.unit in ("blocks", "stages"), "unit", "blocks or stages")
+
+
+def last_blocks(arch: Arch, cfg: LastConfig) -> int:
+    """How many final blocks train: N, or every block of the last N stages."""
+    if cfg.unit == "stages":
+        stages = sorted(set(arch.stages))
+        if len(stages) < 2:
+            raise Unsupported("last.unit=stages: this model's blocks are one stack, without stages")
+        if cfg.blocks > len(stages):
+            raise Unsupported(f"last.blocks={cfg.blocks} stages but the model has {len(stages)} stages")
+        return sum(1 for s in arch.stages if s >= stages[-cfg.blocks])
+    if cfg.blocks > arch.num_blocks:
+        raise Unsupported(f"last.blocks={cfg.blocks} but the model has {arch.num_blocks} blocks")
+    return cfg.blocks
 
 
 @register(
     "last",
     LastConfig,
-    "train the last N transformer blocks and the head, the rest frozen",
+    "train the last N blocks (across stages, with what runs between them) and the head, the rest frozen",
     formula=_last,
     search={"blocks": Choice((1, 2, 3)), "final_norm": Choice((False, True))},
     caps=AS_IS,
 )
 def last(model: nn.Module, arch: Arch, cfg: LastConfig, total_steps: int) -> Prepared:
-    if cfg.blocks > arch.num_blocks:
-        raise UserError(f"last.blocks={cfg.blocks} but the model has {arch.num_blocks} blocks")
-    train = arch.block_names()[-cfg.blocks :] + [arch.classifier]
-    if cfg.final_norm and arch.final_norm:
-        train.append(arch.final_norm)
+    first = arch.num_blocks - last_blocks(arch, cfg)
+    train = arch.block_names()[first:] + arch.trained_between(first) + list(arch.heads)
+    if cfg.final_norm:
+        train += list(arch.neck)
     freeze_all_but(model, train)
     return Prepared(model)
 
@@ -111,21 +131,22 @@ class FreezeFirstConfig(MethodConfig):
         """The number of frozen blocks for a model with num_blocks blocks."""
         n = num_blocks // 2 if self.blocks is None else self.blocks
         if n > num_blocks:
-            raise UserError(f"freeze-first.blocks={n} but the model has {num_blocks} blocks")
+            raise Unsupported(f"freeze-first.blocks={n} but the model has {num_blocks} blocks")
         return n
 
 
 @register(
     "freeze-first",
     FreezeFirstConfig,
-    "freeze the embeddings and the first N blocks; train the later blocks, final norm and head",
+    "freeze the embeddings and the first N blocks; train the rest (later blocks, what runs between them, "
+    "final norm, head)",
     "Yosinski et al. 2014, How transferable are features in deep neural networks?",
     formula=_freeze_first,
     caps=AS_IS,
 )
 def freeze_first(model: nn.Module, arch: Arch, cfg: FreezeFirstConfig, total_steps: int) -> Prepared:
     n = cfg.frozen_blocks(arch.num_blocks)
-    freeze_all_but(model, arch.block_names()[n:] + [arch.final_norm] * bool(arch.final_norm) + [arch.classifier])
+    freeze_all_but(model, arch.block_names()[n:] + arch.trained_between(n) + list(arch.neck) + list(arch.heads))
     return Prepared(model)
 
 
@@ -138,14 +159,14 @@ class BitFitConfig(MethodConfig):
 @register(
     "bitfit",
     BitFitConfig,
-    "train every bias (Linear, LayerNorm β, patch embedding) and the head",
+    "train every bias (Linear, conv, norm β, patch embedding) and the head",
     "Ben Zaken et al. 2022, BitFit: Simple Parameter-efficient Fine-tuning for Transformer-based "
     "Masked Language-models",
     formula=_bitfit,
     caps=AS_IS,
 )
 def bitfit(model: nn.Module, arch: Arch, cfg: BitFitConfig, total_steps: int) -> Prepared:
-    freeze_all_but(model, [arch.classifier])
+    freeze_all_but(model, list(arch.heads))
     for name, p in model.named_parameters():
         if name == "bias" or name.endswith(".bias"):
             p.requires_grad_(True)

@@ -9,9 +9,15 @@ import math
 import torch
 from torch import nn
 
-from ..models.arch import Arch
+from ..errors import Unsupported
+from ..models.arch import Arch, Part
 
-TARGETS_HELP = "roles to adapt: any of query,key,value,output,fc1,fc2, attention, mlp or all-linear"
+TARGETS_HELP = (
+    "roles to adapt: any of query,key,value,output,qkv,fc1,fc2 and the convolution roles pointwise,spatial,"
+    "depthwise; groups attention, mlp, convs, all-linear; auto: the method's usual roles where the model has "
+    "them (query,value; a fused qkv; else fc1,fc2; else the convolutions it can adapt)"
+)
+QKV = ("query", "key", "value")
 
 
 def use_peft():
@@ -48,7 +54,7 @@ class TorchBlockDiag:
 
 
 def wrap(model: nn.Module, config) -> nn.Module:
-    """Wrap with PEFT; the config already names the head in modules_to_save. The LoRA branches' input
+    """Wrap with PEFT; the config already names the head(s) in modules_to_save. The LoRA branches' input
     dropouts become CpuDropout (the same dropout, drawn faster on the CPU)."""
     peft = use_peft()
 
@@ -58,7 +64,20 @@ def wrap(model: nn.Module, config) -> nn.Module:
             for key, d in m.items():
                 if type(d) is nn.Dropout and d.p > 0:
                     m[key] = CpuDropout(d.p)
-    return pm
+    return conv_attributes(pm)
+
+
+def conv_attributes(model: nn.Module) -> nn.Module:
+    """Give each PEFT layer wrapping a Conv2d its conv's geometry attributes: MobileNetV2's TF-style padding
+    reads stride, kernel_size and dilation from the module it calls, which is then PEFT's wrapper (without
+    them: AttributeError). Called after wrapping and after loading a saved adapter."""
+    for m in model.modules():
+        base = getattr(m, "base_layer", None)
+        if isinstance(base, nn.Conv2d) and m is not base:
+            for attr in ("stride", "kernel_size", "dilation", "padding", "groups"):
+                if attr not in m.__dict__:
+                    m.__dict__[attr] = getattr(base, attr)
+    return model
 
 
 def unwrap_copies(model: nn.Module) -> nn.Module:
@@ -72,18 +91,71 @@ def unwrap_copies(model: nn.Module) -> nn.Module:
     return model
 
 
-def targets(arch: Arch, spec: str) -> str:
-    """A method's 'targets' option -> PEFT target_modules regex over those roles' Linears."""
-    return arch.target_regex(arch.resolve_roles(spec))
+def method_roles(arch: Arch, cfg, usual: tuple[str, ...] = ("query", "value"), option: str = "targets") -> list[str]:
+    """A method's target option (cfg.<option>) -> the roles it adapts on this model, checked against the
+    Conv2d layers the method can adapt (its Capabilities.conv2d); 'auto' is the method's usual roles where the
+    model has them (see auto_roles). A role the model lacks, or a conv the method cannot adapt, is Unsupported."""
+    from .registry import get
+
+    name = cfg.method_name()
+    rule = get(name).caps.conv2d
+    auto = auto_roles(arch, usual, rule)
+    if getattr(cfg, option).strip().lower() == "auto" and not auto:
+        kinds = "Linear layers" if not rule else f"Linear layers and convolutions ({rule})"
+        raise Unsupported(
+            f"{name} adapts {kinds}; this model's blocks have none of those (they have: {arch.roles_text()})"
+        )
+    roles = arch.resolve_roles(getattr(cfg, option), auto)
+    for role in roles:
+        why = next((w for p in arch.roles[role] if (w := conv_refusal(p, rule))), None)
+        if why:
+            raise Unsupported(f"{name} cannot adapt the '{role}' modules of this model: {why}")
+    return roles
+
+
+def auto_roles(arch: Arch, usual: tuple[str, ...], rule: str) -> list[str]:
+    """What targets=auto adapts: the usual roles that the model has (its fused qkv in place of query, key, value
+    when it lacks them), else its MLP (fc1, fc2), else its convolutions; only roles whose every module the
+    method can adapt."""
+    usual = list(usual)
+    attn = [r for r in usual if r in QKV]
+    if attn and not all(r in arch.roles for r in attn) and "qkv" in arch.roles:
+        usual = ["qkv"] + [r for r in usual if r not in QKV]
+    for choice in (usual, ["fc1", "fc2"], ["pointwise", "spatial"]):
+        roles = [r for r in choice if r in arch.roles and not any(conv_refusal(p, rule) for p in arch.roles[r])]
+        if roles:
+            return roles
+    return []
+
+
+def conv_refusal(part: Part, rule: str) -> str:
+    """Why a method whose conv rule is `rule` cannot adapt this module ('' when it can). Rules (PEFT 0.21):
+    '' adapts Linear layers only; 'any' any Conv2d; 'groups=1' no depthwise or grouped conv (LoRA: the rank
+    would have to be a multiple of the groups, and it cannot merge); '1x1' pointwise only (OFT's rotation of a
+    k×k conv computes a different function); 'groups=1, no same padding' also not a conv with padding='same'
+    (BOFT, HRA pass that string on as a number)."""
+    if part.kind == "linear" or rule == "any":
+        return ""
+    if not rule:
+        return f"it adapts Linear layers only and {part.path} is a {part.describe()}"
+    if rule == "1x1" and part.k > 1:
+        return f"it adapts 1×1 convolutions only and {part.path} is a {part.describe()}"
+    if part.groups > 1 and rule != "1x1":
+        return f"it cannot adapt a grouped or depthwise convolution ({part.path}: {part.describe()})"
+    if "same" in rule and part.same:
+        return f"it cannot adapt a convolution with padding='same' ({part.path})"
+    return ""
+
+
+def targets(arch: Arch, cfg, usual: tuple[str, ...] = ("query", "value")) -> str:
+    """A method's 'targets' option -> PEFT target_modules regex over those roles' modules."""
+    return arch.target_regex(method_roles(arch, cfg, usual))
 
 
 def linear_dims(model: nn.Module, arch: Arch, roles: list[str]) -> list[tuple[int, int]]:
-    """(d_in, d_out) of these roles' Linears in every block: what a formula reads from an anatomy's shapes."""
-    return [
-        (lin.in_features, lin.out_features)
-        for b in arch.block_names()
-        for lin in [model.get_submodule(f"{b}.{arch.roles[r]}") for r in roles]
-    ]
+    """(fan-in, d_out) of these roles' modules in every block: in_features (a conv's in_channels·k_h·k_w /
+    groups): what a formula reads from an anatomy's shapes."""
+    return [(p.d_in * p.k // p.groups, p.d_out) for p in arch.parts(roles)]
 
 
 def nearest_divisor(n: int, want: int) -> int:

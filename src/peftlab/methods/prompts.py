@@ -9,10 +9,11 @@ import torch
 from torch import nn
 
 from ..models.arch import Arch
+from ..models.families import TOKENS
 from ..theory.anatomy import Anatomy, base_lines
 from ..theory.lines import Line, formula
 from .registry import Capabilities, Choice, MethodConfig, Prepared, freeze_all_but, register
-from .sites import Site, attach, blocks, hidden_width, like, patch_convs
+from .sites import Site, attach, blocks, hidden_width, like, patch_convs, require
 
 PAPER = "Jia et al. 2022, Visual Prompt Tuning"
 # prompts are tokens, not weights: nothing merges, and every block attends over N + P tokens
@@ -50,7 +51,18 @@ class Prompts(Site):
         return ((h, *args[1:]), kwargs) if args else (args, {**kwargs, "hidden_states": h})
 
 
+def _require_cls_stack(arch: Arch, deep: bool) -> None:
+    require(
+        arch.tokens == "cls" and arch.flat is not None,
+        "vpt-deep" if deep else "vpt-shallow",
+        "puts prompt tokens after [CLS] in one stack of blocks and needs a head that reads [CLS] alone; this "
+        f"model's head reads {TOKENS.get(arch.tokens, arch.tokens)}"
+        + ("" if arch.flat else " and its blocks are in stages"),
+    )
+
+
 def _vpt_lines(an: Anatomy, cfg, deep: bool) -> list[Line]:
+    _require_cls_stack(an.arch, deep)
     p = formula("L·P·d" if deep else "P·d", {**an.env, "P": cfg.tokens})
     where = "every block's input (deep)" if deep else "the first block's input (shallow)"
     return base_lines(an) + [
@@ -65,7 +77,8 @@ def _apply(model: nn.Module, arch: Arch, cfg: VptConfig, deep: bool) -> Prepared
     drawn as the official code does: uniform(±√(6/(fan_in + d))), fan_in the patch embedding's inputs
     c·p_h·p_w (Xavier as if a patch projection). Not identity at init: the extra tokens change every
     attention output from the start. The backbone and its embeddings stay frozen; the head trains."""
-    freeze_all_but(model, [arch.classifier])
+    _require_cls_stack(arch, deep)
+    freeze_all_but(model, list(arch.heads))
     d = hidden_width(model, arch)
     convs = patch_convs(model, arch)
     fan_in = convs[0].in_channels * math.prod(convs[0].kernel_size) if convs else d

@@ -119,7 +119,9 @@ class Capabilities:
     peft_format: bool = False  # saved as a PEFT adapter folder; else trainable tensors, reloaded by
     #                            applying the method to a fresh base and loading them
     mergeable: bool = True  # folds into the base weights: nothing extra at inference
-    conv2d: bool = False  # can adapt Conv2d layers (CNNs)
+    # which Conv2d layers it adapts (CNNs): "" none (Linear only), "any", "groups=1" (no depthwise or grouped),
+    # "1x1" (pointwise only), "groups=1, no same padding" (peftwrap.conv_refusal says why for each)
+    conv2d: str = ""
     cost: str = ""  # what a model that cannot merge computes beyond the base at inference, in words
 
     def inference_cost(self) -> str:

@@ -23,6 +23,7 @@ from collections.abc import Iterator
 import torch
 from torch import nn
 
+from ..errors import Unsupported
 from ..models.arch import Arch
 
 
@@ -92,17 +93,13 @@ def blocks(model: nn.Module, arch: Arch) -> list[nn.Module]:
 
 
 def role_linears(model: nn.Module, arch: Arch, roles: list[str]) -> list[tuple[int, str, nn.Linear]]:
-    """(block index, role, Linear) for these roles in every block, in block then role order."""
-    return [
-        (i, role, block.get_submodule(arch.roles[role]))
-        for i, block in enumerate(blocks(model, arch))
-        for role in roles
-    ]
+    """(block index, role, Linear) for every module of these roles, in block then role order."""
+    return [(p.block, arch.role_of(p), model.get_submodule(p.path)) for p in arch.parts(roles)]
 
 
 def hidden_width(model: nn.Module, arch: Arch) -> int:
-    """The residual stream's width d: what the classification head reads."""
-    return model.get_submodule(arch.classifier).in_features
+    """The residual stream's width d at the head (what its final norm normalises)."""
+    return arch.width
 
 
 def like(module: nn.Module) -> dict:
@@ -112,30 +109,62 @@ def like(module: nn.Module) -> dict:
 
 
 def patch_convs(model: nn.Module, arch: Arch) -> list[nn.Conv2d]:
-    """The Conv2d layers outside the blocks and the head: a ViT's patch embedding."""
-    skip = (arch.blocks_path + ".", arch.classifier + ".")
+    """The Conv2d layers outside the blocks and the heads: a ViT's patch embedding."""
+    skip = tuple(b + "." for b in arch.blocks) + tuple(h + "." for h in arch.heads)
     return [m for n, m in model.named_modules() if isinstance(m, nn.Conv2d) and not (n + ".").startswith(skip)]
 
 
 def layer_norms(model: nn.Module, arch: Arch) -> list[nn.LayerNorm]:
-    """Every LayerNorm of the model but the head's (found by type, not by name)."""
-    return [
-        m
-        for n, m in model.named_modules()
-        if isinstance(m, nn.LayerNorm) and not (n + ".").startswith(arch.classifier + ".")
-    ]
+    """Every LayerNorm of the model but the heads' (found by type, not by name)."""
+    heads = tuple(h + "." for h in arch.heads)
+    return [m for n, m in model.named_modules() if isinstance(m, nn.LayerNorm) and not (n + ".").startswith(heads)]
+
+
+def require(ok: bool, method: str, why: str) -> None:
+    """A hand-written method that cannot apply to this model's structure: Unsupported, with why."""
+    if not ok:
+        raise Unsupported(f"{method} {why}")
+
+
+def require_linear_roles(arch: Arch, method: str, roles: list[str]) -> None:
+    """These roles exist in the blocks, as Linear layers."""
+    missing = [r for r in roles if r not in arch.roles]
+    require(
+        not missing,
+        method,
+        f"needs the {', '.join(missing)} Linear layers of each block; this model has: {arch.roles_text()}",
+    )
+    convs = [r for r in roles if any(p.kind != "linear" for p in arch.roles[r])]
+    require(not convs, method, f"adapts Linear layers; this model's {', '.join(convs)} are convolutions")
 
 
 def require_norms(arch: Arch, method: str) -> None:
-    from ..errors import UserError
-
+    """A transformer block: a LayerNorm before attention and one before the MLP (pre-norm), in every block."""
     missing = [n for n in ("norm1", "norm2") if n not in arch.norms]
-    if missing:
-        raise UserError(
-            f"{method} needs the LayerNorms before attention and before the MLP in each block; found "
-            f"{', '.join(f'{k}={v}' for k, v in arch.norms.items()) or 'none'} (looked for layernorm_before/norm1 "
-            "and layernorm_after/norm2)"
-        )
+    require(
+        not missing,
+        method,
+        f"needs the LayerNorms before attention and before the MLP in each block; found "
+        f"{', '.join(f'{k}={v[0][1]}' for k, v in arch.norms.items()) or 'none'}",
+    )
+    require(arch.pre_norm, method, "needs pre-norm blocks; this model normalises the attention and MLP outputs")
+
+
+def require_foldable_biases(model: nn.Module, arch: Arch, roles: list[str], method: str) -> None:
+    """A fold that gives a bias-free Linear a bias must be expressible in the base architecture: a ViT's config
+    switches q/k/v biases on (qkv_bias); other models cannot load such a bias."""
+    config = getattr(model, "config", None)
+    if not hasattr(model, "save_pretrained"):  # not rebuilt from a config: its state dict carries the new bias
+        return
+    bare = [p.path for p in arch.parts(roles) if not p.bias]
+    switch = arch.family in ("vit", "deit", "dinov2", "swin") and hasattr(config, "qkv_bias")
+    qkv_only = all(arch.role_of(p) in ("query", "key", "value") for p in arch.parts(roles) if not p.bias)
+    require(
+        not bare or (switch and qkv_only),
+        method,
+        f"folds into Linear layers without a bias ({bare[0] if bare else ''}), which this architecture cannot "
+        "load with one: its merged model would lose the folded bias",
+    )
 
 
 def sync_bias_config(model: nn.Module, arch: Arch) -> None:

@@ -11,7 +11,7 @@ from torch import nn
 from ..models.arch import Arch
 from ..theory.anatomy import Anatomy, per_shape, with_peft
 from ..theory.lines import Line
-from .peftwrap import TARGETS_HELP, common_divisor, fitted, linear_dims, targets, wrap
+from .peftwrap import TARGETS_HELP, common_divisor, fitted, linear_dims, method_roles, targets, wrap
 from .registry import Capabilities, Choice, MethodConfig, Prepared, register
 
 PEFT_CAPS = Capabilities(peft_format=True)
@@ -26,7 +26,7 @@ class FourierFtConfig(MethodConfig):
         metadata={"help": "trained spectral coefficients per Linear (at most d_in·d_out: fitted down to it)"},
     )
     scaling: float = field(default=150.0, metadata={"help": "ΔW is multiplied by this"})
-    targets: str = field(default="query,value", metadata={"help": TARGETS_HELP})
+    targets: str = field(default="auto", metadata={"help": TARGETS_HELP})
     loc_seed: int = field(default=777, metadata={"help": "seed of the (shared) random frequency locations"})
 
     def __post_init__(self):
@@ -40,7 +40,7 @@ def _n_frequency(dims: list[tuple[int, int]], want: int) -> int:
 
 
 def _fourierft(an: Anatomy, cfg) -> list[Line]:
-    roles = an.arch.resolve_roles(cfg.targets)
+    roles = method_roles(an.arch, cfg)
     n = _n_frequency([(sh.din, sh.dout) for sh in an.shapes(roles)], cfg.n_frequency)
     return with_peft(
         an,
@@ -64,14 +64,14 @@ def fourierft(model: nn.Module, arch: Arch, cfg: FourierFtConfig, total_steps: i
     train. They start at 0 (init_weights=True): the identity; PEFT's default N(0,1) start is not."""
     import peft
 
-    roles = arch.resolve_roles(cfg.targets)
+    roles = method_roles(arch, cfg)
     config = peft.FourierFTConfig(
         n_frequency=_n_frequency(linear_dims(model, arch, roles), cfg.n_frequency),
         scaling=cfg.scaling,
         random_loc_seed=cfg.loc_seed,
         init_weights=True,
-        target_modules=targets(arch, cfg.targets),
-        modules_to_save=[arch.classifier],
+        target_modules=targets(arch, cfg),
+        modules_to_save=list(arch.heads),
     )
     return Prepared(wrap(model, config))
 
@@ -83,7 +83,7 @@ class C3aConfig(MethodConfig):
     block_size: int = field(
         default=256, metadata={"help": "size b of the circulant blocks (fitted to divide every adapted width)"}
     )
-    targets: str = field(default="query,value", metadata={"help": TARGETS_HELP})
+    targets: str = field(default="auto", metadata={"help": TARGETS_HELP})
 
     def __post_init__(self):
         super().__post_init__()
@@ -96,7 +96,7 @@ def _block_size(dims: list[tuple[int, int]], want: int) -> int:
 
 def _c3a(an: Anatomy, cfg) -> list[Line]:
     """Per Linear: (d_out/b)·(d_in/b) circulant blocks, each defined by one b-long kernel."""
-    roles = an.arch.resolve_roles(cfg.targets)
+    roles = method_roles(an.arch, cfg)
     b = _block_size([(sh.din, sh.dout) for sh in an.shapes(roles)], cfg.block_size)
     return with_peft(
         an,
@@ -124,11 +124,11 @@ def c3a(model: nn.Module, arch: Arch, cfg: C3aConfig, total_steps: int) -> Prepa
     ΔW is linear in them, so they still get gradients (PEFT's default xavier start is not the identity)."""
     import peft
 
-    roles = arch.resolve_roles(cfg.targets)
+    roles = method_roles(arch, cfg)
     config = peft.C3AConfig(
         block_size=_block_size(linear_dims(model, arch, roles), cfg.block_size),
         init_weights=True,
-        target_modules=targets(arch, cfg.targets),
-        modules_to_save=[arch.classifier],
+        target_modules=targets(arch, cfg),
+        modules_to_save=list(arch.heads),
     )
     return Prepared(wrap(model, config))

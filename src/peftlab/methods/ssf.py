@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 import torch
 from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
 
 from ..models.arch import Arch
 from ..theory.anatomy import Anatomy, base_lines, per_shape
@@ -19,6 +20,9 @@ from .sites import (
     layer_norms,
     like,
     patch_convs,
+    require,
+    require_foldable_biases,
+    require_linear_roles,
     role_linears,
     sites,
     sync_bias_config,
@@ -48,10 +52,11 @@ class ScaleShift(Site):
 def _ssf(an: Anatomy, cfg) -> list[Line]:
     """Two vectors (γ, β) of each operation's output width: every LayerNorm (its width, like its own
     weight and bias), every Linear of the blocks (d_out), the patch embedding (d channels)."""
+    require_linear_roles(an.arch, "ssf", list(an.arch.roles))
     norms, conv = an.norms(), an.patch_channels()
     lines = base_lines(an)
     lines.append(Line("SSF γ, β after every LayerNorm", norms.symbols, norms.numbers, norms.count, True, "added"))
-    lines += per_shape(an, list(an.arch.roles), "SSF γ, β after", lambda sh: (f"2·{sh.dout_sym}", {}, ""))
+    lines += per_shape(an, an.arch.linear_roles(), "SSF γ, β after", lambda sh: (f"2·{sh.dout_sym}", {}, ""))
     if conv.count:
         lines.append(
             Line(
@@ -99,7 +104,7 @@ def _merge_ssf(model: nn.Module) -> nn.Module:
     "Lian et al. 2022, Scaling & Shifting Your Features: A New Baseline for Efficient Model Tuning (SSF)",
     formula=_ssf,
     # γ, β start near (1, 0), not at it (the official init); folded into the weights after training
-    caps=Capabilities(identity_at_init=False, conv2d=True),
+    caps=Capabilities(identity_at_init=False),
     merge=_merge_ssf,
 )
 def ssf(model: nn.Module, arch: Arch, cfg: SsfConfig, total_steps: int) -> Prepared:
@@ -109,11 +114,18 @@ def ssf(model: nn.Module, arch: Arch, cfg: SsfConfig, total_steps: int) -> Prepa
     draws them: the model starts near the base model, not exactly at it (identity_at_init False); the
     paper's point is the re-parameterisation: every site follows an affine operation, into which it folds
     (peftlab merge), so nothing is left at inference."""
-    freeze_all_but(model, [arch.classifier])
+    roles = arch.linear_roles()
+    require_linear_roles(arch, "ssf", list(arch.roles))
+    other = sorted({type(m).__name__ for m in model.modules() if isinstance(m, (_BatchNorm, nn.GroupNorm))})
+    require(
+        not other, "ssf", f"folds into LayerNorm, Linear and the patch conv; this model also has {', '.join(other)}"
+    )
+    require_foldable_biases(model, arch, roles, "ssf")
+    freeze_all_but(model, list(arch.heads))
     for conv in patch_convs(model, arch):
         attach(conv, "ssf", ScaleShift(conv.out_channels, channel_dim=1, **like(conv)))
     for norm in layer_norms(model, arch):
         attach(norm, "ssf", ScaleShift(norm.normalized_shape[-1], **like(norm)))
-    for _, _, lin in role_linears(model, arch, list(arch.roles)):
+    for _, _, lin in role_linears(model, arch, roles):
         attach(lin, "ssf", ScaleShift(lin.out_features, **like(lin)))
     return Prepared(model)

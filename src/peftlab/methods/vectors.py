@@ -10,7 +10,7 @@ from ..errors import UserError
 from ..models.arch import Arch
 from ..theory.anatomy import Anatomy, per_shape, with_peft
 from ..theory.lines import Line
-from .peftwrap import TARGETS_HELP, targets, wrap
+from .peftwrap import TARGETS_HELP, method_roles, targets, wrap
 from .registry import Capabilities, Choice, MethodConfig, Prepared, register
 
 
@@ -19,7 +19,7 @@ from .registry import Capabilities, Choice, MethodConfig, Prepared, register
 class VeraConfig(MethodConfig):
     lr: float = field(default=2e-2, metadata={"help": "peak learning rate (AdamW)"})
     r: int = field(default=256, metadata={"help": "rank of the shared frozen random matrices A and B"})
-    targets: str = field(default="query,value", metadata={"help": TARGETS_HELP})
+    targets: str = field(default="auto", metadata={"help": TARGETS_HELP})
     d_initial: float = field(default=0.1, metadata={"help": "initial value of the scaling vector d"})
     dropout: float = field(default=0.0, metadata={"help": "dropout on the adapter branch's input"})
     prng_key: int = field(default=0, metadata={"help": "seed of the shared random A and B"})
@@ -31,7 +31,7 @@ class VeraConfig(MethodConfig):
 
 
 def _vera(an: Anatomy, cfg) -> list[Line]:
-    roles = an.arch.resolve_roles(cfg.targets)
+    roles = method_roles(an.arch, cfg)
     added = per_shape(
         an, roles, "VeRA scaling vectors b (d_out) and d (r)", lambda sh: (f"{sh.dout_sym} + r", {"r": cfg.r}, "")
     )
@@ -45,7 +45,7 @@ def _ia3(an: Anatomy, cfg) -> list[Line]:
     rest = [ro for ro in roles if ro not in ff]
     added = per_shape(an, rest, "IA³ output scales", lambda sh: (sh.dout_sym, {}, "")) if rest else []
     if ff:
-        added += per_shape(an, ff, "IA³ input scales (feedforward)", lambda sh: (sh.din_sym, {}, ""))
+        added += per_shape(an, ff, "IA³ input scales (feedforward)", lambda sh: (sh.channels_in[0], {}, ""))
     return with_peft(an, added)
 
 
@@ -67,8 +67,8 @@ def vera(model: nn.Module, arch: Arch, cfg: VeraConfig, total_steps: int) -> Pre
         vera_dropout=cfg.dropout,
         projection_prng_key=cfg.prng_key,
         save_projection=True,
-        target_modules=targets(arch, cfg.targets),
-        modules_to_save=[arch.classifier],
+        target_modules=targets(arch, cfg),
+        modules_to_save=list(arch.heads),
     )
     return Prepared(wrap(model, config))
 
@@ -78,22 +78,27 @@ def vera(model: nn.Module, arch: Arch, cfg: VeraConfig, total_steps: int) -> Pre
 class Ia3Config(MethodConfig):
     lr: float = field(default=3e-2, metadata={"help": "peak learning rate (AdamW)"})
     targets: str = field(
-        default="key,value,fc2",
-        metadata={"help": "roles whose activations are rescaled: " + TARGETS_HELP.split(": ", 1)[1]},
+        default="auto",
+        metadata={
+            "help": "roles whose activations are rescaled (auto: key,value,fc2 where the model has them): "
+            + TARGETS_HELP.split(": ", 1)[1]
+        },
     )
     feedforward: str = field(
-        default="fc2",
+        default="auto",
         metadata={
             "help": "those of targets rescaled on their input (the MLP's hidden activations) instead of their "
-            "output; empty for none"
+            "output; auto: fc2 when it is a target; empty for none"
         },
     )
 
 
 def ia3_roles(arch: Arch, cfg: Ia3Config) -> tuple[list[str], list[str]]:
     """(target roles, feedforward roles), checked: the feedforward roles must be among the targets."""
-    roles = arch.resolve_roles(cfg.targets)
-    ff = arch.resolve_roles(cfg.feedforward) if cfg.feedforward.strip() else []
+    roles = method_roles(arch, cfg, usual=("key", "value", "fc2"))
+    ff_auto = ["fc2"] if "fc2" in roles else []
+    spec = cfg.feedforward.strip()
+    ff = [] if not spec or (spec == "auto" and not ff_auto) else arch.resolve_roles(spec, ff_auto)
     extra = [r for r in ff if r not in roles]
     if extra:
         raise UserError(
@@ -108,7 +113,7 @@ def ia3_roles(arch: Arch, cfg: Ia3Config) -> tuple[list[str], list[str]]:
     "learned rescaling vectors on keys, values and the MLP's hidden activations",
     "Liu et al. 2022, Few-Shot Parameter-Efficient Fine-Tuning is Better and Cheaper than In-Context Learning (IA³)",
     formula=_ia3,
-    caps=Capabilities(peft_format=True, conv2d=True),
+    caps=Capabilities(peft_format=True, conv2d="any"),
 )
 def ia3(model: nn.Module, arch: Arch, cfg: Ia3Config, total_steps: int) -> Prepared:
     import peft
@@ -117,6 +122,6 @@ def ia3(model: nn.Module, arch: Arch, cfg: Ia3Config, total_steps: int) -> Prepa
     config = peft.IA3Config(
         target_modules=arch.target_regex(roles),
         feedforward_modules=arch.target_regex(ff) if ff else [],
-        modules_to_save=[arch.classifier],
+        modules_to_save=list(arch.heads),
     )
     return Prepared(wrap(model, config))

@@ -1,18 +1,17 @@
-"""Models: loading a classifier and its input spec (loading), and finding its parts by role (arch)."""
+"""Models: loading a classifier and its input spec (loading, geometry), and finding its parts (arch, families)."""
 
 from ..config import BUNDLED_NAME
 from .arch import (
+    CONV_ROLES,
     NORM_PATTERNS,
     ROLE_ALIASES,
     ROLE_GROUPS,
     ROLE_PATTERNS,
     Arch,
-    blocks_of,
-    describe,
-    norm_paths,
-    role_modules,
-    role_paths,
+    Part,
 )
+from .families import FAMILIES, Family
+from .finder import conv_role, describe, head_linear
 from .loading import (
     BUNDLED_DIR,
     ImageSpec,
@@ -28,22 +27,24 @@ from .loading import (
 __all__ = [
     "BUNDLED_DIR",
     "BUNDLED_NAME",
+    "CONV_ROLES",
+    "FAMILIES",
     "NORM_PATTERNS",
     "ROLE_ALIASES",
     "ROLE_GROUPS",
     "ROLE_PATTERNS",
     "Arch",
+    "Family",
     "ImageSpec",
-    "blocks_of",
+    "Part",
     "bundled_path",
     "bundled_record",
     "check_model_path",
+    "conv_role",
     "describe",
     "fit_head",
+    "head_linear",
     "image_spec",
     "load_model",
-    "norm_paths",
     "resolve_model_path",
-    "role_modules",
-    "role_paths",
 ]

@@ -1,22 +1,23 @@
-"""Find a classifier's parts by role: its stack of blocks, head, final norm, and which Linear plays
-each role (query, key, value, output, fc1, fc2) inside a block.
+"""Find a classifier's parts: its blocks (every stage, in forward order), what runs between them, its
+head(s), what lies between the last block and the head (the final norm), and which module plays each role
+inside a block (query, key, value, output, fc1, fc2, the fused qkv, and pointwise / spatial / depthwise
+for convolutions).
 
-Architectures name their modules differently (transformers 5: ``vit.layers.N.attention.q_proj``;
-older releases: ``vit.encoder.layer.N.attention.attention.query``), so nothing here hard-codes one
-naming: blocks are the model's largest ModuleList, and each role is the one Linear inside a block whose
-relative name matches that role's pattern.
+A family transformers ships is described by its entry in families.py, written out, not guessed. Any other
+model gets the generic search: its blocks are the most numerous composite class among the children of its
+ModuleLists, its roles the one Linear per block whose name reads as that role; what it found is said in
+Arch.note.
 """
 
 from __future__ import annotations
 
 import re
+from collections import Counter
 from dataclasses import dataclass, field
 
-from torch import nn
+from ..errors import Unsupported, UserError
 
-from ..errors import UserError
-
-# role -> pattern on a Linear's name relative to its block; first spelling is transformers 5's.
+# generic search: role -> pattern on a Linear's name relative to its block (any naming)
 ROLE_PATTERNS: dict[str, str] = {
     "query": r"(^|\.)(q_proj|query|q)$",
     "key": r"(^|\.)(k_proj|key|k)$",
@@ -25,11 +26,13 @@ ROLE_PATTERNS: dict[str, str] = {
     "fc1": r"(^|\.)(mlp\.fc1|intermediate\.dense|mlp\.lin1)$",
     "fc2": r"(^|\.)(mlp\.fc2|mlp\.lin2)$|^output\.dense$",
 }
-# norm -> pattern on a LayerNorm's name relative to its block: the norm before attention and before the MLP
+# generic search: the LayerNorm before attention and before the MLP
 NORM_PATTERNS: dict[str, str] = {
-    "norm1": r"(^|\.)(layernorm_before|norm1|ln_1|ln1|input_layernorm)$",
-    "norm2": r"(^|\.)(layernorm_after|norm2|ln_2|ln2|post_attention_layernorm)$",
+    "norm1": r"(^|\.)(layernorm_before|norm1|ln_1|ln1|input_layernorm|layer_norm1)$",
+    "norm2": r"(^|\.)(layernorm_after|norm2|ln_2|ln2|post_attention_layernorm|layer_norm2)$",
 }
+CONV_ROLES = ("pointwise", "spatial", "depthwise")  # 1×1; k×k with groups=1; groups>1 (depthwise or grouped)
+ALL_ROLES = ("query", "key", "value", "output", "qkv", "fc1", "fc2", "shortcut", *CONV_ROLES)
 ROLE_ALIASES = {
     "q": "query",
     "k": "key",
@@ -41,111 +44,150 @@ ROLE_ALIASES = {
     "mlp_in": "fc1",
     "intermediate": "fc1",
     "mlp_out": "fc2",
+    "pw": "pointwise",
+    "dw": "depthwise",
 }
 ROLE_GROUPS = {
-    "all-linear": list(ROLE_PATTERNS),
-    "attention": ["query", "key", "value", "output"],
+    "attention": ["query", "key", "value", "output", "qkv"],
     "mlp": ["fc1", "fc2"],
-}
+    "convs": list(CONV_ROLES),
+}  # and all-linear: every role whose modules are Linear layers
+
+
+@dataclass(frozen=True)
+class Part:
+    """One module playing a role in a block: its shape as an adapter sees it."""
+
+    path: str  # full module path
+    block: int  # index of its block, in forward order
+    kind: str  # "linear" or "conv"
+    d_in: int  # in_features, or in_channels
+    d_out: int
+    k: int = 1  # kernel area k_h·k_w (1 for a Linear)
+    groups: int = 1
+    bias: bool = True
+    same: bool = False  # a conv with padding='same'
+
+    def describe(self) -> str:
+        if self.kind == "linear":
+            return f"Linear {self.d_in}→{self.d_out}"
+        side = int(round(self.k**0.5))
+        return f"Conv2d {side}×{side} {self.d_in}→{self.d_out}" + (f" groups={self.groups}" if self.groups > 1 else "")
 
 
 @dataclass(frozen=True)
 class Arch:
-    """Where a model keeps its blocks, head and final norm, and which Linear plays each role."""
+    """Where a model keeps its parts. Every path is a full module path (parameter path for a loose parameter)."""
 
-    blocks_path: str  # e.g. "vit.layers"
-    num_blocks: int
-    classifier: str  # attribute path of the classification head, e.g. "classifier"
-    final_norm: str | None  # norm between the last block and the head, e.g. "vit.layernorm"
-    roles: dict[str, str]  # role -> module path relative to a block, e.g. "query" -> "attention.q_proj"
-    # the block's LayerNorms: "norm1" (before attention) and "norm2" (before the MLP) -> path in the block
-    norms: dict[str, str] = field(default_factory=dict)
+    family: str  # its entry in families.py, or "generic"
+    blocks: tuple[str, ...]  # every block, in forward order
+    stages: tuple[int, ...]  # the stage of each block (0 for a flat stack)
+    heads: tuple[str, ...]  # the classification head(s), e.g. ("classifier",) or cls_ and distillation_
+    head_linears: tuple[str, ...]  # the Linear of each head that maps features to labels
+    roles: dict[str, tuple[Part, ...]]  # role -> its modules in every block that has it, in block order
+    norms: dict[str, tuple[tuple[int, str], ...]] = field(default_factory=dict)  # norm1/norm2 -> (block, path)
+    final_norm: str | None = None  # the norm right after the last block, if the neck starts with one
+    neck: tuple[str, ...] = ()  # after the last block, before the head
+    between: tuple[tuple[int, str, str], ...] = ()  # (stage, "before" or "after" its blocks, path)
+    stage_paths: tuple[str, ...] = ()  # the module of each stage, where there are such modules
+    tokens: str = "cls"  # what the head reads (families.py)
+    pre_norm: bool = True
+    flat: str | None = None  # the ModuleList holding every block in order, when one does
+    width: int = 0  # the residual width at the head (what its final norm normalises)
+    note: str = ""  # what was found (generic search) or what to know (fused projections)
+    channels_last: tuple[str, ...] = ()  # roles whose Linear reads a (B, H, W, C) map (ConvNeXt's pwconv)
+
+    @property
+    def num_blocks(self) -> int:
+        return len(self.blocks)
+
+    @property
+    def num_stages(self) -> int:
+        return len(set(self.stages))
 
     def block_names(self) -> list[str]:
-        return [f"{self.blocks_path}.{i}" for i in range(self.num_blocks)]
+        return list(self.blocks)
 
-    def resolve_roles(self, spec: str | list[str]) -> list[str]:
-        """'query,value' / 'q,v' / 'all-linear' -> canonical roles present in this model."""
+    def stage_blocks(self, stage: int) -> list[int]:
+        return [i for i, s in enumerate(self.stages) if s == stage]
+
+    def trained_between(self, first: int) -> list[str]:
+        """What runs between blocks (a stage's downsampling, patch merging, norm) after block first − 1: trained
+        with blocks first.. ('last', 'freeze-first': the network after the last frozen block trains)."""
+        out = []
+        for s, when, path in self.between:
+            idx = self.stage_blocks(s)
+            after = idx[0] - 1 if when == "before" else idx[-1]  # the block it runs after
+            if after >= first - 1:
+                out.append(path)
+        return out
+
+    def linear_roles(self) -> list[str]:
+        return [r for r, parts in self.roles.items() if all(p.kind == "linear" for p in parts)]
+
+    def parts(self, roles: list[str]) -> list[Part]:
+        """The modules of these roles, in block then role order."""
+        return sorted((p for r in roles for p in self.roles[r]), key=lambda p: (p.block, roles.index(self.role_of(p))))
+
+    def role_of(self, part: Part) -> str:
+        return next(r for r, ps in self.roles.items() if part in ps)
+
+    def in_block(self, i: int, role: str) -> list[Part]:
+        return [p for p in self.roles.get(role, ()) if p.block == i]
+
+    def norm_in(self, i: int, name: str) -> str | None:
+        return next((p for b, p in self.norms.get(name, ()) if b == i), None)
+
+    def resolve_roles(self, spec: str | list[str], auto: list[str] | None = None) -> list[str]:
+        """'query,value' / 'q,v' / 'all-linear' / 'auto' -> canonical roles present in this model. auto: what
+        'auto' stands for (the method's choice for this model). A role the model lacks is Unsupported."""
         names = spec.split(",") if isinstance(spec, str) else list(spec)
         roles: list[str] = []
         for raw in (n.strip().lower() for n in names if n.strip()):
-            for role in ROLE_GROUPS.get(raw, [ROLE_ALIASES.get(raw, raw)]):
-                if role not in ROLE_PATTERNS:  # offer what this model has, not every role there is
-                    usable = list(self.roles) + [g for g, rs in ROLE_GROUPS.items() if set(rs) <= set(self.roles)]
-                    raise UserError(f"unknown target role '{raw}'; this model has: {', '.join(usable) or 'none'}")
-                if role not in self.roles:
+            if raw == "auto":
+                expand = list(auto or [])
+                if not expand:
+                    raise Unsupported(f"no roles for targets=auto; this model's blocks have: {self.roles_text()}")
+            elif raw == "all-linear":
+                expand = self.linear_roles()
+                if not expand:
+                    raise Unsupported(f"this model's blocks have no Linear layers (they have: {self.roles_text()})")
+            elif raw in ROLE_GROUPS:
+                expand = [r for r in ROLE_GROUPS[raw] if r in self.roles]
+                if not expand:
+                    raise Unsupported(f"this model has no {raw} roles; its blocks have: {self.roles_text()}")
+            else:
+                expand = [ROLE_ALIASES.get(raw, raw)]
+            for role in expand:
+                if role not in ALL_ROLES:
+                    usable = list(self.roles) + [g for g, rs in ROLE_GROUPS.items() if set(rs) & set(self.roles)]
                     raise UserError(
-                        f"this model has no '{role}' module in its blocks; it has: {', '.join(self.roles) or 'none'}"
+                        f"unknown target role '{raw}'; this model has: {', '.join(usable + ['all-linear']) or 'none'}"
                     )
+                if role not in self.roles:
+                    raise Unsupported(f"this model has no '{role}' module in its blocks; it has: {self.roles_text()}")
                 if role not in roles:
                     roles.append(role)
         if not roles:
             raise UserError("no target roles given; use e.g. query,value")
         return roles
 
+    def roles_text(self) -> str:
+        return ", ".join(self.roles) or "none"
+
     def target_regex(self, roles: list[str]) -> str:
-        """A PEFT target_modules regex matching exactly these roles' Linears in every block."""
-        rels = "|".join(re.escape(self.roles[r]) for r in roles)
-        return rf"(.*\.)?{re.escape(self.blocks_path)}\.\d+\.({rels})"
+        """A PEFT target_modules regex matching exactly these roles' modules (full paths, every block)."""
+        return "|".join(re.escape(p.path) for p in self.parts(roles))
 
-
-def blocks_of(model: nn.Module) -> tuple[str, nn.ModuleList]:
-    """The stack of blocks: the longest ModuleList (PEFT's wrappers add ModuleDicts, not lists)."""
-    lists = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.ModuleList) and len(m) > 0]
-    if not lists:
-        raise UserError(
-            f"{type(model).__name__}: found no stack of blocks; peftlab needs a "
-            "transformer-style model (e.g. ViT, DeiT)"
+    def summary(self) -> str:
+        """One line: what was found where."""
+        n = Counter(self.stages)
+        where = (
+            f"{self.num_blocks} blocks in {len(n)} stages ({', '.join(str(n[s]) for s in sorted(n))})"
+            if len(n) > 1
+            else f"{self.num_blocks} blocks"
         )
-    return max(lists, key=lambda nm: len(nm[1]))
-
-
-def role_paths(block: nn.Module) -> dict[str, str]:
-    """Role -> the path, relative to the block, of the one Linear whose name matches the role's pattern
-    (or of the PEFT layer wrapping it, which sits at the Linear's path)."""
-    linears = [
-        n
-        for n, m in block.named_modules()
-        if isinstance(m, nn.Linear) or isinstance(getattr(m, "base_layer", None), nn.Linear)
-    ]
-    out = {}
-    for role, pattern in ROLE_PATTERNS.items():
-        hits = [n for n in linears if re.search(pattern, n)]
-        if len(hits) == 1:
-            out[role] = hits[0]
-    return out
-
-
-def norm_paths(block: nn.Module) -> dict[str, str]:
-    """ "norm1"/"norm2" -> the path, relative to the block, of the one LayerNorm whose name matches."""
-    norms = [n for n, m in block.named_modules() if isinstance(m, nn.LayerNorm)]
-    out = {}
-    for role, pattern in NORM_PATTERNS.items():
-        hits = [n for n in norms if re.search(pattern, n)]
-        if len(hits) == 1:
-            out[role] = hits[0]
-    return out
-
-
-def role_modules(block: nn.Module) -> dict[str, nn.Module]:
-    """Role -> the module playing it in one block (see role_paths)."""
-    return {role: block.get_submodule(path) for role, path in role_paths(block).items()}
-
-
-def describe(model: nn.Module) -> Arch:
-    """Find blocks, head, final norm and role modules of a classifier, whatever its naming."""
-    blocks_path, blocks = blocks_of(model)
-    classifier = next((n for n in ("classifier", "head", "fc") if isinstance(getattr(model, n, None), nn.Linear)), None)
-    if classifier is None:
-        raise UserError(
-            f"{type(model).__name__}: found no Linear classification head (looked for .classifier, .head, .fc)"
+        return (
+            f"{self.family}: {where}, head {'+'.join(self.heads)}, final norm {self.final_norm or 'none'}, "
+            f"roles {self.roles_text()}" + (f"; {self.note}" if self.note else "")
         )
-    roles = role_paths(blocks[0])
-    # the final norm: a LayerNorm registered after the blocks, outside them (ViT: vit.layernorm)
-    order = [n for n, _ in model.named_modules()]
-    after = order[order.index(blocks_path) + 1 :]
-    norms = [
-        n for n in after if not n.startswith(blocks_path + ".") and isinstance(model.get_submodule(n), nn.LayerNorm)
-    ]
-    final_norm = norms[0] if norms else None
-    return Arch(blocks_path, len(blocks), classifier, final_norm, roles, norm_paths(blocks[0]))

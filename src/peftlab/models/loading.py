@@ -14,14 +14,17 @@ from torch import nn
 
 from ..config import BUNDLED_NAME
 from ..errors import UserError
-from .arch import describe
+from . import geometry
+from .finder import describe
 
 BUNDLED_DIR = Path(__file__).resolve().parent.parent / "bundled"
 
 
 @dataclass(frozen=True)
 class ImageSpec:
-    """What the model's image processor asks of an input image."""
+    """What the model's image processor does to an input image: the resize and crop steps (on the uint8
+    image, models.geometry) giving height × width, then per channel (x·rescale − mean) / std and, for a
+    BGR model, the channel order flipped."""
 
     height: int
     width: int
@@ -32,13 +35,31 @@ class ImageSpec:
     # where these numbers come from when not from the model's image processor (a warning); not part of
     # the identity of the spec
     fallback: str = field(default="", compare=False)
+    steps: tuple = ()  # ("warp", h, w) | ("shortest", edge) | ("crop", h, w); () = warp to height × width
+    resample: int = geometry.BILINEAR  # the PIL filter of the resizes
+    bgr: bool = False  # the model reads channels in BGR order (MobileViT)
+
+    @property
+    def geometry(self) -> tuple:
+        """The resize and crop steps (a plain warp to height × width when none are recorded)."""
+        return self.steps or (("warp", self.height, self.width),)
+
+    def record(self) -> dict:
+        """The geometry as result.json records it (data.geometry)."""
+        return {
+            "steps": [list(s) for s in self.geometry],
+            "resample": self.resample,
+            "bgr": self.bgr,
+            "text": geometry.describe_steps(self.geometry, self.resample) + (", BGR" if self.bgr else ""),
+        }
 
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 [N, C, H, W] on any device -> normalized float32: (x·rescale - mean) / std, computed as
         one in-place multiply-add with per-channel constants made once per device (a tensor built from
         Python numbers on a GPU is a host copy that waits for the GPU: once per step, that stalls it)."""
         scale, shift = _affine(self.mean, self.std, self.rescale, images.device)
-        return images.to(torch.float32, copy=True).mul_(scale).add_(shift)  # a copy: never the caller's tensor
+        x = images.to(torch.float32, copy=True).mul_(scale).add_(shift)  # a copy: never the caller's tensor
+        return x.flip(1) if self.bgr else x
 
 
 @functools.lru_cache(maxsize=32)
@@ -77,48 +98,54 @@ def check_model_path(name: str) -> str:
 
 
 def image_spec(name: str, config) -> ImageSpec:
-    """Read size, channels and mean/std from the model's image processor (or its config)."""
+    """What the model's image processor does to an image: resize and crop steps, rescale, mean/std, channel
+    order (models.geometry); without a readable processor, a plain resize to the config's image_size and
+    mean/std 0.5, with a warning in ImageSpec.fallback."""
     from transformers import AutoImageProcessor
 
-    fallback = ""
+    channels = int(getattr(config, "num_channels", 3))
     try:
         proc = AutoImageProcessor.from_pretrained(resolve_model_path(name))
-        size = proc.size if isinstance(proc.size, dict) else vars(proc.size)
-        height = size.get("height") or size.get("shortest_edge")
-        width = size.get("width") or height
-        mean = tuple(proc.image_mean) if getattr(proc, "do_normalize", True) else (0.0,)
-        std = tuple(proc.image_std) if getattr(proc, "do_normalize", True) else (1.0,)
-        rescale = proc.rescale_factor if getattr(proc, "do_rescale", True) else 1.0
+        steps, resample, note = geometry.processor_steps(proc)
+        mean, std, rescale, bgr = geometry.processor_affine(proc, channels)
+        height, width = geometry.output_size(steps)
     except (OSError, ValueError, KeyError, AttributeError, TypeError) as e:
-        height = width = None
-        mean, std, rescale = (0.5,), (0.5,), 1 / 255
         first = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
+        side = _config_size(config)
         fallback = (
-            f"no image processor could be read for '{name}' ({first}): inputs are normalised with "
-            "mean 0.5 and std 0.5 and sized from the model config, which may not be how the model was "
-            "pretrained; add its preprocessor_config.json"
+            f"no image processor could be read for '{name}' ({first}): inputs are resized to {side}×{side} "
+            "and normalised with mean 0.5 and std 0.5, which may not be how the model was pretrained; add "
+            "its preprocessor_config.json"
         )
-    height = int(height or config.image_size)
-    width = int(width or config.image_size)
-    channels = int(getattr(config, "num_channels", 3))
+        return ImageSpec(side, side, channels, (0.5,) * channels, (0.5,) * channels, 1 / 255, fallback)
     if len(mean) != channels:
         mean, std = (mean[0],) * channels, (std[0],) * channels
-    return ImageSpec(
-        height, width, channels, tuple(float(m) for m in mean), tuple(float(s) for s in std), float(rescale), fallback
-    )
+    return ImageSpec(height, width, channels, mean, std, float(rescale), note, steps, resample, bgr)
+
+
+def _config_size(config) -> int:
+    size = getattr(config, "image_size", None) or getattr(getattr(config, "vision_config", None), "image_size", None)
+    size = size[0] if isinstance(size, (list, tuple)) else size
+    if not size:
+        raise UserError(
+            "the model has no image processor and its config no image_size; add its preprocessor_config.json"
+        )
+    return int(size)
 
 
 def fit_head(model: nn.Module, label_names: list[str], seed: int) -> None:
-    """Replace the classification head with a fresh, seeded one for these labels."""
-    arch_head = describe(model).classifier
-    old: nn.Linear = getattr(model, arch_head)
+    """Replace the Linear of every classification head (a Sequential's, LeViT's after its BatchNorm, both
+    heads of a distilled model) with a fresh, seeded one for these labels."""
+    arch = describe(model)
     gen = torch.Generator().manual_seed(seed)
-    head = nn.Linear(old.in_features, len(label_names))
     std = getattr(model.config, "initializer_range", 0.02)
-    with torch.no_grad():
-        head.weight.copy_(torch.randn(head.weight.shape, generator=gen).mul_(std).clamp_(-2 * std, 2 * std))
-        head.bias.zero_()
-    setattr(model, arch_head, head.to(old.weight.device, old.weight.dtype))
+    for path in arch.head_linears:
+        old: nn.Linear = model.get_submodule(path)
+        head = nn.Linear(old.in_features, len(label_names))
+        with torch.no_grad():
+            head.weight.copy_(torch.randn(head.weight.shape, generator=gen).mul_(std).clamp_(-2 * std, 2 * std))
+            head.bias.zero_()
+        model.set_submodule(path, head.to(old.weight.device, old.weight.dtype))
     model.num_labels = len(label_names)
     model.config.num_labels = len(label_names)
     model.config.id2label = dict(enumerate(label_names))

@@ -4,7 +4,7 @@ report.compare). Pure functions of result records."""
 
 from __future__ import annotations
 
-from ..results import Result, is_ok, test_metrics, val_metrics
+from ..results import Result, Status, is_ok, test_metrics, val_metrics
 from .compare import PROBE, Comparisons
 from .datasize import data_size_lines
 from .document import Table
@@ -122,16 +122,39 @@ def inference_cells(rs: list[Result]) -> list[str]:
 
 
 def table_rows(results: list[Result], cmp: Comparisons | None = None) -> list[list[str]]:
+    """A row per configuration that ran, in registry order; one that could not apply to the model says so in
+    its row ('unsupported: why')."""
     cmp = cmp or Comparisons(results)
-    return [row(name, rs, cmp) for name, rs in groups(results).items()]
+    ran = groups(results)
+    refused = unsupported(results)
+    names = list(dict.fromkeys(label(r) for r in ordered(results) if label(r) in ran or label(r) in refused))
+    return [row(n, ran[n], cmp) if n in ran else unsupported_row(n, refused[n]) for n in names]
+
+
+def unsupported(results: list[Result]) -> dict[str, str]:
+    """{configuration: why} for the configurations whose every run was unsupported on the model."""
+    ok = {label(r) for r in results if is_ok(r)}
+    return {
+        label(r): r.get("error", "")
+        for r in ordered(results)
+        if r.get("status") == Status.UNSUPPORTED and label(r) not in ok
+    }
+
+
+def unsupported_row(name: str, why: str) -> list[str]:
+    return [name, "0", f"unsupported: {why}"] + ["-"] * (len(COLUMNS) - 3)
 
 
 def format_text(results: list[Result]) -> str:
+    """The table as aligned text; an unsupported configuration's row is its name and the reason, unaligned
+    (a reason is a sentence, wider than any column)."""
     rows = [COLUMNS] + table_rows(results)
-    widths = [max(len(r[i]) for r in rows) for i in range(len(COLUMNS))]
-    line = lambda cells: "  ".join(
-        c.ljust(w) if i == 0 else c.rjust(w)  # noqa: E731
-        for i, (c, w) in enumerate(zip(cells, widths))
+    aligned = [r for r in rows if not r[2].startswith("unsupported: ")]
+    widths = [max(len(r[i]) for r in aligned) for i in range(len(COLUMNS))]
+    line = lambda cells: (  # noqa: E731
+        f"{cells[0].ljust(widths[0])}  {cells[2]}"
+        if cells[2].startswith("unsupported: ")
+        else "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
     )
     return "\n".join([line(rows[0]), line(["-" * w for w in widths])] + [line(r) for r in rows[1:]])
 
@@ -199,7 +222,7 @@ def context_lines(results: list[Result]) -> list[str]:
     lines += [
         f"{label(x)} seed {x.get('seed')}: {x['status']} — {x.get('error', '')}"
         for x in ordered(results)
-        if not is_ok(x)
+        if not is_ok(x) and x.get("status") != Status.UNSUPPORTED  # those have their row in the table
     ]
     return lines
 

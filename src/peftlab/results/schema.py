@@ -31,9 +31,10 @@ class Status(StrEnum):
     DIVERGED = "diverged"  # the loss became NaN or infinite
     OOM = "oom"  # out of GPU memory
     FAILED = "failed"  # any other error; the traceback is in error.log
+    UNSUPPORTED = "unsupported"  # the method cannot apply to this model (error says why); the others ran
 
 
-FINAL = (Status.OK, Status.DIVERGED)
+FINAL = (Status.OK, Status.DIVERGED)  # unsupported is decided again on each run (peftlab may have learnt it)
 
 
 class Params(TypedDict, total=False):
@@ -141,6 +142,7 @@ class DataInfo(TypedDict, total=False):
     skipped: dict
     storage: str
     image_size: list[int]
+    geometry: dict  # the image processor's resize and crop steps, filter, channel order (older results: absent)
     channels: int
     normalization: dict
 

@@ -3,13 +3,14 @@
 model's pretraining (pretrain)."""
 
 from .artifacts import evaluate_run, finished_result, load, load_run, merge, predict
-from .executor import execute, run
+from .executor import execute, exit_status, run
 from .worker import Worker, run_one
 
 __all__ = [
     "Worker",
     "evaluate_run",
     "execute",
+    "exit_status",
     "finished_result",
     "load",
     "load_run",

@@ -3,6 +3,10 @@
 A run folder holds result.json and adapter/: a PEFT adapter folder (adapter_config.json +
 adapter_model.safetensors, the new head included via modules_to_save) for PEFT methods, or
 trainable.safetensors (the trained tensors) for head/last/full and the other hand-written methods.
+What else training changed (the running statistics of the BatchNorms that trained) is saved too: in
+trainable.safetensors, or beside a PEFT adapter in norm_statistics.safetensors.
+labels.json beside them carries the base model and the label names.
+
 Beside them: labels.json (where the base model loads from, from any directory, and the task's labels), the
 base's image processor (preprocessor_config.json) and a model card (README.md, see cards.py).
 
@@ -27,11 +31,13 @@ from ..data import IMAGE_SUFFIXES, Split, load_task
 from ..data.decoding import _pil_to_array
 from ..errors import UserError
 from ..logs import warning
-from ..methods.peftwrap import use_peft
+from ..methods.peftwrap import conv_attributes, use_peft
 from ..models import ImageSpec, describe, image_spec, load_model, resolve_model_path
 from ..results import Result, Status, load_result, write_json_atomic
-from ..training import metrics_from_logits
+from ..training import metrics_from_logits, trained_norm_buffers
 from .cards import labels_record, write_card
+
+NORM_STATS = "norm_statistics.safetensors"  # beside a PEFT adapter: the trained BatchNorms' running statistics
 
 
 def save_trained_part(model: nn.Module, folder: Path) -> int:
@@ -40,11 +46,14 @@ def save_trained_part(model: nn.Module, folder: Path) -> int:
     from safetensors.torch import save_file
 
     folder.mkdir(parents=True, exist_ok=True)
+    stats = trained_norm_buffers(model)  # BatchNorm running statistics that training changed
     if hasattr(model, "peft_config"):
         model.save_pretrained(folder)
+        if stats:
+            save_file(stats, str(folder / NORM_STATS))
     else:
         tensors = {n: p.detach().contiguous().cpu() for n, p in model.named_parameters() if p.requires_grad}
-        save_file(tensors, str(folder / "trainable.safetensors"))
+        save_file(tensors | stats, str(folder / "trainable.safetensors"))
     return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file() and f.suffix == ".safetensors")
 
 
@@ -92,6 +101,11 @@ def load_run(run: str | Path) -> tuple[nn.Module, ImageSpec, Result]:
     method = M.get(result["method"])
     if method.caps.peft_format:
         model = use_peft().PeftModel.from_pretrained(model, str(adapter))  # BOFT as it trained (peftwrap)
+        conv_attributes(model)
+        if (adapter / NORM_STATS).exists():
+            from safetensors.torch import load_file
+
+            model.load_state_dict(load_file(str(adapter / NORM_STATS)), strict=False)
     else:
         from safetensors.torch import load_file
 
@@ -117,7 +131,20 @@ def run_spec(result: Result, config) -> ImageSpec:
     if not norm or "image_size" not in d or "channels" not in d:
         return image_spec(result["model"], config)
     (h, w), c = d["image_size"], d["channels"]
-    return ImageSpec(h, w, c, tuple(norm["mean"]), tuple(norm["std"]), norm["rescale"])
+    geo = d.get("geometry") or {}  # runs from before it was recorded: resized to the size (bilinear)
+    steps = tuple(tuple(step) for step in geo.get("steps", ()))
+    return ImageSpec(
+        h,
+        w,
+        c,
+        tuple(norm["mean"]),
+        tuple(norm["std"]),
+        norm["rescale"],
+        "",
+        steps,
+        geo.get("resample", 2),
+        bool(geo.get("bgr", False)),
+    )
 
 
 def _config(model: nn.Module):

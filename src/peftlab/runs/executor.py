@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -15,13 +16,13 @@ import torch
 from .. import methods as M
 from ..baselines import REFERENCES
 from ..config import RunConfig, RunSpec, config_yaml
-from ..errors import UserError
+from ..errors import Unsupported, UserError
 from ..models import describe, fit_head
 from ..report import context_lines, data_size_lines, format_text, noise_lines, summary_markdown, write_report
 from ..results import FINAL, Result, load_result
 from .references import reference_header
 from .tuning import RaySettings, tune
-from .worker import Worker, _header, _model_config, _write
+from .worker import Worker, _header, _model_config, _write, unsupported
 
 
 def _check_writable(out: Path) -> None:
@@ -34,12 +35,13 @@ def _check_writable(out: Path) -> None:
         raise UserError(f"cannot write to output folder '{out}' ({e.strerror}); pass a writable --out") from e
 
 
-def preflight(specs: list[RunSpec], config) -> None:
+def preflight(specs: list[RunSpec], config) -> dict[str, str]:
     """Apply every method configuration to a weightless (meta-device) copy of the model before any
-    training, so a bad option (e.g. a LoRA target the model lacks) fails before any result is written."""
+    training, so a bad option fails before any result is written. A method that cannot apply to this
+    model (Unsupported) does not stop the others: returns {label: why} for those."""
     from transformers import AutoModelForImageClassification
 
-    seen = set()
+    seen, unsupported = set(), {}
     for s in specs:
         if s.label in seen:
             continue
@@ -47,7 +49,11 @@ def preflight(specs: list[RunSpec], config) -> None:
         with torch.device("meta"):
             model = AutoModelForImageClassification.from_config(config)
         fit_head(model, ["a", "b"], s.seed)  # the head size does not change whether a method applies
-        M.get(s.method).apply(model, describe(model), s.options, 100)
+        try:
+            M.get(s.method).apply(model, describe(model), s.options, 100)
+        except Unsupported as e:
+            unsupported[s.label] = str(e)
+    return unsupported
 
 
 def _finished(run_dir: Path, header: Result) -> Result | None:
@@ -86,18 +92,29 @@ def execute(
 
         worker = None
         _check_writable(out)
-        preflight(specs, _model_config(cfg.model))
+        refused = preflight(specs, _model_config(cfg.model))
     else:
         worker = Worker(cfg, log)
         log = worker.log
         _check_writable(out)
-        preflight(specs, worker.config)
+        refused = preflight(specs, worker.config)
     say = log if not cfg.quiet else (lambda s: None)
     if worker is not None:  # a --train-sizes entry larger than a class has fails before anything trains
         for k in dict.fromkeys(s.per_class for s in specs if s.per_class is not None):
             worker.subsample(specs[0].seed, k)
-    specs, searches = search(cfg, specs, say, worker, ray_address, ray_resources)
-    done = {s.name: _finished(out / s.name, _header(cfg, s)) for s in specs}
+    for label, why in refused.items():
+        log(f"{label}: unsupported on {cfg.model} — {why}")
+    skipped = {s.name: unsupported(cfg, s, refused[s.label]) for s in specs if s.label in refused}
+    for s in specs:
+        if s.name in skipped and (worker is None or worker.main):
+            _finished(out / s.name, _header(cfg, s))  # a run of another configuration there is never overwritten
+            _write(out / s.name / "result.json", skipped[s.name])
+    runnable, searches = search(
+        cfg, [s for s in specs if s.name not in skipped], say, worker, ray_address, ray_resources
+    )
+    chosen = {s.name: s for s in runnable}
+    specs = [chosen.get(s.name, s) for s in specs]
+    done = {s.name: skipped.get(s.name) or _finished(out / s.name, _header(cfg, s)) for s in specs}
     todo = [s for s in specs if not done[s.name]]
     seeds = list(dict.fromkeys(s.seed for s in specs))  # --only-index: the seed of that one run
     sizes = list(dict.fromkeys(s.per_class for s in specs))
@@ -117,8 +134,8 @@ def execute(
     _write(out / "config.yaml", config_yaml(settings or cfg.to_dict(), "sweep" if settings else "run"))
     _write(out / "summary.md", summary_markdown(results))
     write_report(out, results)  # report.md, report-plots/, report.html
-    if len(specs) > len(todo):
-        say(f"reused {len(specs) - len(todo)} finished run(s) from {out}")
+    if len(specs) > len(todo) + len(skipped):
+        say(f"reused {len(specs) - len(todo) - len(skipped)} finished run(s) from {out}")
     if not cfg.quiet:
         log("\n" + "\n".join(context_lines(results)) + "\n\n" + format_text(results))
         for line in noise_lines(results):
@@ -167,3 +184,17 @@ def search(
 def run(cfg: RunConfig, log: Callable[[str], None] = print) -> list[Result]:
     """Compare cfg's methods (once per seed) on one model and dataset."""
     return execute(cfg, cfg.plan(), log)
+
+
+def exit_status(results: list[dict]) -> int:
+    """The command's exit status: 0 when at least one method run finished (or none was asked for); else 1, and
+    a line on stderr saying that every run failed, diverged or could not apply to the model."""
+    runs = [r for r in results if r.get("kind", "method") == "method"]
+    if not runs or any(r.get("status") == "ok" for r in runs):
+        return 0
+    statuses = ", ".join(sorted({r.get("status", "?") for r in runs}))
+    print(
+        f"peftlab: no run succeeded ({len(runs)} runs: {statuses}); see the summary in the results folder",
+        file=sys.stderr,
+    )
+    return 1

@@ -91,6 +91,7 @@ def data_record(task: Task, spec, train_examples: int) -> dict:
         "skipped": task.skipped,
         "storage": "memory-mapped file" if is_mapped(task.train.images) else "memory",
         "image_size": [spec.height, spec.width],
+        "geometry": spec.record(),
         "channels": spec.channels,
         "normalization": {
             "mean": list(spec.mean),

@@ -23,7 +23,7 @@ from ..baselines import REFERENCES, frozen_features
 from ..config import BUNDLED_NAME, RunConfig, RunSpec
 from ..data import DecodeCache, Split, Task, load_task, per_class_subsample
 from ..data.sources import ROLES
-from ..errors import UserError
+from ..errors import Unsupported, UserError
 from ..logs import warning
 from ..models import check_model_path, describe, image_spec, load_model
 from ..results import SCHEMA_VERSION, Result, Status, write_json_atomic, write_text_atomic
@@ -67,11 +67,7 @@ def prepare(
     model = load_model(cfg.model, task.label_names, seed, scratch=scratch)
     base_total = sum(p.numel() for p in model.parameters())
     # derived before the method touches the model: from the config, or from module shapes
-    derived = (
-        theory.derive(model.config, method, options, task.num_classes)
-        if theory.supported(model.config)
-        else theory.structural(model, method, options, task.num_classes)
-    )
+    derived = theory.counts(model, method, options, task.num_classes)
     total_steps = cfg.train_config(task).epochs * math.ceil(len(task.train) / cfg.batch_size)  # as fit plans them
     prepared = method.apply(model, describe(model), options, total_steps)
     params = count_params(prepared.model, base_total)
@@ -332,6 +328,10 @@ class Worker:
                 f"{s.label} seed {s.seed}: {val}test {m['test']['accuracy']:.3f} "
                 f"(epoch {result['selection']['epoch']}) in {result['time']['train_s']:.1f} s"
             )
+        except Unsupported as e:  # found when applied (preflight finds most before any training)
+            self.data_s = 0.0
+            result = unsupported(self.cfg, s, str(e))
+            self.log(f"{s.label} seed {s.seed}: unsupported — {e}")
         except (UserError, KeyboardInterrupt):
             raise
         except Exception as e:  # noqa: BLE001 - any failure of one run is recorded; the sweep goes on
@@ -355,6 +355,11 @@ class Worker:
         if self.main:
             _write(run_dir / "result.json", result)
         return result
+
+
+def unsupported(cfg: RunConfig, s: RunSpec, why: str) -> Result:
+    """The record of a run whose method cannot apply to this model: status unsupported, the reason."""
+    return _header(cfg, s) | {"status": Status.UNSUPPORTED.value, "error": why}
 
 
 def epoch_line(s: RunSpec, r: dict, epochs: int, images: int) -> str:

@@ -12,10 +12,12 @@ The definitions are count_params's:
   peft_all_params = PEFT's own "all params", which counts the head twice (original and copy);
   trainable       = parameters with requires_grad after the method is applied; % is of base.
 
-derive() knows the transformers ViT family (model_type "vit" and "deit"). For any other classifier,
+derive() knows the transformers ViT family (model_type "vit" and "deit") and, per stage, Swin, ConvNeXt
+(V1, V2), ResNet, DINOv2, BEiT and Data2VecVision (theory/families.py). For any other classifier,
 structural() counts the same table from the built model's module shapes; its result says
-kind="structural" and is never called theory. Each method's formula is part of its registration
-(methods.registry); a method without one gets None here and is reported "not derived".
+kind="structural" and is never called theory; counts() picks for a built model. Each method's formula is
+part of its registration (methods.registry); a method without one gets None here and is reported
+"not derived".
 """
 
 from __future__ import annotations
@@ -25,9 +27,11 @@ from collections.abc import Mapping
 from torch import nn
 
 from ..errors import UserError
-from .anatomy import Anatomy, Structural, Theory
+from .anatomy import Anatomy, Theory
+from .families import THEORIES, family_theory
 from .lines import Breakdown, Line
 from .presets import ALIASES, PRESETS, Preset, load_config, preset_config
+from .structural import Structural
 
 __all__ = [
     "ALIASES",
@@ -37,6 +41,7 @@ __all__ = [
     "Line",
     "Preset",
     "check",
+    "counts",
     "derive",
     "load_config",
     "preset_config",
@@ -49,28 +54,45 @@ NOT_DERIVED = "not derived"
 # ------------------------------------------------------------------------- entry points
 
 
-def supported(model_config) -> bool:
-    """Whether derive() has formulas for this config (else use structural())."""
+def supported(model_config, model: nn.Module | None = None) -> bool:
+    """Whether derive() has formulas for this config (else use structural()); with the built model, also
+    whether they describe its class (a distilled DeiT's two heads are counted structurally)."""
     try:
-        Theory(model_config, 1)
-        return True
+        an = _theory(model_config, 1)
     except UserError:
         return False
+    classes = getattr(an, "classes", None) or ("DeiTForImageClassification", "ViTForImageClassification")
+    return model is None or type(model).__name__ in classes
+
+
+def _theory(model_config, num_labels: int) -> Anatomy:
+    if isinstance(model_config, Mapping):
+        model_config = _Attrs(model_config)
+    model_type = getattr(model_config, "model_type", None)
+    if model_type in THEORIES:
+        return family_theory(model_config, num_labels)
+    return Theory(model_config, num_labels)
 
 
 def derive(model_config, method, method_cfg=None, num_labels: int = 2) -> Breakdown | None:
-    """Parameter table of a ViT/DeiT config under a method (a methods.Method: its registered formula);
-    None when the method has no formula ("not derived"). method_cfg defaults to the method's default
-    config; model_config is a transformers config or anything with its attributes."""
-    if isinstance(model_config, Mapping):
-        model_config = _Attrs(model_config)
-    return _build(Theory(model_config, num_labels), method, method_cfg)
+    """Parameter table of a config under a method (a methods.Method: its registered formula); None when the
+    method has no formula ("not derived"). method_cfg defaults to the method's default config; model_config
+    is a transformers config (a ViT's may be anything with its attributes)."""
+    return _build(_theory(model_config, num_labels), method, method_cfg)
 
 
 def structural(model: nn.Module, method, method_cfg=None, num_labels: int | None = None) -> Breakdown | None:
     """The same table counted from a built (not yet prepared) model's module shapes, for any
     architecture models.describe understands. kind="structural"; num_labels defaults to the head's."""
     return _build(Structural(model, num_labels), method, method_cfg)
+
+
+def counts(model: nn.Module, method, method_cfg=None, num_labels: int | None = None) -> Breakdown | None:
+    """What a method should train on this built model: derived from its config where formulas describe its
+    class, else counted structurally."""
+    if supported(model.config, model):
+        return derive(model.config, method, method_cfg, num_labels or model.config.num_labels)
+    return structural(model, method, method_cfg, num_labels)
 
 
 def _build(an: Anatomy, method, method_cfg) -> Breakdown | None:
@@ -103,6 +125,7 @@ def _build(an: Anatomy, method, method_cfg) -> Breakdown | None:
             f"original and its trainable modules_to_save copy ({copy:,} each); the model's total "
             f"is base + added = {total:,}"
         )
+    bd.notes += getattr(an, "notes", [])
     bd.notes.append(
         f"% trainable is on the base model with its new head: {trainable:,} / {base:,} = "
         f"{bd.trainable_pct:.4f} %"

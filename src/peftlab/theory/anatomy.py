@@ -9,8 +9,6 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from torch import nn
-
 from .. import models
 from ..errors import UserError
 from .lines import ZERO, Line, Piece, formula
@@ -34,7 +32,9 @@ QKV = ("query", "key", "value")
 
 @dataclass(frozen=True)
 class Shape:
-    """Adapted Linears of one (d_in, d_out): n of them (n_sym in symbols), for the roles in label."""
+    """Adapted modules of one shape: n of them (n_sym in symbols), for the roles in label. din is the fan-in
+    an adapter's matrices see (a Linear's in_features; a conv's in_channels·k_h·k_w / groups), cin the input
+    channels (what an input-side scale multiplies), k the kernel area (1 for a Linear)."""
 
     label: str
     n_sym: str
@@ -43,6 +43,14 @@ class Shape:
     dout_sym: str
     din: int
     dout: int
+    k: int = 1
+    cin_sym: str = ""
+    cin: int = 0
+    kind: str = "linear"
+
+    @property
+    def channels_in(self) -> tuple[str, int]:
+        return (self.cin_sym or self.din_sym, self.cin or self.din)
 
 
 class Anatomy:
@@ -57,15 +65,32 @@ class Anatomy:
         return self.arch.num_blocks
 
     def embeddings(self) -> list[tuple[str, Piece]]: ...
-    def blocks(self, lo: int, hi: int, mult: str, n: int) -> Piece: ...  # blocks lo..hi-1; n: last-n count
+    def blocks(self, lo: int, hi: int, mult: str, n: int) -> Piece: ...  # blocks lo..hi-1 (one stage); n: last-n
     def final_norm(self) -> Piece | None: ...
     def head(self) -> Piece: ...
-    def lora(self, roles: list[str], r: int) -> list[tuple[str, Piece]]: ...
     def biases_all(self) -> Piece: ...
     def biases_of(self, roles: list[str]) -> Piece: ...
-    def shapes(self, roles: list[str]) -> list[Shape]: ...  # the roles' Linears in all blocks, by shape
+    def shapes(self, roles: list[str]) -> list[Shape]: ...  # the roles' modules in all blocks, by shape
     def norms(self) -> Piece: ...  # every LayerNorm's weight and bias
-    def patch_channels(self) -> Piece: ...  # output channels of the patch embedding (Conv2d outside the blocks)
+    def patch_channels(self) -> Piece: ...  # output channels of the Conv2d layers outside the blocks and heads
+
+    def between(self, stage: int, when: str) -> list[tuple[str, Piece]]:
+        """What runs before ("before") or after ("after") the blocks of a stage (not the first stage's stem,
+        not the last stage's closing norm, which is in the neck)."""
+        return []
+
+    def neck(self) -> list[tuple[str, Piece]]:
+        """What lies between the last block and the head."""
+        p = self.final_norm()
+        return [("final layernorm", p)] if p is not None else []
+
+    def lora(self, roles: list[str], r: int) -> list[tuple[str, Piece]]:
+        """r·(d_in + d_out) per adapted module (a conv's A is r × fan-in, its B 1×1: d_out × r)."""
+        out = []
+        for sh in self.shapes(roles):
+            p = formula(f"{sh.n_sym}·r·({sh.din_sym}+{sh.dout_sym})", {**self.env, "r": r})
+            out.append((f"LoRA on {sh.label}", p))
+        return out
 
 
 def groups(roles: list[str], dims: Callable[[str], tuple]) -> list[tuple[list[str], tuple]]:
@@ -121,22 +146,7 @@ class Theory(Anatomy):
             "p_w": pw,
             "b": self.b,
         }
-        prefix = "deit" if self.deit else "vit"
-        self.arch = models.Arch(
-            f"{prefix}.layers",
-            L,
-            "classifier",
-            f"{prefix}.layernorm",
-            {
-                "query": "attention.q_proj",
-                "key": "attention.k_proj",
-                "value": "attention.v_proj",
-                "output": "attention.o_proj",
-                "fc1": "mlp.fc1",
-                "fc2": "mlp.fc2",
-            },
-            {"norm1": "layernorm_before", "norm2": "layernorm_after"},
-        )
+        self.arch = vit_arch("deit" if self.deit else "vit", L, d, a, m, self.b)
         name = getattr(config, "name_or_path", "") or getattr(config, "_name_or_path", "") or ""
         cls = "DeiTForImageClassification" if self.deit else "ViTForImageClassification"
         self.title = f"{name + ' = ' if name else ''}{cls}, {num_labels} classes"
@@ -214,109 +224,45 @@ class Theory(Anatomy):
         return formula("d", self.env)
 
 
+def vit_arch(prefix: str, L: int, d: int, a: int, m: int, b: int) -> models.Arch:
+    """The Arch of a transformers ViT/DeiT classifier, from its config's numbers (no model built)."""
+    blocks = tuple(f"{prefix}.layers.{i}" for i in range(L))
+    dims = {
+        "query": ("attention.q_proj", d, a, b),
+        "key": ("attention.k_proj", d, a, b),
+        "value": ("attention.v_proj", d, a, b),
+        "output": ("attention.o_proj", a, d, 1),
+        "fc1": ("mlp.fc1", d, m, 1),
+        "fc2": ("mlp.fc2", m, d, 1),
+    }
+    roles = {
+        role: tuple(
+            models.Part(f"{blk}.{rel}", i, "linear", din, dout, bias=bool(bias)) for i, blk in enumerate(blocks)
+        )
+        for role, (rel, din, dout, bias) in dims.items()
+    }
+    norms = {
+        k: tuple((i, f"{blk}.{rel}") for i, blk in enumerate(blocks))
+        for k, rel in (("norm1", "layernorm_before"), ("norm2", "layernorm_after"))
+    }
+    final = f"{prefix}.layernorm"
+    return models.Arch(
+        prefix,
+        blocks,
+        (0,) * L,
+        ("classifier",),
+        ("classifier",),
+        roles,
+        norms,
+        final,
+        (final,),
+        flat=f"{prefix}.layers",
+        width=d,
+    )
+
+
 def pair(x) -> tuple[int, int]:
     return (int(x[0]), int(x[1])) if isinstance(x, (tuple, list)) else (int(x), int(x))
-
-
-class Structural(Anatomy):
-    kind = "structural"
-
-    def __init__(self, model: nn.Module, num_labels: int | None):
-        if hasattr(model, "peft_config"):
-            raise UserError("structural() counts a plain model; pass it before a method is applied")
-        self.arch = arch = models.describe(model)
-        params = dict(model.named_parameters())  # unique tensors, as measure.count_params
-        head: nn.Linear = model.get_submodule(arch.classifier)
-        self.d, self.C = head.in_features, int(num_labels or head.out_features)
-        self.blocks_n = [sum(p.numel() for p in model.get_submodule(b).parameters()) for b in arch.block_names()]
-        self.norm = (
-            sum(p.numel() for p in model.get_submodule(arch.final_norm).parameters()) if arch.final_norm else None
-        )
-        old_head = sum(p.numel() for p in head.parameters())
-        self.outside = sum(p.numel() for p in params.values()) - sum(self.blocks_n) - (self.norm or 0) - old_head
-        self.linears = {
-            role: [model.get_submodule(f"{b}.{rel}") for b in arch.block_names()] for role, rel in arch.roles.items()
-        }
-        under_head = arch.classifier + "."
-        self.all_biases = sum(
-            p.numel()
-            for n, p in params.items()
-            if (n == "bias" or n.endswith(".bias")) and not n.startswith(under_head)
-        )
-        self.norm_params = [
-            p.numel()
-            for n, m in model.named_modules()
-            if isinstance(m, nn.LayerNorm) and not (n == arch.classifier or n.startswith(under_head))
-            for p in m.parameters()
-        ]
-        skip = (arch.blocks_path + ".", under_head)
-        self.conv_channels = [
-            m.out_channels
-            for n, m in model.named_modules()
-            if isinstance(m, nn.Conv2d) and not (n + ".").startswith(skip)
-        ]
-        # what method formulas name besides shapes: the hidden width (what the head reads) and the blocks
-        self.env = {"d": self.d, "L": arch.num_blocks}
-        self.title = f"{type(model).__name__}, {self.C} classes, counted from module shapes"
-        self.legend = f"blocks at {arch.blocks_path} ({arch.num_blocks}), head {arch.classifier}"
-
-    def embeddings(self):
-        return [("outside the blocks (embeddings etc.)", Piece("Σ shapes", str(self.outside), self.outside))]
-
-    def blocks(self, lo, hi, mult, n):
-        counts = self.blocks_n[lo:hi]
-        numbers = f"{len(counts)}·{counts[0]}" if len(set(counts)) == 1 else "+".join(map(str, counts))
-        return Piece(f"{mult}·block", numbers, sum(counts))
-
-    def final_norm(self):
-        return Piece("Σ shapes", str(self.norm), self.norm) if self.norm is not None else None
-
-    def head(self):
-        return Piece("d·C + C", f"{self.d}·{self.C} + {self.C}", self.d * self.C + self.C)
-
-    def lora(self, roles, r):
-        def dims(role):
-            return tuple((m.in_features, m.out_features) for m in self.linears[role])
-
-        out = []
-        for group, shapes in groups(roles, dims):
-            k = f"{len(group)}·" if len(group) > 1 else ""
-            if len(set(shapes)) == 1:
-                numbers = f"{len(shapes)}·{k}{r}·({shapes[0][0]}+{shapes[0][1]})"
-            else:
-                numbers = f"{k}{r}·(" + " + ".join(f"{i}+{o}" for i, o in shapes) + ")"
-            count = len(group) * sum(r * (i + o) for i, o in shapes)
-            out.append((f"LoRA on {','.join(group)}", Piece(f"Σ_blocks {k}r·(d_in+d_out)", numbers, count)))
-        return out
-
-    def biases_all(self):
-        return Piece("Σ biases", str(self.all_biases), self.all_biases)
-
-    def biases_of(self, roles):
-        counts = [m.bias.numel() for ro in roles for m in self.linears[ro] if m.bias is not None]
-        return Piece("Σ biases", "+".join(map(str, counts)) or "0", sum(counts)) if counts else ZERO
-
-    def shapes(self, roles):
-        by_shape: dict[tuple[int, int], tuple[list[str], list]] = {}
-        for role in roles:
-            for m in self.linears[role]:
-                group = by_shape.setdefault((m.in_features, m.out_features), ([], []))
-                if role not in group[0]:
-                    group[0].append(role)
-                group[1].append(m)
-        return [
-            Shape(",".join(group), str(len(mods)), len(mods), str(i), str(o), i, o)
-            for (i, o), (group, mods) in by_shape.items()
-        ]
-
-    def patch_channels(self):
-        c = self.conv_channels
-        return Piece("Σ Conv2d channels", "+".join(map(str, c)) or "0", sum(c)) if c else ZERO
-
-    def norms(self):
-        c = self.norm_params
-        numbers = f"{len(c)}·{c[0]}" if len(set(c)) == 1 and len(c) > 1 else "+".join(map(str, c)) or "0"
-        return Piece("Σ LayerNorm shapes", numbers, sum(c))
 
 
 # ------------------------------------------------------------------------- method formulas
@@ -331,32 +277,65 @@ def base_lines(
     head: bool = True,
     head_name: str = "classifier",
 ) -> list[Line]:
-    """The base model's components; the last num_blocks - frozen_blocks blocks are trainable."""
+    """The base model's components: the first frozen_blocks blocks frozen, the later ones trainable with what
+    runs between them after the last frozen block (Arch.trained_between); final_norm: the neck trains.
+    A model in stages gets a line per stage (split where the frozen part ends)."""
     L = an.num_blocks
     frozen = L if frozen_blocks is None else frozen_blocks
     lines = [Line(name, p.symbols, p.numbers, p.count, embeddings) for name, p in an.embeddings()]
-    if frozen == L or frozen == 0:
-        p = an.blocks(0, L, "L", 0)
-        lines.append(Line(f"blocks (all {L})", p.symbols, p.numbers, p.count, frozen == 0))
+    arch = an.arch
+    if len(set(arch.stages)) == 1 and not arch.between:
+        if frozen == L or frozen == 0:
+            p = an.blocks(0, L, "L", 0)
+            lines.append(Line(f"blocks (all {L})", p.symbols, p.numbers, p.count, frozen == 0))
+        else:
+            n = L - frozen
+            p = an.blocks(0, frozen, "(L−n)", n)
+            lines.append(Line(f"blocks 1–{frozen}", p.symbols, p.numbers, p.count, False))
+            p = an.blocks(frozen, L, "n", n)
+            lines.append(Line(f"last {n} block{'s' if n > 1 else ''}", p.symbols, p.numbers, p.count, True))
     else:
-        n = L - frozen
-        p = an.blocks(0, frozen, "(L−n)", n)
-        lines.append(Line(f"blocks 1–{frozen}", p.symbols, p.numbers, p.count, False))
-        p = an.blocks(frozen, L, "n", n)
-        lines.append(Line(f"last {n} block{'s' if n > 1 else ''}", p.symbols, p.numbers, p.count, True))
-    norm = an.final_norm()
-    if norm is not None:
-        lines.append(Line("final layernorm", norm.symbols, norm.numbers, norm.count, final_norm))
+        lines += _stage_lines(an, frozen)
+    for name, p in an.neck():
+        lines.append(Line(name, p.symbols, p.numbers, p.count, final_norm))
     p = an.head()
     lines.append(Line(head_name, p.symbols, p.numbers, p.count, head))
     return lines
 
 
+def _stage_lines(an: Anatomy, frozen: int) -> list[Line]:
+    """Per stage: what runs before its blocks, its blocks (frozen part, trainable part), what runs after."""
+    lines = []
+    arch = an.arch
+    for s in sorted(set(arch.stages)):
+        idx = arch.stage_blocks(s)
+        a, b = idx[0], idx[-1] + 1
+        for name, p in an.between(s, "before"):  # runs after block a − 1
+            lines.append(Line(f"stage {s + 1} {name}", p.symbols, p.numbers, p.count, a - 1 >= frozen - 1))
+        for lo, hi, trainable in ((a, min(b, frozen), False), (max(a, frozen), b, True)):
+            if lo >= hi:
+                continue
+            whole = (lo, hi) == (a, b)
+            p = an.blocks(lo, hi, f"L{s + 1}" if whole else str(hi - lo), hi - lo)
+            which = (
+                f"blocks (all {b - a})"
+                if whole
+                else f"block {lo - a + 1} of {b - a}"
+                if hi - lo == 1
+                else f"blocks {lo - a + 1}–{hi - a} of {b - a}"
+            )
+            lines.append(Line(f"stage {s + 1} {which}", p.symbols, p.numbers, p.count, trainable))
+        for name, p in an.between(s, "after"):  # runs after block b − 1
+            lines.append(Line(f"stage {s + 1} {name}", p.symbols, p.numbers, p.count, b - 1 >= frozen - 1))
+    return lines
+
+
 def with_peft(an: Anatomy, added: list[Line]) -> list[Line]:
     """A PEFT model: the base (its head frozen), the adapter's lines, and PEFT's trainable head copy."""
-    lines = base_lines(an, head=False, head_name="classifier (original; PEFT freezes it)") + added
+    heads = "+".join(an.arch.heads)
+    lines = base_lines(an, head=False, head_name=f"{heads} (original; PEFT freezes it)") + added
     p = an.head()
-    lines.append(Line("classifier copy (PEFT modules_to_save)", p.symbols, p.numbers, p.count, True, "copy"))
+    lines.append(Line(f"{heads} copy (PEFT modules_to_save)", p.symbols, p.numbers, p.count, True, "copy"))
     return lines
 
 
@@ -367,7 +346,7 @@ def per_shape(
     per_layer: Callable[[Shape], tuple[str, dict, str]],
     trainable: bool = True,
 ) -> list[Line]:
-    """One "added" line per group of equal-shaped Linears: count · per_layer(shape). per_layer gives the
+    """One "added" line per group of equal-shaped modules: count · per_layer(shape). per_layer gives the
     formula of one layer in the shape's symbols, extra symbol values, and a note for the line's name."""
     lines = []
     for sh in an.shapes(roles):

@@ -15,6 +15,7 @@ from ..data import Task
 from ..methods import Capabilities
 from ..models import ImageSpec
 from .fastpaths import PrefixCache, same_logits, trim_last_block
+from .modes import evaluating
 
 ROLES = ("train", "val", "test")
 
@@ -114,20 +115,22 @@ def data_path(
 
         def train_loss(idx, y):
             x = augment_batch(pixels("train", idx), cfg.augment, gen)
-            return model(pixel_values=x, labels=y).loss  # the model's loss: PEFT methods may add terms
+            out = model(pixel_values=x, labels=y)  # the model's loss: PEFT methods may add terms
+            # a distilled model (DeiT, LeViT with teacher) takes no labels: its logits (the mean of its heads)
+            loss = getattr(out, "loss", None)
+            return loss if loss is not None else torch.nn.functional.cross_entropy(out.logits, y)
 
         logits = lambda role, idx: model(pixel_values=pixels(role, idx)).logits  # noqa: E731
         return DataPath(train_loss, logits, {"path": "full"} | info, restore)
     t0 = time.perf_counter()
     feats = {}
-    raw.eval()
-    for role in ROLES:
-        parts, size = [], len(getattr(task, role))
-        for i in range(0, size, cfg.eval_batch_size):
-            with accelerator.autocast():
-                parts.append(cache.features(pixels(role, torch.arange(i, min(i + cfg.eval_batch_size, size)))))
-        feats[role] = torch.cat(parts) if parts else None
-    raw.train()
+    with evaluating(raw):
+        for role in ROLES:
+            parts, size = [], len(getattr(task, role))
+            for i in range(0, size, cfg.eval_batch_size):
+                with accelerator.autocast():
+                    parts.append(cache.features(pixels(role, torch.arange(i, min(i + cfg.eval_batch_size, size)))))
+            feats[role] = torch.cat(parts) if parts else None
     info = {
         "path": f"cached prefix: embeddings + {k} of {k + len(cache.suffix)} blocks run once per image",
         **info,
@@ -145,12 +148,9 @@ def data_path(
 @torch.no_grad()
 def _eval_logits(model, raw, x: torch.Tensor, accelerator) -> torch.Tensor | None:
     """The model's logits for x in eval mode under the training's autocast; None if the forward fails."""
-    was = raw.training
-    raw.eval()
-    try:
-        with accelerator.autocast():
-            return model(pixel_values=x).logits.float()
-    except Exception:  # noqa: BLE001 - e.g. a trimmed block the model's forward does not fit
-        return None
-    finally:
-        raw.train(was)
+    with evaluating(raw):
+        try:
+            with accelerator.autocast():
+                return model(pixel_values=x).logits.float()
+        except Exception:  # noqa: BLE001 - e.g. a trimmed block the model's forward does not fit
+            return None

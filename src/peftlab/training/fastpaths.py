@@ -16,7 +16,8 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from ..models import blocks_of, describe, role_modules
+from ..models import Arch, describe
+from .modes import evaluating
 
 
 def _out(x):
@@ -25,6 +26,16 @@ def _out(x):
 
 def _trainable(m: nn.Module) -> bool:
     return any(p.requires_grad for p in m.parameters())
+
+
+def _cls_stack(model: nn.Module) -> Arch | None:
+    """The model's Arch when its blocks are one stack whose output the head reads at [CLS] alone (a ViT):
+    the shape the fast paths are written for; None for any other (stages, mean-pooling heads, two heads)."""
+    try:
+        arch = describe(model)
+    except Exception:  # noqa: BLE001 - not a block-structured classifier: no fast path
+        return None
+    return arch if arch.flat and arch.tokens == "cls" and len(arch.heads) == 1 else None
 
 
 def _embeddings(model: nn.Module, blocks_path: str) -> nn.Module | None:
@@ -37,13 +48,13 @@ def _embeddings(model: nn.Module, blocks_path: str) -> nn.Module | None:
 
 class PrefixCache:
     def __init__(self, model: nn.Module, k: int):
-        arch = describe(model)
+        arch = _cls_stack(model)
         self.k, self.model = k, model
-        self.embeddings = _embeddings(model, arch.blocks_path)
-        blocks = model.get_submodule(arch.blocks_path)
+        self.embeddings = _embeddings(model, arch.flat)
+        blocks = model.get_submodule(arch.flat)
         self.prefix, self.suffix = list(blocks)[:k], list(blocks)[k:]
         self.norm = model.get_submodule(arch.final_norm) if arch.final_norm else nn.Identity()
-        self.head = model.get_submodule(arch.classifier)
+        self.head = model.get_submodule(arch.heads[0])
         # all blocks frozen: the head reads only the [CLS] token and the norm works per token, so only
         # that token is kept (d numbers per image instead of T·d)
         self.cls_only = not self.suffix
@@ -51,15 +62,14 @@ class PrefixCache:
     @staticmethod
     def frozen_blocks(model: nn.Module) -> int:
         """How many leading blocks (after frozen embeddings) hold no trainable parameter; 0 if none."""
-        try:
-            arch = describe(model)
-        except Exception:  # noqa: BLE001 - not a block-structured classifier: no caching
+        arch = _cls_stack(model)
+        if arch is None:
             return 0
-        emb = _embeddings(model, arch.blocks_path)
+        emb = _embeddings(model, arch.flat)
         if emb is None or _trainable(emb):
             return 0
         k = 0
-        for block in model.get_submodule(arch.blocks_path):
+        for block in model.get_submodule(arch.flat):
             if _trainable(block):
                 break
             k += 1
@@ -67,8 +77,8 @@ class PrefixCache:
 
     @staticmethod
     def deterministic(model: nn.Module, k: int) -> bool:
-        arch = describe(model)
-        mods = [_embeddings(model, arch.blocks_path)] + list(model.get_submodule(arch.blocks_path))[:k]
+        arch = _cls_stack(model)
+        mods = [_embeddings(model, arch.flat)] + list(model.get_submodule(arch.flat))[:k]
         return not any(isinstance(m, nn.Dropout) and m.p > 0 for mod in mods for m in mod.modules())
 
     @torch.no_grad()
@@ -88,16 +98,13 @@ class PrefixCache:
     def matches_model(self, pixel_values: torch.Tensor, low_precision: bool = False) -> bool:
         """Whether features + logits give the model's own logits (see same_logits). Call it under the
         autocast the training uses: a wrapped model's forward may autocast by itself."""
-        was = self.model.training
-        self.model.eval()
-        try:
-            ours = self.logits(self.features(pixel_values)).float()
-            theirs = self.model(pixel_values=pixel_values).logits.float()
-            return same_logits(ours, theirs, low_precision)
-        except Exception:  # noqa: BLE001 - an architecture the suffix forward does not fit
-            return False
-        finally:
-            self.model.train(was)
+        with evaluating(self.model):
+            try:
+                ours = self.logits(self.features(pixel_values)).float()
+                theirs = self.model(pixel_values=pixel_values).logits.float()
+                return same_logits(ours, theirs, low_precision)
+            except Exception:  # noqa: BLE001 - an architecture the suffix forward does not fit
+                return False
 
 
 def same_logits(ours: torch.Tensor, theirs: torch.Tensor, low_precision: bool) -> bool:
@@ -115,8 +122,11 @@ def trim_last_block(model: nn.Module, check: Callable[[], bool]):
     [B, 1, d], which the final norm, the head and a PrefixCache take as before. check() (logits against
     the whole forward, run by the caller) decides; returns the function that puts the block back, or
     None when not trimmed."""
-    block = blocks_of(model)[1][-1]
-    row = _cls_row_forward(block)
+    arch = _cls_stack(model)
+    if arch is None:
+        return None
+    block = model.get_submodule(arch.blocks[-1])
+    row = _cls_row_forward(block, arch)
     if row is None:
         return None
     block.forward = lambda hidden_states, *args, **kwargs: row(hidden_states)
@@ -130,7 +140,7 @@ def trim_last_block(model: nn.Module, check: Callable[[], bool]):
     return restore
 
 
-def _cls_row_forward(block: nn.Module):
+def _cls_row_forward(block: nn.Module, arch: Arch):
     """The output of a pre-norm ViT block (layernorm_before, attention with q/k/v/o projections and its
     dropout, layernorm_after, mlp, dropout: transformers' ViT/DeiT layers) at the [CLS] token only: keys
     and values for every token, the query, attention row, output projection and MLP for one token
@@ -139,7 +149,15 @@ def _cls_row_forward(block: nn.Module):
     any other block shape. The caller checks it against the model's own forward before using it."""
     att = getattr(block, "attention", None)
     heads, dim = getattr(att, "num_attention_heads", None), getattr(att, "head_dim", None)
-    roles = role_modules(block)
+    i = arch.num_blocks - 1
+    try:  # the last block's role modules, as the Arch names them
+        roles = {
+            r: block.get_submodule(p[0].path.removeprefix(arch.blocks[i] + "."))
+            for r in arch.roles
+            if len(p := arch.in_block(i, r)) == 1
+        }
+    except AttributeError:  # not that block
+        return None
     if (
         att is None
         or heads is None

@@ -17,6 +17,7 @@ from torch import nn
 
 from .ddp import _sync
 from .measure import PEFT_COPY
+from .modes import evaluating
 
 FLOP_IMAGES = 4  # images in the counted forward: FLOPs per image do not depend on the batch
 CPU_BATCH = 32  # the timed batch on a CPU (on a GPU: the eval batch size), at most the eval split
@@ -70,15 +71,9 @@ def inference_cost(method, trained: nn.Module, base: Callable[[], nn.Module], im
     deployed, how = (method.merged(trained), "merged") if method.caps.mergeable else (trained, "unmerged")
     reference = base().to(images.device)
     models = [deployed, reference]
-    was = [m.training for m in models]
-    for m in models:
-        m.eval()
-    try:
+    with evaluating(deployed), evaluating(reference):
         flops = [flops_per_image(m, images, autocast) for m in models]
         speed = images_per_second(models, images, autocast)
-    finally:
-        for m, w in zip(models, was):
-            m.train(w)
     cost = [
         {"params": inference_params(m), "flops_per_image": float(f), "img_s": v}
         for m, f, v in zip(models, flops, speed)

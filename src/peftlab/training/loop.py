@@ -26,6 +26,7 @@ from .batches import data_path
 from .ddp import _sync, pad_count, shard
 from .measure import attributed_memory, step_flops
 from .metrics import evaluate
+from .modes import train_mode
 
 
 @dataclass
@@ -190,7 +191,7 @@ def fit(
         leave=False,
         unit="step",
     )
-    model.train()
+    train_mode(model)  # BatchNorms that do not train stay in eval mode
     for epoch in range(cfg.epochs):
         _sync(device)
         t_epoch = time.perf_counter()

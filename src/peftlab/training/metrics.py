@@ -8,6 +8,7 @@ import torch
 
 from ..data import Split
 from .ddp import shard
+from .modes import evaluating
 
 
 @torch.no_grad()
@@ -15,15 +16,13 @@ def evaluate(model, logits_of, split: Split, accelerator, batch_size: int, num_c
     """Accuracy, top-5, macro-F1, per-class accuracy and the confusion matrix on one split.
     logits_of(indices) scores a batch of the split. With several processes each scores its shard;
     logits are gathered and every sample counted exactly once."""
-    was_training = model.training
-    model.eval()
     world, rank = accelerator.num_processes, accelerator.process_index
     mine = shard(torch.arange(len(split), device=accelerator.device), rank, world)
     logits = []
-    for i in range(0, len(mine), batch_size):
-        with accelerator.autocast():
-            logits.append(logits_of(mine[i : i + batch_size]).float())
-    model.train(was_training)
+    with evaluating(model):
+        for i in range(0, len(mine), batch_size):
+            with accelerator.autocast():
+                logits.append(logits_of(mine[i : i + batch_size]).float())
     logits_t = torch.cat(logits) if logits else torch.empty(0, num_classes, device=accelerator.device)
     if world > 1:  # gather (index, logits) from every process; drop the padding's repeats
         order = accelerator.gather(mine.to(accelerator.device)).cpu()
