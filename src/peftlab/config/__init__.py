@@ -1,7 +1,19 @@
 """Configuration: run options as checked dataclasses (run), their values (values), and the files they
 are read from and written to (files: --config, config.yaml). Torch-free."""
 
-from .files import META_KEY, PROTOCOLS, build, config_yaml, git_commit, method_config, protocol_values, read_file
+from .files import (
+    META_KEY,
+    PROTOCOLS,
+    as_yaml_values,
+    build,
+    config_yaml,
+    conflicts,
+    covers,
+    git_commit,
+    method_config,
+    protocol_values,
+    read_file,
+)
 from .run import (
     BASELINES,
     BUNDLED_NAME,
@@ -38,10 +50,13 @@ __all__ = [
     "RunConfig",
     "RunSpec",
     "TrainConfig",
+    "as_yaml_values",
     "build",
     "check_tune",
     "coerce",
     "config_yaml",
+    "conflicts",
+    "covers",
     "field_type",
     "git_commit",
     "item_type",

@@ -136,3 +136,55 @@ def config_yaml(values: dict[str, Any], command: str = "run") -> str:
     header = f"# The effective configuration of this folder's runs, every option included. Rerun: {rerun}\n"
     body = yaml.safe_dump({**values, META_KEY: meta}, sort_keys=False, allow_unicode=True)
     return header + body
+
+
+# config.yaml is a folder's configuration: a later command on the folder may add runs (these keys name which
+# runs), never change how they are made; the others say where and how a command printed, not what it ran
+RUN_SET_KEYS = ("methods", "seeds", "grid", "baselines")
+NOT_CONFIG = ("out", "quiet", "protocol", META_KEY)
+
+
+def as_yaml_values(values: dict[str, Any]) -> dict[str, Any]:
+    """values as config.yaml holds them once read back (tuples as lists ...), so that the two compare."""
+    import yaml
+
+    return yaml.safe_load(yaml.safe_dump(values, sort_keys=False, allow_unicode=True))
+
+
+def conflicts(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """The options on which two folder configurations (config.yaml values) disagree about how runs are made,
+    as 'key: old there, new here'; which runs each names (methods, seeds, grid, baselines) may differ, and
+    so may the options of a method only one of them runs."""
+    from ..methods import REGISTRY
+
+    out = []
+    for k in dict.fromkeys([*old, *new]):
+        if k in RUN_SET_KEYS or k in NOT_CONFIG or (k in REGISTRY and (k not in old or k not in new)):
+            continue
+        if old.get(k) != new.get(k):
+            out.append(f"{k}: {old.get(k)!r} there, {new.get(k)!r} here")
+    return out
+
+
+def covers(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """Whether configuration a names every run configuration b names (its methods, seeds and baselines; a
+    sweep's grid points)."""
+
+    def within(x, y) -> bool:
+        y = y if isinstance(y, list) else [y]
+        return all(v in y for v in (x if isinstance(x, list) else [x]))
+
+    if ("grid" in a) != ("grid" in b) or not within(b.get("seeds") or [], a.get("seeds") or []):
+        return False
+    if not within(b.get("baselines") or [], a.get("baselines") or []):
+        return False
+    if "grid" not in b:
+        return within(b.get("methods") or [], a.get("methods") or [])
+    ga, gb = a.get("grid") or {}, b.get("grid") or {}
+    for method, options in gb.items():
+        oa, ob = ga.get(method, None), options or {}
+        if method not in ga or set(oa or {}) != set(ob):
+            return False
+        if not all(within(v, (oa or {})[k]) for k, v in ob.items()):
+            return False
+    return True

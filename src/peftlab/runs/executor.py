@@ -4,7 +4,6 @@ the folder's summary, report and config.yaml."""
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import time
 from collections.abc import Callable
@@ -14,13 +13,14 @@ import torch
 
 from .. import methods as M
 from ..baselines import REFERENCES
-from ..config import RunConfig, RunSpec, config_yaml
+from ..config import RunConfig, RunSpec
 from ..errors import UserError
 from ..models import describe, fit_head
 from ..report import context_lines, format_text, noise_lines, summary_markdown, write_report
-from ..results import FINAL, Result, load_result
+from ..results import Result
+from .lock import FOLDER, PRESENT, Lock, claim, finished
 from .references import reference_header
-from .tuning import RaySettings, tune
+from .tuning import RaySettings, _slug, tune
 from .worker import Worker, _header, _model_config, _write
 
 
@@ -50,22 +50,6 @@ def preflight(specs: list[RunSpec], config) -> None:
         M.get(s.method).apply(model, describe(model), s.options, 100)
 
 
-def _finished(run_dir: Path, header: Result) -> Result | None:
-    path = run_dir / "result.json"
-    if not path.exists():
-        return None
-    try:
-        old = load_result(path)
-    except UserError:
-        return None  # unreadable: redo it
-    if old.get("config") != json.loads(json.dumps(header["config"])):
-        raise UserError(
-            f"'{run_dir}' holds a run with a different configuration; pass another --out "
-            "(results are never overwritten)"
-        )
-    return old if old.get("status") in FINAL else None
-
-
 def execute(
     cfg: RunConfig,
     specs: list[RunSpec],
@@ -78,12 +62,14 @@ def execute(
     (exception, NaN loss, out of memory) is recorded and the rest go on. Ctrl-C or kill leaves only
     complete result.json files (each written atomically). ray_address ('' or 'auto' for a local Ray
     instance) sends each run to Ray as a task instead of running it here. settings: what config.yaml
-    records, for a sweep (its file's options and grid); a run records cfg.to_dict()."""
+    records, for a sweep (its file's options and grid); a run records cfg.to_dict().
+
+    Other processes may work in the same folder (see runs.lock): each run is locked while it runs and read
+    again before it starts; a run another process is running is left to it, and waited for at the end."""
     t0 = time.perf_counter()
     out = Path(cfg.out)
+    present = Lock(out, PRESENT)
     if ray_address is not None:
-        from .cluster import ray_execute
-
         worker = None
         _check_writable(out)
         preflight(specs, _model_config(cfg.model))
@@ -92,24 +78,45 @@ def execute(
         log = worker.log
         _check_writable(out)
         preflight(specs, worker.config)
+    if worker is None or worker.main:
+        present.acquire(shared=True)
+        claim(out, settings or cfg.to_dict(), "sweep" if settings else "run", present)
+    try:
+        return _execute(cfg, specs, log, worker, ray_address, ray_resources, t0)
+    finally:
+        present.release()
+
+
+def _execute(cfg, specs, log, worker, ray_address, ray_resources, t0) -> list[Result]:
+    out = Path(cfg.out)
     say = log if not cfg.quiet else (lambda s: None)
     specs, searches = search(cfg, specs, say, worker, ray_address, ray_resources)
-    done = {s.name: _finished(out / s.name, _header(cfg, s)) for s in specs}
-    todo = [s for s in specs if not done[s.name]]
+    # read before any training: a folder in the way, damaged or of another configuration stops here
+    done = {s.name: finished(out / s.name, _header(cfg, s)) for s in specs}
     if worker is None:
+        from .cluster import ray_execute
+
+        todo = [s for s in specs if not done[s.name]]
         fresh = ray_execute(cfg, todo, ray_address, say, searches, **(ray_resources or {})) if todo else {}
+        reused = len(specs) - len(todo)
     else:
-        fresh = {s.name: worker.attempt(s, searches.get(s.label)) for s in todo}
+        fresh, held = {}, []
+        for s in specs:  # a run another process is running is left to it ...
+            r = worker.attempt(s, searches.get(s.label), wait=False)
+            (held.append(s) if r is None else fresh.__setitem__(s.name, r))
+        for s in held:  # ... and waited for: its result read, or the run made here if that process died
+            fresh[s.name] = worker.attempt(s, searches.get(s.label), wait=True)
         worker.accelerator.wait_for_everyone()
         if not worker.main:
             return list(fresh.values())
+        reused = len(worker.reused)
     seeds = list(dict.fromkeys(s.seed for s in specs))  # --only-index: the seed of that one run
-    results = references(cfg, seeds, worker, log) + [done[s.name] or fresh[s.name] for s in specs]
-    _write(out / "config.yaml", config_yaml(settings or cfg.to_dict(), "sweep" if settings else "run"))
-    _write(out / "summary.md", summary_markdown(results))
-    write_report(out, results)  # report.md, report-plots/, report.html
-    if len(specs) > len(todo):
-        say(f"reused {len(specs) - len(todo)} finished run(s) from {out}")
+    results = references(cfg, seeds, worker, log) + [fresh.get(s.name) or done[s.name] for s in specs]
+    with Lock(out, FOLDER):
+        _write(out / "summary.md", summary_markdown(results))
+        write_report(out, results)  # report.md, report-plots/, report.html
+    if reused:
+        say(f"reused {reused} finished run(s) from {out}")
     if not cfg.quiet:
         log("\n" + "\n".join(context_lines(results)) + "\n\n" + format_text(results))
         for line in noise_lines(results):
@@ -120,16 +127,24 @@ def execute(
 
 def references(cfg: RunConfig, seeds: list[int], worker: Worker | None, log) -> list[Result]:
     """The cheap reference baselines of these seeds (they take seconds: fitted here, also when the runs went
-    to Ray); those finished on disk with the same configuration are reused."""
+    to Ray), each under its folder's lock; those finished on disk with the same configuration are reused."""
     names = [n for n in cfg.baselines if n in REFERENCES]
     out = []
     for seed in seeds:
-        finished = [_finished(Path(cfg.out) / f"ref-{n}-seed{seed}", reference_header(cfg, n, seed)) for n in names]
-        todo = [n for n, r in zip(names, finished) if r is None]
-        if todo and worker is None:
-            worker = Worker(cfg, log)
-        fresh = iter(worker.references(seed, todo) if todo else [])
-        out += [r if r is not None else next(fresh) for r in finished]
+        runs = {n: f"ref-{n}-seed{seed}" for n in names}
+        locks = [Lock(cfg.out, runs[n]) for n in sorted(names, key=runs.get)]  # one order: no deadlock
+        try:
+            for lock in locks:
+                lock.acquire(wait=True)
+            old = [finished(Path(cfg.out) / runs[n], reference_header(cfg, n, seed)) for n in names]
+            todo = [n for n, r in zip(names, old) if r is None]
+            if todo and worker is None:
+                worker = Worker(cfg, log)
+            fresh = iter(worker.references(seed, todo) if todo else [])
+            out += [r if r is not None else next(fresh) for r in old]
+        finally:
+            for lock in locks:
+                lock.release()
     return out
 
 
@@ -144,7 +159,14 @@ def search(
     chosen, records = {}, {}
     for s in specs:
         if s.label not in chosen:
-            tuned, record = tune(cfg, s, log, worker=worker, ray=ray)
+            # one search at a time per configuration: a second process waits, then finds it finished
+            lock = Lock(cfg.out, f"search-{_slug(s.label)}")
+            if worker is None or worker.main:
+                lock.acquire(wait=True)
+            try:
+                tuned, record = tune(cfg, s, log, worker=worker, ray=ray)
+            finally:
+                lock.release()
             chosen[s.label], records[s.label] = tuned.options, record
     return [dataclasses.replace(s, options=chosen[s.label]) for s in specs], {k: v for k, v in records.items() if v}
 

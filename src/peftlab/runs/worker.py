@@ -6,7 +6,6 @@ from __future__ import annotations
 import dataclasses
 import errno
 import math
-import shutil
 import time
 import traceback
 from collections.abc import Callable
@@ -23,12 +22,13 @@ from ..config import BUNDLED_NAME, RunConfig, RunSpec
 from ..data import DecodeCache, Split, Task, load_task
 from ..errors import UserError
 from ..models import check_model_path, describe, image_spec, load_model
-from ..results import SCHEMA_VERSION, Result, Status, write_json_atomic, write_text_atomic
+from ..results import FINAL, SCHEMA_VERSION, Result, Status, write_json_atomic, write_text_atomic
 from ..training import Diverged, fit, make_accelerator
 from ..training.inference import inference_cost, timed_batch
 from ..training.loop import EarlyStopping
 from ..training.measure import count_params, environment, peak_memory, reset_peak_memory
 from .artifacts import save_trained_part
+from .lock import Lock, done, finished, start
 from .records import IDENTITIES, _config_of, data_record, save_identities, test_record, throughput
 from .references import reference_results
 
@@ -228,6 +228,7 @@ class Worker:
         self.task, self.task_seed = None, None
         self.cache = DecodeCache()  # decoded images shared by this worker's runs (seeds, grid points)
         self.data_s = 0.0  # seconds the next run's data took to prepare (0 when it reuses the last run's)
+        self.reused: list[str] = []  # runs found finished on disk, not run again
 
     def data(self, seed: int) -> Task:
         if self.task_seed != seed:  # the data sample depends on the seed: drawn and decoded once per seed
@@ -248,6 +249,9 @@ class Worker:
         """The reference baselines of this seed (names among majority, pixels, probe, knn), written like runs."""
         if not names:
             return []
+        if self.main:  # the caller holds their locks
+            for n in names:
+                start(Path(self.cfg.out) / f"ref-{n}-seed{seed}", f"ref-{n}-seed{seed}")
         task = self.data(seed)
         features = {}
         if any(REFERENCES[n].input == "features" for n in names):
@@ -261,6 +265,7 @@ class Worker:
             if self.main:
                 save_identities(run_dir / IDENTITIES, task, None)
                 _write(run_dir / "result.json", r)
+                done(run_dir)
             self.say(
                 f"{r['label']} seed {seed}: validation {r['metrics']['val']['accuracy']:.3f}, test "
                 f"{r['metrics']['test']['accuracy']:.3f} ({r['selection']['options']})"
@@ -268,11 +273,54 @@ class Worker:
             out.append(r)
         return out
 
-    def attempt(self, s: RunSpec, tuning: dict | None = None) -> Result:
+    def attempt(self, s: RunSpec, tuning: dict | None = None, wait: bool = True) -> Result | None:
+        """Run s, holding its folder's lock, unless its result is finished on disk (read again here, just before
+        it would start: then that result, its name added to self.reused). When another live process holds the
+        run: None if not wait, else wait for it and read again what it left. A failed run is recorded, not
+        raised; only peftlab's own leftovers of an unfinished run are removed."""
         run_dir = Path(self.cfg.out) / s.name
-        if run_dir.exists() and self.main:
-            shutil.rmtree(run_dir)  # leftovers of an unfinished or failed run
-        self.accelerator.wait_for_everyone()
+        lock = Lock(self.cfg.out, s.name)
+        decision = None
+        if self.main:
+            try:
+                if not lock.acquire(wait=False):
+                    if not wait:
+                        decision = ("held", lock.holder())
+                    else:
+                        self.say(f"{s.label} seed {s.seed}: waiting for {lock.holder()}, which is running it")
+                        lock.acquire(wait=True)
+                if decision is None:
+                    old = finished(run_dir, _header(self.cfg, s))
+                    if old is None:
+                        start(run_dir, s.name)
+                    decision = ("reuse", old) if old is not None else ("run", None)
+            except UserError as e:
+                lock.release()
+                decision = ("error", str(e))
+        kind, value = self._agree(decision)  # with DDP every process follows the main one
+        if kind == "error":
+            raise UserError(value)
+        if kind in ("held", "reuse"):
+            lock.release()
+            if kind == "reuse":
+                self.reused.append(s.name)
+            return value if kind == "reuse" else None
+        try:
+            return self._run(s, tuning, run_dir)
+        finally:
+            lock.release()
+
+    def _agree(self, decision):
+        """The main process's decision, on every process of a DDP group."""
+        if self.accelerator.num_processes == 1:
+            return decision
+        from accelerate.utils import broadcast_object_list
+
+        box = [decision]
+        broadcast_object_list(box, from_process=0)
+        return box[0]
+
+    def _run(self, s: RunSpec, tuning: dict | None, run_dir: Path) -> Result:
         task = self.data(s.seed)
         try:
             result = run_one(self.cfg, s, task, self.spec, self.accelerator, self.say, tuning)
@@ -286,6 +334,8 @@ class Worker:
         except (UserError, KeyboardInterrupt):
             raise
         except Exception as e:  # noqa: BLE001 - any failure of one run is recorded; the sweep goes on
+            if _disk_full(e):  # not the run's fault, and the next ones would fail the same way
+                raise _disk_full_error(run_dir) from e
             self.data_s = 0.0  # the data stays for the next run of this seed, its time with this one
             status = (
                 Status.DIVERGED
@@ -297,12 +347,31 @@ class Worker:
             message = (str(e).strip().splitlines() or [type(e).__name__])[0]
             result = _header(self.cfg, s) | {"status": status.value, "error": f"{type(e).__name__}: {message}"}
             if self.main:
-                run_dir.mkdir(parents=True, exist_ok=True)
-                (run_dir / "error.log").write_text(traceback.format_exc())
+                _write(run_dir / "error.log", traceback.format_exc())
             self.log(f"{s.label} seed {s.seed}: {status} — {result['error']} (details in {run_dir / 'error.log'})")
         if self.main:
             _write(run_dir / "result.json", result)
+            if result["status"] in FINAL:
+                done(run_dir)
         return result
+
+
+def _disk_full(e: BaseException) -> bool:
+    """Whether e (or what caused it) is a full disk: OSError ENOSPC, or a library's own error saying so."""
+    seen = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if (isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT)) or "No space left" in str(e):
+            return True
+        e = e.__cause__ or e.__context__
+    return False
+
+
+def _disk_full_error(where: Path) -> UserError:
+    return UserError(
+        f"cannot write {where}: the disk is full; free space or pass another --out, then rerun the same "
+        "command: finished runs are kept and skipped"
+    )
 
 
 def _write(path: Path, obj) -> None:
@@ -313,7 +382,9 @@ def _write(path: Path, obj) -> None:
         else:
             write_json_atomic(path, obj)
     except OSError as e:
-        why = "the disk is full" if e.errno == errno.ENOSPC else (e.strerror or str(e))
+        if _disk_full(e):
+            raise _disk_full_error(path) from e
+        why = e.strerror or str(e)
         raise UserError(
             f"cannot write {path}: {why}; free space or pass another --out, then rerun the "
             "same command: finished runs are kept and skipped"
