@@ -109,6 +109,13 @@ def _pretrain_parser(sub) -> argparse.ArgumentParser:
     return p
 
 
+def _trust_flag(p: argparse.ArgumentParser) -> None:
+    from .config import RunConfig
+
+    help_ = next(f for f in fields(RunConfig) if f.name == "trust_remote_code").metadata["help"]
+    p.add_argument("--trust-remote-code", action="store_true", help=help_)
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="peftlab",
@@ -149,15 +156,18 @@ def parser() -> argparse.ArgumentParser:
         help="run only the N-th run of the grid (0-based), e.g. N=$SLURM_ARRAY_TASK_ID",
     )
     sw.add_argument("--count", action="store_true", help="print the number of runs in the grid and exit")
+    _trust_flag(sw)
     m = sub.add_parser("merge", help="fold a run's adapter into the base; write a plain transformers model")
     m.add_argument("run", help="a run folder (holding result.json)")
-    m.add_argument("--out", required=True, help="folder for the merged model")
+    m.add_argument("--out", required=True, help="folder for the merged model (a new or empty one)")
+    _trust_flag(m)
     pr = sub.add_parser("predict", help="top-k labels of image files with a run's fine-tuned model")
     pr.add_argument("run", help="a run folder (holding result.json)")
     pr.add_argument("images", nargs="+", help="image files or folders (searched recursively)")
     pr.add_argument("--top-k", type=int, default=5, help="labels per image (default: 5)")
     pr.add_argument("--batch-size", type=int, default=64, help="images per forward pass (default: 64)")
     pr.add_argument("--json", action="store_true", help="print JSON instead of text")
+    _trust_flag(pr)
     ev = sub.add_parser(
         "eval",
         help="evaluate a run's fine-tuned model on a dataset's test split, never on images it trained or selected on",
@@ -172,6 +182,7 @@ def parser() -> argparse.ArgumentParser:
     ev.add_argument("--image-column")
     ev.add_argument("--label-column")
     ev.add_argument("--json", action="store_true", help="print JSON instead of text")
+    _trust_flag(ev)
     r = sub.add_parser(
         "report",
         help="rebuild the comparison table, report.md and report.html from the result files in DIR",
@@ -209,7 +220,7 @@ def _sweep_doc() -> str:
 def _cmd_sweep(args) -> int:
     from .runs import execute, sweep
 
-    cfg, specs, settings = sweep.load(args.file, args.out)
+    cfg, specs, settings = sweep.load(args.file, args.out, args.trust_remote_code)
     if args.count:
         print(len(specs))
         return 0
@@ -292,7 +303,7 @@ def _cmd_theory(args) -> int:
 def _cmd_merge(args) -> int:
     from .runs.artifacts import merge
 
-    print(f"merged model written to {merge(args.run, args.out)}")
+    print(f"merged model written to {merge(args.run, args.out, trust_remote_code=args.trust_remote_code)}")
     return 0
 
 
@@ -303,7 +314,7 @@ def _cmd_predict(args) -> int:
 
     if args.top_k < 1 or args.batch_size < 1:
         raise UserError("--top-k and --batch-size must be >= 1")
-    rows = predict(args.run, args.images, args.top_k, args.batch_size)
+    rows = predict(args.run, args.images, args.top_k, args.batch_size, trust_remote_code=args.trust_remote_code)
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
@@ -327,6 +338,7 @@ def _cmd_eval(args) -> int:
         test_split=args.test_split,
         image_column=args.image_column,
         label_column=args.label_column,
+        trust_remote_code=args.trust_remote_code,
     )
     if args.json:
         print(json.dumps(r, indent=2))
@@ -391,12 +403,22 @@ def _cmd_methods(args) -> int:
     return 0
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (kill, a scheduler's time limit): handled like Ctrl-C."""
+
+
+def _terminate(signum, frame) -> None:
+    raise Terminated
+
+
 def main(argv: list[str] | None = None) -> int:
+    import signal
     import warnings
 
     # library deprecation notices say nothing about the user's run
     warnings.filterwarnings("ignore", category=FutureWarning)
     args = parser().parse_args(argv)
+    previous = signal.signal(signal.SIGTERM, _terminate) if _main_thread() else None
     try:
         return {
             "run": _cmd_run,
@@ -410,14 +432,25 @@ def main(argv: list[str] | None = None) -> int:
             "eval": _cmd_eval,
         }[args.command](args)
     except UserError as e:
-        print(f"peftlab: error: {e}", file=sys.stderr)
+        one_line = " ".join(line.strip() for line in str(e).splitlines())  # whatever the message
+        print(f"peftlab: error: {one_line}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # output piped into e.g. `head`, which closed early
         sys.stderr.close()
         return 0
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
+        what = "terminated (SIGTERM)" if isinstance(e, Terminated) else "interrupted"
         print(
-            "peftlab: interrupted; every result.json written is complete — rerun the same command to finish the rest",
+            f"peftlab: {what}; every result.json written is complete — rerun the same command to finish the rest",
             file=sys.stderr,
         )
-        return 130
+        return 143 if isinstance(e, Terminated) else 130
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()

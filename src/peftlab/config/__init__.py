@@ -17,6 +17,7 @@ from .files import (
 from .run import (
     BASELINES,
     BUNDLED_NAME,
+    CLI_ONLY,
     DEFAULT_BASELINES,
     DEFAULT_DATASET,
     DEFAULT_METHODS,
@@ -37,6 +38,7 @@ from .values import coerce, field_type, item_type
 __all__ = [
     "BASELINES",
     "BUNDLED_NAME",
+    "CLI_ONLY",
     "DEFAULT_BASELINES",
     "SCRATCH_LABEL",
     "DEFAULT_DATASET",

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UserError
-from .run import RunConfig, run_fields
+from .run import CLI_ONLY, RunConfig, run_fields
 from .values import coerce
 
 META_KEY = "meta"  # config.yaml's section of facts about the run (version, commit); not an option
@@ -42,23 +42,63 @@ def read_file(path: str) -> dict[str, Any]:
     p = Path(path)
     if not p.is_file():
         raise UserError(f"config file '{path}' does not exist")
-    text = p.read_text()
     try:
-        if p.suffix == ".json":
-            data = json.loads(text)
-        else:
-            import yaml
-
-            data = yaml.safe_load(text) or {}
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise UserError(
+            f"config file '{path}' is not UTF-8 text (byte 0x{e.object[e.start]:02x} at offset {e.start}); "
+            "save it as UTF-8"
+        ) from e
+    except OSError as e:
+        raise UserError(f"cannot read config file '{path}' ({e.strerror})") from e
+    try:
+        data = json.loads(text, object_pairs_hook=_unique_keys) if p.suffix == ".json" else _load_yaml(text)
+    except UserError as e:
+        raise UserError(f"config file '{path}': {e}") from e
     except Exception as e:  # noqa: BLE001 - yaml and json raise different types; both mean "not parseable"
-        raise UserError(f"cannot parse config file '{path}': {str(e).splitlines()[0]}") from e
+        first = " ".join(str(e).split())  # yaml's messages span lines: one line here
+        raise UserError(f"cannot parse config file '{path}': {first}") from e
     if not isinstance(data, dict):
         raise UserError(f"config file '{path}' must hold a mapping of options")
     data.pop(META_KEY, None)
+    for key in CLI_ONLY:
+        if key in data:
+            raise UserError(
+                f"config file '{path}' sets '{key}': a file never turns that on; pass --{key.replace('_', '-')} "
+                "on the command line if you mean it"
+            )
     for k, v in data.items():  # a method's section must be a mapping, e.g. lora: {r: 4}
         if str(k) in REGISTRY and v is not None and not isinstance(v, dict):
             raise UserError(f"config file '{path}': '{k}' must be a mapping of {k} options (e.g. {k}: {{lr: 0.001}})")
     return data
+
+
+def _unique_keys(pairs: list[tuple]) -> dict:
+    """A mapping from key-value pairs; a key given twice is an error (JSON and YAML would keep the last)."""
+    out: dict = {}
+    for k, v in pairs:
+        if k in out:
+            raise UserError(f"'{k}' is given twice in one mapping; give each key once")
+        out[k] = v
+    return out
+
+
+def _load_yaml(text: str):
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    def mapping(loader, node):
+        loader.flatten_mapping(node)  # YAML merge keys (<<) first, as SafeLoader does
+        pairs = [(loader.construct_object(k, deep=True), loader.construct_object(v, deep=True)) for k, v in node.value]
+        try:
+            return _unique_keys(pairs)
+        except UserError as e:
+            raise UserError(f"line {node.start_mark.line + 1}: {e}") from None
+
+    Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, mapping)
+    return yaml.load(text, Loader=Loader) or {}  # noqa: S506 - a SafeLoader, with unique keys
 
 
 def method_config(name: str, opts: dict[str, Any] | None):
@@ -69,7 +109,7 @@ def method_config(name: str, opts: dict[str, Any] | None):
     allowed = {f.name for f in fields(cls)}
     if opts is not None and not isinstance(opts, dict):
         raise UserError(f"{name} options must be a mapping of option: value (got {opts!r})")
-    opts = {k.replace("-", "_"): v for k, v in (opts or {}).items()}
+    opts = {str(k).replace("-", "_"): v for k, v in (opts or {}).items()}
     bad = sorted(set(opts) - allowed)
     if bad:
         raise UserError(f"unknown {name} option(s): {', '.join(bad)}; {name} takes: {', '.join(sorted(allowed))}")

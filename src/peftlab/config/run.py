@@ -4,6 +4,8 @@ reads the fields' help texts); the registry is imported where a method name or o
 
 from __future__ import annotations
 
+import hashlib
+import os
 import time
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -12,6 +14,8 @@ from typing import Any
 from ..errors import UserError
 from .values import _positive
 
+MAX_SEED = 2**32 - 1  # numpy's and most samplers' seed range
+CLI_ONLY = ("trust_remote_code",)  # never read from a config file nor written to one: no file turns on running code
 BUNDLED_NAME = "peftlab-vit-tiny"  # the model peftlab ships (src/peftlab/bundled), the default --model
 DEFAULT_DATASET = "fashion-mnist:5-9"
 DEFAULT_METHODS = ["head", "last", "lora", "full"]
@@ -203,12 +207,25 @@ class RunConfig:
     device: str = field(default="auto", metadata={"help": "auto, cpu or cuda"})
     precision: str = field(default="auto", metadata={"help": "auto (bf16 on GPUs that have it), fp32, bf16, fp16"})
     quiet: bool = field(default=False, metadata={"help": "no progress output"})
+    trust_remote_code: bool = field(
+        default=False,
+        metadata={
+            "help": "DANGEROUS: let transformers run the Python code a model folder or hub repo ships (its "
+            "auto_map) with your permissions; only for a model whose code you have read. Command line only"
+        },
+    )
     method_options: dict[str, Any] = field(default_factory=dict)  # method name -> its MethodConfig
 
     def __post_init__(self):
         from ..methods import REGISTRY, parse_methods
 
         self.methods = parse_methods(self.methods)
+        twice = sorted({m for m in self.methods if self.methods.count(m) > 1})
+        if twice:
+            raise UserError(f"--methods names {', '.join(twice)} more than once; name each method once")
+        if self.model not in (BUNDLED_NAME, "bundled") and Path(self.model).expanduser().exists():
+            # recorded absolute: a result read from elsewhere never takes a relative path for a hub id
+            self.model = os.path.abspath(Path(self.model).expanduser())
         seeds = [self.seeds] if isinstance(self.seeds, (int, str)) else list(self.seeds)
         try:
             seeds = [
@@ -216,9 +233,9 @@ class RunConfig:
             ]
         except ValueError:
             raise UserError(f"--seeds must be comma-separated integers, e.g. 0,1,2 (got '{self.seeds}')") from None
-        if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
+        if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0 or max(seeds) > MAX_SEED:
             shown = ",".join(map(str, seeds))
-            raise UserError(f"--seeds must be distinct integers >= 0, e.g. 0,1,2 (got '{shown}')")
+            raise UserError(f"--seeds must be distinct integers from 0 to {MAX_SEED}, e.g. 0,1,2 (got '{shown}')")
         self.seeds = seeds
         _positive("--", epochs=self.epochs, batch_size=self.batch_size, lr=self.lr)
         for name in ("train_size", "val_size", "test_size"):
@@ -309,15 +326,19 @@ class RunConfig:
             "tune_trials",
             "protocol",
             "baselines",
+            *CLI_ONLY,
         }
         return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in skip}
 
     def to_dict(self) -> dict[str, Any]:
         """Every option (defaults included) and a section of options per method: what --config reads."""
-        out: dict[str, Any] = {f.name: getattr(self, f.name) for f in run_fields()}
+        out: dict[str, Any] = {f.name: getattr(self, f.name) for f in run_fields() if f.name not in CLI_ONLY}
         for name in self.methods:
             out[name] = self.method_options[name].options()
         return out
+
+
+MAX_SLUG = 150  # bytes of a run folder's name before '-seed<k>' (file names stop at 255; '.lock' is added)
 
 
 @dataclass(frozen=True)
@@ -332,8 +353,12 @@ class RunSpec:
 
     @property
     def name(self) -> str:
-        """The run's folder name, e.g. 'lora-seed0' or 'lora-r4-lr0.001-seed0'."""
+        """The run's folder name, e.g. 'lora-seed0' or 'lora-r4-lr0.001-seed0'; a label too long for a file
+        name keeps its first 100 characters and a hash of the whole."""
         slug = self.label.replace(" ", "-").replace("=", "").replace("/", "_").replace(",", "+")
+        if len(slug.encode()) > MAX_SLUG:
+            digest = hashlib.sha1(slug.encode()).hexdigest()[:12]
+            slug = slug.encode()[:100].decode(errors="ignore") + "-" + digest
         return f"{slug}-seed{self.seed}"
 
 

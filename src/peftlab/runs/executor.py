@@ -34,7 +34,7 @@ def _check_writable(out: Path) -> None:
         raise UserError(f"cannot write to output folder '{out}' ({e.strerror}); pass a writable --out") from e
 
 
-def preflight(specs: list[RunSpec], config) -> None:
+def preflight(specs: list[RunSpec], config, trust_remote_code: bool = False) -> None:
     """Apply every method configuration to a weightless (meta-device) copy of the model before any
     training, so a bad option (e.g. a LoRA target the model lacks) fails before any result is written."""
     from transformers import AutoModelForImageClassification
@@ -45,7 +45,7 @@ def preflight(specs: list[RunSpec], config) -> None:
             continue
         seen.add(s.label)
         with torch.device("meta"):
-            model = AutoModelForImageClassification.from_config(config)
+            model = AutoModelForImageClassification.from_config(config, trust_remote_code=trust_remote_code)
         fit_head(model, ["a", "b"], s.seed)  # the head size does not change whether a method applies
         M.get(s.method).apply(model, describe(model), s.options, 100)
 
@@ -72,12 +72,12 @@ def execute(
     if ray_address is not None:
         worker = None
         _check_writable(out)
-        preflight(specs, _model_config(cfg.model))
+        preflight(specs, _model_config(cfg.model, cfg.trust_remote_code), cfg.trust_remote_code)
     else:
         worker = Worker(cfg, log)
         log = worker.log
         _check_writable(out)
-        preflight(specs, worker.config)
+        preflight(specs, worker.config, cfg.trust_remote_code)
     if worker is None or worker.main:
         present.acquire(shared=True)
         claim(out, settings or cfg.to_dict(), "sweep" if settings else "run", present)

@@ -22,6 +22,7 @@ from ..config import BUNDLED_NAME, RunConfig, RunSpec
 from ..data import DecodeCache, Split, Task, load_task
 from ..errors import UserError
 from ..models import check_model_path, describe, image_spec, load_model
+from ..models.loading import config_errors, load_kwargs, remote_code_error, why
 from ..results import FINAL, SCHEMA_VERSION, Result, Status, write_json_atomic, write_text_atomic
 from ..training import Diverged, fit, make_accelerator
 from ..training.inference import inference_cost, timed_batch
@@ -33,21 +34,25 @@ from .records import IDENTITIES, _config_of, data_record, save_identities, test_
 from .references import reference_results
 
 
-def _model_config(name: str):
+def _model_config(name: str, trust_remote_code: bool = False):
     from huggingface_hub.utils import logging as hub_logging
     from transformers import AutoConfig
 
     hub_log = hub_logging.get_logger("huggingface_hub")
     level = hub_log.level
     hub_log.setLevel("ERROR")  # no "Retrying in Ns" lines: one error line is the message
+    path = check_model_path(name)
     try:
-        return AutoConfig.from_pretrained(check_model_path(name))
-    except (OSError, ValueError) as e:
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise UserError(
-            f"cannot load model '{name}': {first}; check the name and the network, or pass a local "
-            f"model folder or '{BUNDLED_NAME}'"
-        ) from e
+        return AutoConfig.from_pretrained(path, **load_kwargs(path, trust_remote_code))
+    except config_errors() as e:
+        if err := remote_code_error(name, e):
+            raise err from e
+        todo = (
+            "fix its config.json or pass another model folder"
+            if Path(path).exists()
+            else f"check the name and the network, or pass a local model folder or '{BUNDLED_NAME}'"
+        )
+        raise UserError(f"cannot load model '{name}': {why(e)}; {todo}") from e
     finally:
         hub_log.setLevel(level)
 
@@ -59,7 +64,7 @@ def prepare(
     the method, count and check: (prepared model, params record)."""
     torch.manual_seed(seed)
     method = M.get(method_name)
-    model = load_model(cfg.model, task.label_names, seed, scratch=scratch)
+    model = load_model(cfg.model, task.label_names, seed, scratch=scratch, trust_remote_code=cfg.trust_remote_code)
     base_total = sum(p.numel() for p in model.parameters())
     # derived before the method touches the model: from the config, or from module shapes
     derived = (
@@ -175,7 +180,7 @@ def _inference(cfg: RunConfig, s: RunSpec, task: Task, spec, method, model, acce
     """What the trained model costs at inference as it would be deployed (merged when its method merges:
     in place, its trained part being saved), beside the base model with the same new head."""
     images = timed_batch(task.test.images, spec.normalize, accelerator.device, cfg.train_config().eval_batch_size)
-    base = lambda: load_model(cfg.model, task.label_names, s.seed)  # noqa: E731
+    base = lambda: load_model(cfg.model, task.label_names, s.seed, trust_remote_code=cfg.trust_remote_code)  # noqa: E731
     return inference_cost(method, model, base, images, accelerator.autocast)
 
 
@@ -221,8 +226,8 @@ class Worker:
         self.main = self.accelerator.is_main_process  # with DDP only the main process writes and talks
         self.log = log if self.main else (lambda s: None)
         self.say = self.log if not cfg.quiet else (lambda s: None)
-        self.config = _model_config(cfg.model)
-        self.spec = image_spec(cfg.model, self.config)
+        self.config = _model_config(cfg.model, cfg.trust_remote_code)
+        self.spec = image_spec(cfg.model, self.config, cfg.trust_remote_code)
         if self.spec.fallback:
             self.log(f"WARNING {self.spec.fallback}")
         self.task, self.task_seed = None, None
@@ -256,7 +261,7 @@ class Worker:
         features = {}
         if any(REFERENCES[n].input == "features" for n in names):
             t0 = time.perf_counter()
-            model = load_model(self.cfg.model, task.label_names, seed)
+            model = load_model(self.cfg.model, task.label_names, seed, trust_remote_code=self.cfg.trust_remote_code)
             features = {r: frozen_features(model, getattr(task, r).images, self.spec) for r in ("train", "val", "test")}
             features["seconds"] = time.perf_counter() - t0
         out = []
