@@ -26,6 +26,7 @@ _API = {
     "execute": "peftlab.runs",
     "load_run": "peftlab.runs",
     "merge": "peftlab.runs",
+    "load": "peftlab.runs",
     "predict": "peftlab.runs",
     "evaluate_run": "peftlab.runs",
     "REGISTRY": "peftlab.methods",

@@ -7,6 +7,7 @@ import sys
 from dataclasses import MISSING, fields
 
 from .errors import UserError
+from .logs import add_log_level
 
 
 def _add_field(parser, cls, f, flag: str, dest: str) -> None:
@@ -122,6 +123,7 @@ def parser() -> argparse.ArgumentParser:
         description="Fine-tune a pretrained image classifier with "
         "several methods and compare accuracy, parameters, time and memory.",
     )
+    add_log_level(p, "info")
     sub = p.add_subparsers(dest="command", required=True)
     _run_parser(sub)
     _pretrain_parser(sub)
@@ -188,26 +190,42 @@ def parser() -> argparse.ArgumentParser:
         help="rebuild the comparison table, report.md and report.html from the result files in DIR",
         description="Read every result.json under DIR; print the comparison "
         "table; write summary.md, report.md (plots in DIR/report-plots) and a self-contained "
-        "report.html (table, plots, per-class accuracy and findings).",
+        "report.html (table, plots, per-class accuracy and findings). Several folders are compared "
+        "together, each configuration named <folder>/<label>; their report is written with --out.",
     )
-    r.add_argument("dir")
+    r.add_argument("dir", nargs="+")
+    r.add_argument("--out", help="folder for the report of several folders (default: printed only)")
+    ex = sub.add_parser(
+        "export",
+        help="write the results under DIR(s) as one table (CSV, JSON Lines or Parquet) for pandas/polars",
+        description="One row per run (one per run and epoch with --history), flat column names; see the README's "
+        "'Tidy export' for the columns.",
+    )
+    ex.add_argument("dir", nargs="+", help="results folders")
+    ex.add_argument("--format", choices=("csv", "jsonl", "parquet"), default="csv", help="(default: csv)")
+    ex.add_argument("--history", action="store_true", help="one row per run and epoch (the learning curves)")
+    ex.add_argument("--out", help="file to write (default: standard output; required for parquet)")
     sub.add_parser(
         "methods",
         help="the methods' capability matrix (trainable parameters on ViT-B/16, merging, inference cost, ...) "
         "and their options",
     )
+    for command in sub.choices.values():  # also after the command: peftlab run --log-level warning
+        add_log_level(command, argparse.SUPPRESS)
     return p
 
 
 def _cmd_run(args) -> int:
     from . import config
+    from .logs import info
     from .runs import run
 
     values = config.read_file(args.config) if args.config else {}
-    values |= {k: v for k, v in vars(args).items() if v is not None and "." not in k and k not in ("command", "config")}
+    skip = ("command", "config", "log_level")
+    values |= {k: v for k, v in vars(args).items() if v is not None and "." not in k and k not in skip}
     for method, opts in _method_sections(args).items():
         values[method] = dict(values.get(method) or {}) | opts
-    run(config.build(values))
+    run(config.build(values), log=info)
     return 0
 
 
@@ -218,6 +236,7 @@ def _sweep_doc() -> str:
 
 
 def _cmd_sweep(args) -> int:
+    from .logs import info
     from .runs import execute, sweep
 
     cfg, specs, settings = sweep.load(args.file, args.out, args.trust_remote_code)
@@ -237,6 +256,7 @@ def _cmd_sweep(args) -> int:
     execute(
         cfg,
         specs,
+        info,
         ray_address=args.ray,
         ray_resources={"cpus_per_run": args.cpus_per_run, "gpus_per_run": args.gpus_per_run},
         settings=settings,
@@ -253,22 +273,19 @@ def _cmd_pretrain(args) -> int:
 
 
 def _cmd_report(args) -> int:
-    from pathlib import Path
+    from .report.folders import report_folders
 
-    from .report import context_lines, format_text, noise_lines, summary_markdown, write_report
-    from .results import load_results, write_text_atomic
-
-    if not Path(args.dir).is_dir():
-        raise UserError(f"'{args.dir}' is not a folder; pass a results folder written by 'peftlab run'")
-    results = load_results(args.dir)
-    if not results:
-        raise UserError(f"no result.json files under '{args.dir}'")
-    print("\n".join(context_lines(results)) + "\n\n" + format_text(results))
-    for line in noise_lines(results):
+    for line in report_folders(args.dir, args.out):
         print(line)
-    write_text_atomic(Path(args.dir) / "summary.md", summary_markdown(results))
-    write_report(args.dir, results)
-    print(f"report: {Path(args.dir) / 'report.md'} and {Path(args.dir) / 'report.html'}")
+    return 0
+
+
+def _cmd_export(args) -> int:
+    from .results.export import export
+
+    data = export(args.dir, args.format, history=args.history, out=args.out)
+    if data is not None:
+        sys.stdout.write(data.decode())
     return 0
 
 
@@ -418,6 +435,9 @@ def main(argv: list[str] | None = None) -> int:
     # library deprecation notices say nothing about the user's run
     warnings.filterwarnings("ignore", category=FutureWarning)
     args = parser().parse_args(argv)
+    from .logs import configure
+
+    configure(args.log_level)
     previous = signal.signal(signal.SIGTERM, _terminate) if _main_thread() else None
     try:
         return {
@@ -430,6 +450,7 @@ def main(argv: list[str] | None = None) -> int:
             "merge": _cmd_merge,
             "predict": _cmd_predict,
             "eval": _cmd_eval,
+            "export": _cmd_export,
         }[args.command](args)
     except UserError as e:
         one_line = " ".join(line.strip() for line in str(e).splitlines())  # whatever the message

@@ -25,12 +25,14 @@ from .run import (
     DEFAULT_TRAIN_SIZE,
     DEFAULT_VAL_SIZE,
     SCRATCH_LABEL,
+    TRACKERS,
     DataOptions,
     RunConfig,
     RunSpec,
     TrainConfig,
     check_tune,
     run_fields,
+    size_suffix,
     tuned_options,
 )
 from .values import coerce, field_type, item_type
@@ -41,6 +43,7 @@ __all__ = [
     "CLI_ONLY",
     "DEFAULT_BASELINES",
     "SCRATCH_LABEL",
+    "TRACKERS",
     "DEFAULT_DATASET",
     "DEFAULT_METHODS",
     "DEFAULT_TEST_SIZE",
@@ -66,5 +69,6 @@ __all__ = [
     "protocol_values",
     "read_file",
     "run_fields",
+    "size_suffix",
     "tuned_options",
 ]

@@ -22,6 +22,7 @@ DEFAULT_METHODS = ["head", "last", "lora", "full"]
 DEFAULT_BASELINES = ["majority", "pixels", "probe", "knn"]  # cheap: in every run; 'scratch' trains, so on request
 BASELINES = (*DEFAULT_BASELINES, "scratch")
 SCRATCH_LABEL = "from scratch"
+TRACKERS = ("tensorboard", "mlflow", "wandb")  # --report-to: Accelerate's trackers that peftlab feeds
 
 
 @dataclass
@@ -116,6 +117,14 @@ class RunConfig:
     val_per_class: int | None = field(
         default=None, metadata={"help": "exactly this many validation images per class (instead of --val-size)"}
     )
+    train_sizes: list[str] = field(
+        default_factory=list,
+        metadata={
+            "help": "training images per class, e.g. 5,20,100,all: every method and baseline at each size on the "
+            "same seeds (nested samples of the seed's training sample; 'all' = that whole sample, see "
+            "--train-size); validation and test are the same at every size"
+        },
+    )
     epochs: int = field(default=3, metadata={"help": "passes over the training sample"})
     batch_size: int = field(default=64, metadata={"help": "training batch size"})
     lr: float | None = field(
@@ -207,6 +216,13 @@ class RunConfig:
     device: str = field(default="auto", metadata={"help": "auto, cpu or cuda"})
     precision: str = field(default="auto", metadata={"help": "auto (bf16 on GPUs that have it), fp32, bf16, fp16"})
     quiet: bool = field(default=False, metadata={"help": "no progress output"})
+    report_to: list[str] = field(
+        default_factory=list,
+        metadata={
+            "help": "experiment trackers that follow each run (Accelerate's): tensorboard, mlflow, wandb, "
+            "comma-separated; needs pip install 'peftlab[trackers]'"
+        },
+    )
     trust_remote_code: bool = field(
         default=False,
         metadata={
@@ -224,8 +240,12 @@ class RunConfig:
         if twice:
             raise UserError(f"--methods names {', '.join(twice)} more than once; name each method once")
         if self.model not in (BUNDLED_NAME, "bundled") and Path(self.model).expanduser().exists():
-            # recorded absolute: a result read from elsewhere never takes a relative path for a hub id
+            # a local folder is recorded absolute: results, cards and adapters resolve from any directory
             self.model = os.path.abspath(Path(self.model).expanduser())
+        self.report_to = [t.strip() for t in self.report_to if t.strip() and t.strip() != "none"]
+        unknown = [t for t in self.report_to if t not in TRACKERS]
+        if unknown:
+            raise UserError(f"--report-to: unknown tracker '{unknown[0]}'; choose from {', '.join(TRACKERS)} or none")
         seeds = [self.seeds] if isinstance(self.seeds, (int, str)) else list(self.seeds)
         try:
             seeds = [
@@ -248,6 +268,9 @@ class RunConfig:
             raise UserError("--train-per-class and --train-size both say how many training images; give one")
         if self.val_per_class and self.val_size is not None:
             raise UserError("--val-per-class and --val-size both say how many validation images; give one")
+        self.train_sizes = parse_sizes(self.train_sizes)
+        if self.train_sizes and self.train_per_class:
+            raise UserError("--train-sizes and --train-per-class both say how many training images; give one")
         if self.weight_decay < 0 or not 0 <= self.warmup_ratio < 1 or self.max_grad_norm < 0:
             raise UserError("--weight-decay and --max-grad-norm must be >= 0, --warmup-ratio in [0, 1)")
         if not 0 <= self.max_bad_fraction <= 1:
@@ -299,10 +322,17 @@ class RunConfig:
         reference, full fine-tuning of a randomly initialised copy too."""
         out = []
         for seed in self.seeds:
-            if "scratch" in self.baselines:
-                out.append(RunSpec("full", self.options_for_scratch(), seed, SCRATCH_LABEL, scratch=True))
-            out += [RunSpec(m, self.options_for(m), seed, m) for m in self.methods]
+            for k in self.per_class_sizes():
+                if "scratch" in self.baselines:
+                    out.append(
+                        RunSpec("full", self.options_for_scratch(), seed, SCRATCH_LABEL, scratch=True, per_class=k)
+                    )
+                out += [RunSpec(m, self.options_for(m), seed, m, per_class=k) for m in self.methods]
         return out
+
+    def per_class_sizes(self) -> list[int | None]:
+        """--train-sizes as training images per class, None for the whole sample; [None] without it."""
+        return [None if v == "all" else int(v) for v in self.train_sizes] or [None]
 
     def options_for_scratch(self):
         """Full fine-tuning's options (its budget), for the from-scratch reference."""
@@ -320,6 +350,7 @@ class RunConfig:
             "seeds",
             "out",
             "quiet",
+            "report_to",
             "method_options",
             "lr",
             "tune",
@@ -327,6 +358,7 @@ class RunConfig:
             "protocol",
             "baselines",
             *CLI_ONLY,
+            "train_sizes",  # each run records its own size (RunSpec.per_class)
         }
         return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in skip}
 
@@ -350,16 +382,41 @@ class RunSpec:
     seed: int
     label: str
     scratch: bool = False  # the model's architecture from random initialisation (the 'scratch' reference)
+    per_class: int | None = None  # --train-sizes: this many training images per class; None: the whole sample
 
     @property
     def name(self) -> str:
-        """The run's folder name, e.g. 'lora-seed0' or 'lora-r4-lr0.001-seed0'; a label too long for a file
-        name keeps its first 100 characters and a hash of the whole."""
+        """The run's folder name, e.g. 'lora-seed0', 'lora-r4-lr0.001-seed0' or (--train-sizes) 'lora-n20-seed0';
+        a label too long for a file name keeps its first 100 characters and a hash of the whole."""
         slug = self.label.replace(" ", "-").replace("=", "").replace("/", "_").replace(",", "+")
         if len(slug.encode()) > MAX_SLUG:
             digest = hashlib.sha1(slug.encode()).hexdigest()[:12]
             slug = slug.encode()[:100].decode(errors="ignore") + "-" + digest
-        return f"{slug}-seed{self.seed}"
+        return f"{slug}{size_suffix(self.per_class)}-seed{self.seed}"
+
+    @property
+    def key(self) -> str:
+        """The configuration at its training size: what a search and a report row are about."""
+        return self.label + ("" if self.per_class is None else f" @{self.per_class}/class")
+
+
+def size_suffix(per_class: int | None) -> str:
+    return "" if per_class is None else f"-n{per_class}"
+
+
+def parse_sizes(values: list) -> list[str]:
+    """--train-sizes: positive integers (training images per class) and 'all', each once; ascending, 'all' last."""
+    items = [str(v).strip().lower() for v in values if str(v).strip()]
+    sizes = []
+    for v in items:
+        if v != "all" and not (v.isdigit() and int(v) > 0):
+            raise UserError(
+                f"--train-sizes takes training images per class (integers > 0) and 'all', e.g. 5,20,100,all (got '{v}')"
+            )
+        sizes.append(v if v == "all" else str(int(v)))
+    if len(set(sizes)) != len(sizes):
+        raise UserError(f"--train-sizes names a size twice ({','.join(items)}); give each once")
+    return sorted(sizes, key=lambda v: float("inf") if v == "all" else int(v))
 
 
 def parse_baselines(names: list[str]) -> list[str]:
@@ -405,23 +462,6 @@ def tuned_options(tune: list[str], method: str) -> list[str]:
         if m in ("", method) and option not in out:
             out.append(option)
     return out
-
-
-# what each protocol sets, unless the run sets it itself
-PROTOCOLS = {
-    "vtab-1k": {"train_size": 800, "val_size": 200, "test_size": 0, "refit": "train+val"},
-    "few-shot": lambda k: {"train_per_class": k, "val_per_class": k, "test_size": 0, "seeds": [0, 1, 2]},
-}
-
-
-def protocol_values(name: str) -> dict[str, Any]:
-    """The options a --protocol stands for (vtab-1k, few-shot:K)."""
-    base, _, arg = name.partition(":")
-    if base == "vtab-1k" and not arg:
-        return dict(PROTOCOLS["vtab-1k"])
-    if base == "few-shot" and arg.isdigit() and int(arg) >= 1:
-        return PROTOCOLS["few-shot"](int(arg))
-    raise UserError(f"unknown --protocol '{name}'; use vtab-1k or few-shot:K (K images per class, e.g. few-shot:5)")
 
 
 def run_fields() -> list:

@@ -5,7 +5,7 @@ from .decoding import DecodeCache, Split, decode, decode_sample
 from .sampling import coverage, coverage_problems, stratified_indices
 from .sources import FMNIST_NAMES, FMNIST_TASKS, IMAGE_SUFFIXES, RawSplit, read_source
 from .storage import cache_dir, is_mapped
-from .task import Task, load_task
+from .task import Task, load_task, per_class_subsample
 
 __all__ = [
     "FMNIST_NAMES",
@@ -22,6 +22,7 @@ __all__ = [
     "decode_sample",
     "is_mapped",
     "load_task",
+    "per_class_subsample",
     "read_source",
     "stratified_indices",
 ]

@@ -14,7 +14,7 @@ example, are errors.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -335,3 +335,26 @@ def load_task(
         {r: skipped[r] for r in roles},
         splits | {"check": check},
     )
+
+
+def per_class_subsample(task: Task, k: int) -> tuple[Task, np.ndarray]:
+    """The task with only the first k training images of each class (the training sample is in seeded random
+    order, so these are a random k, and the samples of growing k are nested); validation and test unchanged.
+    Returns it and the kept positions in task.train (for reusing what was computed on the whole sample)."""
+    labels = task.train.labels.numpy()
+    keep = []
+    for c, name in enumerate(task.label_names):
+        pos = np.flatnonzero(labels == c)
+        if len(pos) < k:
+            raise UserError(
+                f"class '{name}' has only {len(pos)} training images in the sample, fewer than the --train-sizes "
+                f"entry {k}; lower it, or raise --train-size (0 = the whole split)"
+            )
+        keep.append(pos[:k])
+    idx = np.sort(np.concatenate(keep))  # the sample's own (random) order
+    tr = task.train
+    train = Split(tr.name, tr.images[idx], tr.labels[idx], tr.origin[idx], tr.source)
+    cov = task.coverage | {"train": coverage(train.labels.numpy(), task.label_names, 1)}  # k each, as asked
+    splits = task.splits | {"train": task.splits["train"] | {"size": len(train), "per_class": k}}
+    notes = task.notes + [f"training sample: the first {k} images of each class of the seed's sample"]
+    return replace(task, train=train, coverage=cov, splits=splits, notes=notes), idx

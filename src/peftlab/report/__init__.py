@@ -4,6 +4,7 @@ the numbers), plots (PNG bytes), document (blocks -> Markdown / HTML), build (th
 write_report, the one function that writes files)."""
 
 from .build import REPORT_PLOTS, build_report, report_blocks, write_report
+from .datasize import data_size_lines
 from .document import Bullets, Figure, Heading, Para, Table, to_html, to_markdown
 from .findings import findings
 from .stats import Summary, summarize
@@ -32,6 +33,7 @@ __all__ = [
     "accuracy_summary",
     "build_report",
     "context_lines",
+    "data_size_lines",
     "findings",
     "format_markdown",
     "format_text",

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from ..errors import UserError
 from ..results import Result, is_ok, write_bytes_atomic
+from .datasize import data_size_figure, data_size_table
 from .document import Bullets, Heading, Para, Table, to_html, to_markdown
 from .findings import findings
 from .plots import figures
@@ -34,6 +35,17 @@ def report_blocks(results: list[Result], figures: list) -> list:
         ]
     else:
         blocks.append(Para("No run succeeded."))
+    sized = data_size_table(results)
+    if sized is not None:
+        blocks += [
+            Heading("Accuracy against training-set size", 2),
+            Para(
+                "Test accuracy at each training size, mean over seeds [95% interval]; bold: the most accurate at "
+                "that size and every configuration not below it beyond noise (paired test over seeds, "
+                "Holm-corrected per size). The table above and the findings are at the largest size."
+            ),
+            sized,
+        ]
     if figures:
         blocks += [Heading("Plots", 2)] + list(figures)
     pc = per_class_table(results)
@@ -54,6 +66,9 @@ def build_report(results: list[Result]) -> tuple[str, str, dict[str, bytes]]:
     """(report.md text, report.html text, {plot file name: PNG bytes}): the same results give the
     same bytes."""
     figs = figures(results)
+    sized = data_size_figure(results)
+    if sized is not None:
+        figs.insert(0, sized)  # the question a practitioner asks first: which method with how much data
     blocks = report_blocks(results, figs)
     title = blocks[0].text
     return to_markdown(blocks, REPORT_PLOTS), to_html(blocks, title), {f"{f.name}.png": f.png for f in figs}

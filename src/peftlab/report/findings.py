@@ -12,7 +12,8 @@ from dataclasses import fields
 from ..config import RunConfig
 from ..results import Result, is_ok, val_metrics
 from .compare import PROBE, Comparisons
-from .document import Block, Bullets, Heading, Table
+from .datasize import data_size_lines
+from .document import Block, Bullets, Heading, Para, Table
 from .groups import label, ordered
 from .protocol import metric, protocol, search, start
 from .verdicts import G, acc_text, accuracy, efficiency, names, pros_cons, reduce, reliability
@@ -236,6 +237,9 @@ def findings(results: list[Result]) -> list[Block]:
         return blocks + [Bullets(["No run succeeded: nothing to compare."] + failures(results))]
     hp_lines, hp_table = hyperparameters(gs)
     search_lines, search_table = search(ok)
+    sized = data_size_lines(results)
+    if sized:
+        blocks += [Heading("Which method with how much data", 3), Para(sized[0]), Bullets(sized[1:])]
     blocks += [
         Heading("Against the references", 3),
         Bullets(references(cmp)),

@@ -32,10 +32,33 @@ def ordered(results: list[Result]) -> list[Result]:
     )
 
 
+def size_of(r: Result) -> int | None:
+    """The run's training images per class under --train-sizes; None: the seed's whole training sample."""
+    return (r.get("data") or {}).get("train_per_class")
+
+
+def sizes(results: list[Result]) -> list[int | None]:
+    """The training sizes of the successful results, smallest first, the whole sample (None) last."""
+    found = {size_of(r) for r in results if is_ok(r)}
+    return sorted(found, key=lambda k: float("inf") if k is None else k)
+
+
+def at_size(results: list[Result], k: int | None) -> list[Result]:
+    return [r for r in results if size_of(r) == k]
+
+
+def largest(results: list[Result]) -> list[Result]:
+    """The results at the largest training size (all of them when there is one size): what the table, the
+    comparisons and the findings are about; the data-size section reads every size."""
+    ks = sizes(results)
+    return results if len(ks) <= 1 else at_size(results, ks[-1])
+
+
 def groups(results: list[Result]) -> dict[str, list[Result]]:
-    """Successful results grouped by label (one group = one method configuration over its seeds)."""
+    """Successful results grouped by label (one group = one method configuration over its seeds), at the
+    largest training size."""
     out: dict[str, list[Result]] = {}
-    for r in ordered(results):
+    for r in ordered(largest(results)):
         if is_ok(r):
             out.setdefault(label(r), []).append(r)
     return out

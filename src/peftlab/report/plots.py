@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from ..results import Result, test_metrics, val_metrics
 from .compare import Comparisons
 from .document import Figure
+from .groups import accuracy_summary, groups
 from .stats import Summary
-from .table import accuracy_summary, groups
 
 DPI = 120  # 672 x 480 px at the default size: sharp at half a page's width
 CHANCE_STYLE = {"color": "#8c959f", "linestyle": "--", "linewidth": 1}

@@ -6,8 +6,9 @@ from __future__ import annotations
 
 from ..results import Result, is_ok, test_metrics, val_metrics
 from .compare import PROBE, Comparisons
+from .datasize import data_size_lines
 from .document import Table
-from .groups import accuracy_summary, class_mean, groups, human_bytes, label, ordered
+from .groups import accuracy_summary, class_mean, groups, human_bytes, label, largest, ordered, sizes
 from .stats import holm, paired
 
 COLUMNS = [
@@ -161,8 +162,15 @@ def context_lines(results: list[Result]) -> list[str]:
     """What the table was measured on: model, data, chance level, coverage, device, failures."""
     if not results:
         return []
-    ok = [r for r in results if is_ok(r)]
+    ok = [r for r in largest(results) if is_ok(r)]
     lines = []
+    ks = sizes(results)
+    if len(ks) > 1:
+        shown = ", ".join("all" if k is None else str(k) for k in ks)
+        lines.append(
+            f"training sizes (images per class): {shown}; the table, comparisons and findings are at the largest "
+            f"({'all' if ks[-1] is None else ks[-1]}), every size in 'Accuracy against training-set size'"
+        )
     if ok:
         r = next((x for x in ok if x.get("kind", "method") == "method"), ok[0])  # a training run, when any
         d, m = r["data"], test_metrics(r)
@@ -208,7 +216,9 @@ def searched_line(ok: list[Result]) -> str:
 
 def summary_markdown(results: list[Result]) -> str:
     ctx = "\n".join(f"- {line}" for line in context_lines(results) + noise_lines(results))
-    return f"# peftlab comparison\n\n{ctx}\n\n{format_markdown(results)}\n"
+    sized = data_size_lines(results)
+    tail = "\n## Accuracy against training-set size\n\n" + "\n".join(f"- {x}" for x in sized) + "\n" if sized else ""
+    return f"# peftlab comparison\n\n{ctx}\n\n{format_markdown(results)}\n{tail}"
 
 
 # ------------------------------------------------------------------------- the full report

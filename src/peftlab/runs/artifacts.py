@@ -3,7 +3,14 @@
 A run folder holds result.json and adapter/: a PEFT adapter folder (adapter_config.json +
 adapter_model.safetensors, the new head included via modules_to_save) for PEFT methods, or
 trainable.safetensors (the trained tensors) for head/last/full and the other hand-written methods.
-labels.json beside them carries the base model and the label names.
+Beside them: labels.json (where the base model loads from, from any directory, and the task's labels), the
+base's image processor (preprocessor_config.json) and a model card (README.md, see cards.py).
+
+Colour: a 3-channel model gets every image converted to RGB (grayscale replicated), exactly what
+transformers' image-classification pipeline does before the image processor (its processor is saved with
+do_convert_rgb, so that calling it on a grayscale image does the same). A 1-channel model gets every image
+converted to 8-bit grayscale (PIL's "L", ITU-R 601 luma); its processor declares 1-channel mean and std, and
+transformers' pipeline, which converts to RGB, cannot feed it.
 """
 
 from __future__ import annotations
@@ -19,10 +26,12 @@ from ..config import DataOptions, method_config
 from ..data import IMAGE_SUFFIXES, Split, load_task
 from ..data.decoding import _pil_to_array
 from ..errors import UserError
+from ..logs import warning
 from ..methods.peftwrap import use_peft
 from ..models import ImageSpec, describe, image_spec, load_model, resolve_model_path
-from ..results import Result, Status, load_result
+from ..results import Result, Status, load_result, write_json_atomic
 from ..training import metrics_from_logits
+from .cards import labels_record, write_card
 
 
 def save_trained_part(model: nn.Module, folder: Path) -> int:
@@ -37,6 +46,28 @@ def save_trained_part(model: nn.Module, folder: Path) -> int:
         tensors = {n: p.detach().contiguous().cpu() for n, p in model.named_parameters() if p.requires_grad}
         save_file(tensors, str(folder / "trainable.safetensors"))
     return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file() and f.suffix == ".safetensors")
+
+
+def save_run_files(folder: Path, model_name: str, method: str, label_names: list[str], channels: int) -> None:
+    """Beside the trained part: labels.json (the base model as it loads from anywhere, the task's labels)
+    and the base's image processor (what a plain transformers user preprocesses images with)."""
+    write_json_atomic(folder / "labels.json", labels_record(model_name, method, label_names))
+    save_processor(model_name, folder, channels)
+
+
+def save_processor(model_name: str, folder: Path, channels: int) -> bool:
+    """The base model's image processor, saved into folder; a 3-channel model's converts images to RGB
+    (as the pipeline does) so that it takes grayscale files too. False when the base has none."""
+    from transformers import AutoImageProcessor
+
+    try:
+        processor = AutoImageProcessor.from_pretrained(resolve_model_path(model_name))
+    except (OSError, ValueError):
+        return False  # the base had no image processor: peftlab read size and channels from the config
+    if channels == 3 and hasattr(processor, "do_convert_rgb"):
+        processor.do_convert_rgb = True
+    processor.save_pretrained(folder)
+    return True
 
 
 def finished_result(run: str | Path) -> Result:
@@ -93,18 +124,26 @@ def _config(model: nn.Module):
     return model.get_base_model().config if hasattr(model, "get_base_model") else model.config
 
 
+def load(run: str | Path) -> nn.Module:
+    """The fine-tuned model of a run as a transformers model (eval mode, the task's id2label): folded into the
+    base architecture when its method merges (a plain transformers model), else the base with the method's
+    trained modules (VPT, adapters)."""
+    model, _, result = load_run(run)
+    method = M.get(result["method"])
+    return method.merged(model).eval() if method.caps.mergeable else model
+
+
 def merge(run: str | Path, out: str | Path) -> Path:
     """Fold the run's trained part into the base model; write a plain transformers model folder
-    (config with the run's labels, safetensors weights, the base's image processor). Every method whose
-    capabilities say it merges: PEFT's merge_and_unload, a hand-written method's own fold (SSF, RepAdapter,
-    FacT), nothing for those that add nothing; the others (VPT, adapters) are a one-line error."""
-    from transformers import AutoImageProcessor
-
+    (config with the run's labels, safetensors weights, the base's image processor, a model card) that
+    transformers' image-classification pipeline loads. Every method whose capabilities say it merges: PEFT's
+    merge_and_unload, a hand-written method's own fold (SSF, RepAdapter, FacT), nothing for those that add
+    nothing; the others (VPT, adapters) are a one-line error."""
     result = finished_result(run)
     method = M.get(result["method"])
     if not method.caps.mergeable:
         method.merged(None)  # the method's one-line error: what it keeps at inference, what to use instead
-    model, _, result = load_run(run)
+    model, spec, result = load_run(run)
     model = method.merged(model)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -112,10 +151,13 @@ def merge(run: str | Path, out: str | Path) -> Path:
 
     hf_logging.disable_progress_bar()
     model.save_pretrained(out)
-    try:
-        AutoImageProcessor.from_pretrained(resolve_model_path(result["model"])).save_pretrained(out)
-    except OSError:
-        pass  # the base had no image processor: peftlab reads size and channels from the config
+    save_processor(result["model"], out, spec.channels)
+    write_card(out, result, "merged")
+    if spec.channels == 1:
+        warning(
+            f"{out} takes 1-channel (grayscale) images: transformers' image-classification pipeline converts every "
+            "image to RGB and cannot feed it; use 'peftlab predict', or its image processor on image.convert('L')"
+        )
     return out
 
 
@@ -149,6 +191,7 @@ def predict(run: str | Path, inputs: list[str], top_k: int = 5, batch_size: int 
         for p in paths[i : i + batch_size]:
             try:
                 with Image.open(p) as img:
+                    img.load()  # decoded whole, as the pipeline does (no reduced-scale JPEG decoding)
                     batch.append(torch.from_numpy(_pil_to_array(img, spec)))
                 ok.append(p)
             except (OSError, UnidentifiedImageError, ValueError) as e:

@@ -83,8 +83,8 @@ def ray_execute(
     cpus_per_run: float = 1,
     gpus_per_run: float | None = None,
 ) -> dict[str, dict]:
-    """Send each spec to Ray; return {run name: result} as the runs finish. tuning: {label: search record}."""
-    calls = [(quiet(cfg), s, (tuning or {}).get(s.label)) for s in specs]
+    """Send each spec to Ray; return {run name: result} as the runs finish. tuning: {RunSpec.key: search record}."""
+    calls = [(quiet(cfg), s, (tuning or {}).get(s.key)) for s in specs]
     log(f"ray: {len(specs)} run(s) submitted ({cpus_per_run} CPU each)")
     out: dict[str, dict] = {}
     for (_, s, _), r in ray_map(_run_remote, calls, address, cpus_per_run, gpus_per_run):

@@ -16,7 +16,7 @@ from ..baselines import REFERENCES
 from ..config import RunConfig, RunSpec
 from ..errors import UserError
 from ..models import describe, fit_head
-from ..report import context_lines, format_text, noise_lines, summary_markdown, write_report
+from ..report import context_lines, data_size_lines, format_text, noise_lines, summary_markdown, write_report
 from ..results import Result
 from .lock import FOLDER, PRESENT, Lock, claim, finished
 from .references import reference_header
@@ -90,28 +90,36 @@ def execute(
 def _execute(cfg, specs, log, worker, ray_address, ray_resources, t0) -> list[Result]:
     out = Path(cfg.out)
     say = log if not cfg.quiet else (lambda s: None)
+    if worker is not None:  # a --train-sizes entry larger than a class has fails before anything trains
+        for k in dict.fromkeys(s.per_class for s in specs if s.per_class is not None):
+            worker.subsample(specs[0].seed, k)
     specs, searches = search(cfg, specs, say, worker, ray_address, ray_resources)
     # read before any training: a folder in the way, damaged or of another configuration stops here
     done = {s.name: finished(out / s.name, _header(cfg, s)) for s in specs}
+    seeds = list(dict.fromkeys(s.seed for s in specs))  # --only-index: the seed of that one run
+    sizes = list(dict.fromkeys(s.per_class for s in specs))
     if worker is None:
         from .cluster import ray_execute
 
         todo = [s for s in specs if not done[s.name]]
         fresh = ray_execute(cfg, todo, ray_address, say, searches, **(ray_resources or {})) if todo else {}
         reused = len(specs) - len(todo)
+        refs = references(cfg, seeds, sizes, None, log)
     else:
-        fresh, held = {}, []
-        for s in specs:  # a run another process is running is left to it ...
-            r = worker.attempt(s, searches.get(s.label), wait=False)
-            (held.append(s) if r is None else fresh.__setitem__(s.name, r))
+        fresh, held, refs = {}, [], []
+        for seed in seeds:  # a seed's references, then its runs, while its images are decoded
+            if worker.main:
+                refs += references(cfg, [seed], sizes, worker, log)
+            for s in (s for s in specs if s.seed == seed):  # a run another process is running is left to it ...
+                r = worker.attempt(s, searches.get(s.key), wait=False)
+                (held.append(s) if r is None else fresh.__setitem__(s.name, r))
         for s in held:  # ... and waited for: its result read, or the run made here if that process died
-            fresh[s.name] = worker.attempt(s, searches.get(s.label), wait=True)
+            fresh[s.name] = worker.attempt(s, searches.get(s.key), wait=True)
         worker.accelerator.wait_for_everyone()
         if not worker.main:
             return list(fresh.values())
         reused = len(worker.reused)
-    seeds = list(dict.fromkeys(s.seed for s in specs))  # --only-index: the seed of that one run
-    results = references(cfg, seeds, worker, log) + [fresh.get(s.name) or done[s.name] for s in specs]
+    results = refs + [fresh.get(s.name) or done[s.name] for s in specs]
     with Lock(out, FOLDER):
         _write(out / "summary.md", summary_markdown(results))
         write_report(out, results)  # report.md, report-plots/, report.html
@@ -121,30 +129,36 @@ def _execute(cfg, specs, log, worker, ray_address, ray_resources, t0) -> list[Re
         log("\n" + "\n".join(context_lines(results)) + "\n\n" + format_text(results))
         for line in noise_lines(results):
             log(line)
+        sized = data_size_lines(results)
+        if sized:
+            log("\naccuracy against training-set size: " + "\n  ".join(sized))
         log(f"\nwall time {time.perf_counter() - t0:.1f} s · results in {out}{os.sep} (summary.md)")
     return results
 
 
-def references(cfg: RunConfig, seeds: list[int], worker: Worker | None, log) -> list[Result]:
-    """The cheap reference baselines of these seeds (they take seconds: fitted here, also when the runs went
-    to Ray), each under its folder's lock; those finished on disk with the same configuration are reused."""
+def references(cfg: RunConfig, seeds: list[int], sizes: list[int | None], worker: Worker | None, log) -> list[Result]:
+    """The cheap reference baselines of these seeds and training sizes (they take seconds: fitted here, also
+    when the runs went to Ray), each under its folder's lock; those finished on disk with the same
+    configuration are reused."""
     names = [n for n in cfg.baselines if n in REFERENCES]
     out = []
     for seed in seeds:
-        runs = {n: f"ref-{n}-seed{seed}" for n in names}
-        locks = [Lock(cfg.out, runs[n]) for n in sorted(names, key=runs.get)]  # one order: no deadlock
-        try:
-            for lock in locks:
-                lock.acquire(wait=True)
-            old = [finished(Path(cfg.out) / runs[n], reference_header(cfg, n, seed)) for n in names]
-            todo = [n for n, r in zip(names, old) if r is None]
-            if todo and worker is None:
-                worker = Worker(cfg, log)
-            fresh = iter(worker.references(seed, todo) if todo else [])
-            out += [r if r is not None else next(fresh) for r in old]
-        finally:
-            for lock in locks:
-                lock.release()
+        for k in sizes:
+            headers = {n: reference_header(cfg, n, seed, k) for n in names}
+            runs = {n: headers[n]["run_name"] for n in names}
+            locks = [Lock(cfg.out, runs[n]) for n in sorted(names, key=runs.get)]  # one order: no deadlock
+            try:
+                for lock in locks:
+                    lock.acquire(wait=True)
+                old = [finished(Path(cfg.out) / runs[n], headers[n]) for n in names]
+                todo = [n for n, r in zip(names, old) if r is None]
+                if todo and worker is None:
+                    worker = Worker(cfg, log)
+                fresh = iter(worker.references(seed, todo, k) if todo else [])
+                out += [r if r is not None else next(fresh) for r in old]
+            finally:
+                for lock in locks:
+                    lock.release()
     return out
 
 
@@ -152,23 +166,24 @@ def search(
     cfg: RunConfig, specs: list[RunSpec], log, worker, ray_address: str | None, ray_resources: dict | None
 ) -> tuple[list[RunSpec], dict[str, dict]]:
     """--tune: each configuration's search on the validation split (resumed from the folder's storage), then
-    its runs with the chosen options. Returns the specs to run and {label: search record}."""
+    its runs with the chosen options (with --train-sizes, one search per configuration and size). Returns the
+    specs to run and {RunSpec.key: search record}."""
     if not cfg.tune:
         return specs, {}
     ray = RaySettings(ray_address, **(ray_resources or {})) if ray_address is not None else None
     chosen, records = {}, {}
     for s in specs:
-        if s.label not in chosen:
+        if s.key not in chosen:
             # one search at a time per configuration: a second process waits, then finds it finished
-            lock = Lock(cfg.out, f"search-{_slug(s.label)}")
+            lock = Lock(cfg.out, f"search-{_slug(s.key)}")
             if worker is None or worker.main:
                 lock.acquire(wait=True)
             try:
                 tuned, record = tune(cfg, s, log, worker=worker, ray=ray)
             finally:
                 lock.release()
-            chosen[s.label], records[s.label] = tuned.options, record
-    return [dataclasses.replace(s, options=chosen[s.label]) for s in specs], {k: v for k, v in records.items() if v}
+            chosen[s.key], records[s.key] = tuned.options, record
+    return [dataclasses.replace(s, options=chosen[s.key]) for s in specs], {k: v for k, v in records.items() if v}
 
 
 def run(cfg: RunConfig, log: Callable[[str], None] = print) -> list[Result]:

@@ -80,6 +80,8 @@ def data_record(task: Task, spec, train_examples: int) -> dict:
     return {
         "label_names": task.label_names,
         "train_examples": train_examples,
+        # --train-sizes: this many training images per class, nested in the seed's sample (None: all of it)
+        "train_per_class": task.splits.get("train", {}).get("per_class"),
         "val_examples": len(task.val),
         "test_examples": len(task.test),
         "test_split": task.test.name,

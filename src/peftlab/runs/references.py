@@ -11,7 +11,7 @@ import torch
 from .. import theory
 from ..baselines import REFERENCES, fit_reference
 from ..baselines.classical import pool_pixels
-from ..config import RunConfig
+from ..config import RunConfig, size_suffix
 from ..data import Task
 from ..results import SCHEMA_VERSION, Result, Status
 from ..training import metrics_from_logits
@@ -19,7 +19,7 @@ from ..training.measure import environment
 from .records import data_record, test_record
 
 
-def reference_header(cfg: RunConfig, name: str, seed: int) -> Result:
+def reference_header(cfg: RunConfig, name: str, seed: int, per_class: int | None = None) -> Result:
     """What identifies a reference baseline's result (as _header does a run's)."""
     ref = REFERENCES[name]
     return {
@@ -38,16 +38,21 @@ def reference_header(cfg: RunConfig, name: str, seed: int) -> Result:
         "model": cfg.model,
         "dataset": cfg.dataset,
         "seed": seed,
-        "run_name": f"ref-{name}-seed{seed}",
-        "config": cfg.fingerprint() | {"reference": name, "seed": seed},
+        "run_name": f"ref-{name}{size_suffix(per_class)}-seed{seed}",
+        "config": cfg.fingerprint()
+        | {"reference": name, "seed": seed}
+        | ({"per_class": per_class} if per_class is not None else {}),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
 
 
-def reference_results(cfg: RunConfig, names: list[str], task: Task, spec, features: dict, seed: int) -> list[Result]:
+def reference_results(
+    cfg: RunConfig, names: list[str], task: Task, spec, features: dict, seed: int, per_class: int | None = None
+) -> list[Result]:
     """Each reference baseline fitted on the task's training sample, chosen on its validation split, scored
     once on its test split: result records shaped like a run's. features: {role: frozen features} (the
-    probe's and k-NN's input), computed once for the seed."""
+    probe's and k-NN's input), computed once for the seed's whole sample ('images': how many that pass
+    encoded, so that a smaller training size is charged its share)."""
     out = []
     y = {r: getattr(task, r).labels.numpy() for r in ("train", "val", "test")}
     for name in names:
@@ -60,10 +65,11 @@ def reference_results(cfg: RunConfig, names: list[str], task: Task, spec, featur
         logits = torch.from_numpy(np.log(np.clip(fit.test_logits, 1e-12, None))).float()
         test = metrics_from_logits(logits, task.test.labels, task.num_classes)
         inputs = 0 if ref.input == "labels" else sum(a.nbytes for a in x.values())
-        feature_s = features["seconds"] if ref.input == "features" else 0.0
+        used = sum(len(v) for v in x.values())  # images whose features this reference read
+        feature_s = features["seconds"] * used / features["images"] if ref.input == "features" else 0.0
         option = ", ".join(f"{k}={v}" for k, v in fit.chosen.items())
         out.append(
-            reference_header(cfg, name, seed)
+            reference_header(cfg, name, seed, per_class)
             | {
                 "status": Status.OK.value,
                 "method_config": fit.chosen | {"grid": fit.grid},

@@ -93,7 +93,7 @@ def tune(
         return spec, None
     space = space_of(spec.method, names)
     seed, budget = cfg.seeds[0], cfg.tune_trials
-    path = Path(cfg.out) / STORAGE_DIR / f"{_slug(spec.label)}.db"
+    path = Path(cfg.out) / STORAGE_DIR / f"{_slug(spec.key)}.db"
     storage = _storage(path)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     startup = max(2, budget // 3)  # random trials before TPE models the space
@@ -101,7 +101,7 @@ def tune(
     # prune after the second epoch at the earliest: the first one is mostly warm-up
     pruner = optuna.pruners.MedianPruner(n_startup_trials=startup, n_warmup_steps=1)
     study = optuna.create_study(
-        study_name=spec.label,
+        study_name=spec.key,
         storage=storage,
         direction="maximize",
         sampler=sampler,
@@ -116,11 +116,11 @@ def tune(
     done = count()
     if done < budget:
         log(
-            f"{spec.label}: searching {', '.join(names)} on the validation split: trials {done + 1}-{budget} of "
+            f"{spec.key}: searching {', '.join(names)} on the validation split: trials {done + 1}-{budget} of "
             f"{budget}" + (f" ({done} finished before, kept)" if done else "") + (" on Ray" if ray else "")
         )
     if ray is None:
-        task = worker.data(seed)
+        task = worker.data(seed, spec.per_class)
         if not len(task.val):
             raise UserError("a search needs a validation split, and it is empty here; check --val-size")
         while count() < budget:
@@ -150,7 +150,7 @@ def tune(
     trials = study.get_trials(deepcopy=False, states=finished)
     best = max((t for t in trials if t.state == TrialState.COMPLETE), key=lambda t: (t.value, -t.number), default=None)
     if best is None:
-        raise UserError(f"{spec.label}: every trial of the search was pruned; raise --tune-trials or --epochs")
+        raise UserError(f"{spec.key}: every trial of the search was pruned; raise --tune-trials or --epochs")
     chosen = {k: best.params[k] for k in names}
     record = {
         "searched": names,
@@ -181,7 +181,7 @@ def tune(
         "best_trial": best.number,
     }
     shown = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in chosen.items())
-    log(f"{spec.label}: chose {shown} (validation accuracy {best.value:.3f}, trial {best.number} of {budget})")
+    log(f"{spec.key}: chose {shown} (validation accuracy {best.value:.3f}, trial {best.number} of {budget})")
     return dataclasses.replace(spec, options=dataclasses.replace(spec.options, **chosen)), record
 
 
@@ -240,7 +240,7 @@ def _trial_remote(cfg: RunConfig, spec: RunSpec, values: dict) -> tuple[list[flo
     warnings.filterwarnings("ignore", category=FutureWarning)
     worker = Worker(cfg, log=lambda s: None)
     seed = cfg.seeds[0]
-    task = worker.data(seed)
+    task = worker.data(seed, spec.per_class)
     curve: list[float] = []
     try:
         options = dataclasses.replace(spec.options, **values)

@@ -6,9 +6,10 @@ from __future__ import annotations
 import dataclasses
 import errno
 import math
+import sys
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
 
@@ -18,9 +19,11 @@ import torch
 from .. import methods as M
 from .. import theory
 from ..baselines import REFERENCES, frozen_features
-from ..config import BUNDLED_NAME, RunConfig, RunSpec
-from ..data import DecodeCache, Split, Task, load_task
+from ..config import BUNDLED_NAME, RunConfig, RunSpec, size_suffix
+from ..data import DecodeCache, Split, Task, load_task, per_class_subsample
+from ..data.sources import ROLES
 from ..errors import UserError
+from ..logs import warning
 from ..models import check_model_path, describe, image_spec, load_model
 from ..models.loading import config_errors, load_kwargs, remote_code_error, why
 from ..results import FINAL, SCHEMA_VERSION, Result, Status, write_json_atomic, write_text_atomic
@@ -28,10 +31,12 @@ from ..training import Diverged, fit, make_accelerator
 from ..training.inference import inference_cost, timed_batch
 from ..training.loop import EarlyStopping
 from ..training.measure import count_params, environment, peak_memory, reset_peak_memory
-from .artifacts import save_trained_part
+from .artifacts import save_run_files, save_trained_part
+from .cards import write_card
 from .lock import Lock, done, finished, start
 from .records import IDENTITIES, _config_of, data_record, save_identities, test_record, throughput
 from .references import reference_results
+from .trackers import check_installed, run_tracker
 
 
 def _model_config(name: str, trust_remote_code: bool = False):
@@ -77,8 +82,8 @@ def prepare(
     params = count_params(prepared.model, base_total)
     params |= theory.check(derived, params)
     if params["mismatches"]:
-        log(
-            f"WARNING {method_name}: measured parameter counts differ from the {derived.kind}: "
+        warning(
+            f"{method_name}: measured parameter counts differ from the {derived.kind}: "
             + "; ".join(f"{m['what']} {m[derived.kind]:,} vs measured {m['measured']:,}" for m in params["mismatches"])
         )
     return prepared, params
@@ -99,11 +104,18 @@ def with_val_trained(task: Task) -> Task:
 
 
 def run_one(
-    cfg: RunConfig, s: RunSpec, task: Task, spec, accelerator, log: Callable[[str], None], tuning: dict | None = None
+    cfg: RunConfig,
+    s: RunSpec,
+    task: Task,
+    spec,
+    accelerator,
+    log: Callable[[str], None],
+    tuning: dict | None = None,
+    on_epoch: Sequence[Callable[[dict], None]] = (),
 ) -> Result:
     """Fine-tune one method configuration with one seed: train (validation chooses the checkpoint), score the
     test split once, save what was trained; return the run's result record. tuning: the search that chose
-    s.options, recorded as is."""
+    s.options, recorded as is; on_epoch: called with each epoch's record (trackers, log lines)."""
     t_start = time.perf_counter()
     fit_task = with_val_trained(task) if cfg.refit == "train+val" else task
     prepared, params = prepare(cfg, s.method, s.options, fit_task, s.seed, log, scratch=s.scratch)
@@ -119,18 +131,15 @@ def run_one(
         accelerator,
         progress=not cfg.quiet,
         desc=s.label,
-        callbacks=[EarlyStopping(tcfg.early_stop)] if tcfg.early_stop and len(fit_task.val) else [],
+        callbacks=[*on_epoch, *([EarlyStopping(tcfg.early_stop)] if tcfg.early_stop and len(fit_task.val) else [])],
     )
     memory = out.memory or peak_memory(accelerator.device)
     run_dir = Path(cfg.out) / s.name
     adapter_bytes = 0
     if accelerator.is_main_process:  # one process writes; the others trained the same weights
         adapter_bytes = save_trained_part(out.model, run_dir / "adapter")
-        # what a plain PeftModel.from_pretrained user needs besides the adapter: the base and the labels
-        write_json_atomic(
-            run_dir / "adapter" / "labels.json",
-            {"base_model": cfg.model, "method": s.method, "id2label": dict(enumerate(task.label_names))},
-        )
+        # what a plain transformers + PEFT user needs besides the weights: the base, the labels, the processor
+        save_run_files(run_dir / "adapter", cfg.model, s.method, task.label_names, spec.channels)
         save_identities(run_dir / IDENTITIES, task, out.test)
     # after the test is scored and the trained part saved: a mergeable method is merged in place
     inference = (
@@ -211,7 +220,8 @@ def _header(cfg: RunConfig, s: RunSpec) -> Result:
         "run_name": s.name,
         "config": cfg.fingerprint()
         | {"method": s.method, "method_config": s.options.options(), "seed": s.seed}
-        | ({"scratch": True} if s.scratch else {}),
+        | ({"scratch": True} if s.scratch else {})
+        | ({"per_class": s.per_class} if s.per_class is not None else {}),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
 
@@ -228,18 +238,28 @@ class Worker:
         self.say = self.log if not cfg.quiet else (lambda s: None)
         self.config = _model_config(cfg.model, cfg.trust_remote_code)
         self.spec = image_spec(cfg.model, self.config, cfg.trust_remote_code)
-        if self.spec.fallback:
-            self.log(f"WARNING {self.spec.fallback}")
+        if self.spec.fallback and self.main:
+            warning(self.spec.fallback)
+        if self.main:
+            check_installed(cfg.report_to)
         self.task, self.task_seed = None, None
+        self.subsamples: dict[int, tuple[Task, np.ndarray]] = {}  # per_class -> (task, positions in the sample)
+        self.features: dict | None = None  # the seed's frozen features of its whole sample (the references' input)
         self.cache = DecodeCache()  # decoded images shared by this worker's runs (seeds, grid points)
         self.data_s = 0.0  # seconds the next run's data took to prepare (0 when it reuses the last run's)
         self.reused: list[str] = []  # runs found finished on disk, not run again
 
-    def data(self, seed: int) -> Task:
+    def data(self, seed: int, per_class: int | None = None) -> Task:
+        """The seed's task; with per_class (--train-sizes), its nested subsample of that many training images
+        per class (the decoded images are shared)."""
+        if per_class is not None:
+            return self.subsample(seed, per_class)[0]
         if self.task_seed != seed:  # the data sample depends on the seed: drawn and decoded once per seed
             cfg, t0 = self.cfg, time.perf_counter()
             self.task = self.task_seed = None  # the last seed's images go before the next ones are decoded
-            self.task = load_task(cfg.data_options(), self.spec, seed=seed, cache=self.cache, warn=self.log)
+            self.subsamples, self.features = {}, None
+            warn = warning if self.main else (lambda s: None)
+            self.task = load_task(cfg.data_options(), self.spec, seed=seed, cache=self.cache, warn=warn)
             self.task_seed = seed
             self.data_s = time.perf_counter() - t0
             sp = self.spec
@@ -250,22 +270,39 @@ class Worker:
             )
         return self.task
 
-    def references(self, seed: int, names: list[str]) -> list[Result]:
+    def subsample(self, seed: int, k: int) -> tuple[Task, np.ndarray]:
+        task = self.data(seed)
+        if k not in self.subsamples:
+            self.subsamples[k] = per_class_subsample(task, k)
+        return self.subsamples[k]
+
+    def frozen(self, seed: int, per_class: int | None) -> dict:
+        """The frozen pretrained features of the seed's train/val/test images, computed once per seed on the
+        whole sample; a smaller training size takes its rows."""
+        task = self.data(seed)
+        if self.features is None:
+            t0 = time.perf_counter()
+            model = load_model(self.cfg.model, task.label_names, seed, trust_remote_code=self.cfg.trust_remote_code)
+            self.features = {r: frozen_features(model, getattr(task, r).images, self.spec) for r in ROLES}
+            self.features["seconds"] = time.perf_counter() - t0
+            self.features["images"] = sum(len(getattr(task, r)) for r in ROLES)
+        if per_class is None:
+            return self.features
+        idx = torch.from_numpy(self.subsample(seed, per_class)[1])
+        return self.features | {"train": self.features["train"][idx]}
+
+    def references(self, seed: int, names: list[str], per_class: int | None = None) -> list[Result]:
         """The reference baselines of this seed (names among majority, pixels, probe, knn), written like runs."""
         if not names:
             return []
         if self.main:  # the caller holds their locks
             for n in names:
-                start(Path(self.cfg.out) / f"ref-{n}-seed{seed}", f"ref-{n}-seed{seed}")
-        task = self.data(seed)
-        features = {}
-        if any(REFERENCES[n].input == "features" for n in names):
-            t0 = time.perf_counter()
-            model = load_model(self.cfg.model, task.label_names, seed, trust_remote_code=self.cfg.trust_remote_code)
-            features = {r: frozen_features(model, getattr(task, r).images, self.spec) for r in ("train", "val", "test")}
-            features["seconds"] = time.perf_counter() - t0
+                name = f"ref-{n}{size_suffix(per_class)}-seed{seed}"
+                start(Path(self.cfg.out) / name, name)
+        task = self.data(seed, per_class)
+        features = self.frozen(seed, per_class) if any(REFERENCES[n].input == "features" for n in names) else {}
         out = []
-        for r in reference_results(self.cfg, names, task, self.spec, features, seed):
+        for r in reference_results(self.cfg, names, task, self.spec, features, seed, per_class):
             run_dir = Path(self.cfg.out) / r["run_name"]
             if self.main:
                 save_identities(run_dir / IDENTITIES, task, None)
@@ -326,10 +363,22 @@ class Worker:
         return box[0]
 
     def _run(self, s: RunSpec, tuning: dict | None, run_dir: Path) -> Result:
-        task = self.data(s.seed)
+        task = self.data(s.seed, s.per_class)
+        images = len(task.train) + (len(task.val) if self.cfg.refit == "train+val" else 0)  # per epoch
+        tracker = run_tracker(self.cfg, s, images, warning) if self.main else None
+        on_epoch = [tracker.epoch] if tracker else []
+        if not self.cfg.quiet and not sys.stderr.isatty():  # no progress bar: one line per epoch instead
+            on_epoch.append(lambda r: self.say(epoch_line(s, r, self.cfg.epochs, images)))
         try:
-            result = run_one(self.cfg, s, task, self.spec, self.accelerator, self.say, tuning)
+            result = run_one(self.cfg, s, task, self.spec, self.accelerator, self.say, tuning, on_epoch)
             result["time"]["data_s"], self.data_s = self.data_s, 0.0
+            if self.main:
+                try:
+                    write_card(run_dir / result["size"]["adapter_path"], result)
+                except Exception as e:  # noqa: BLE001 - a card that cannot be written must not lose the run
+                    warning(f"{s.label} seed {s.seed}: no model card written ({type(e).__name__}: {e})")
+                if tracker:
+                    tracker.final(result)
             m = result["metrics"]
             val = f"validation {m['val']['accuracy']:.3f}, " if m["val"] else ""
             self.say(
@@ -354,6 +403,9 @@ class Worker:
             if self.main:
                 _write(run_dir / "error.log", traceback.format_exc())
             self.log(f"{s.label} seed {s.seed}: {status} — {result['error']} (details in {run_dir / 'error.log'})")
+        finally:
+            if tracker:
+                tracker.close()
         if self.main:
             _write(run_dir / "result.json", result)
             if result["status"] in FINAL:
@@ -376,6 +428,16 @@ def _disk_full_error(where: Path) -> UserError:
     return UserError(
         f"cannot write {where}: the disk is full; free space or pass another --out, then rerun the same "
         "command: finished runs are kept and skipped"
+    )
+
+
+def epoch_line(s: RunSpec, r: dict, epochs: int, images: int) -> str:
+    """One epoch as one log line (what replaces the progress bar when the output is not a terminal)."""
+    val = f", validation accuracy {r['val_accuracy']:.3f} (loss {r['val_loss']:.3f})" if "val_accuracy" in r else ""
+    speed = f", {images / r['seconds']:.0f} img/s" if r["seconds"] > 0 else ""
+    return (
+        f"{s.label} seed {s.seed} epoch {r['epoch']}/{epochs}: train loss {r['train_loss']:.4f}{val}, "
+        f"lr {r['lr']:.3g}{speed}, {r['seconds']:.1f} s"
     )
 
 

@@ -182,8 +182,13 @@ def fit(
     keep_best = has_val and cfg.checkpoint == "best"
     shuffle = torch.Generator().manual_seed(seed)  # the data order depends on the seed only
     seen = n + pad_count(n, cfg, world)  # samples per epoch, over all processes
+    # disable=None: tqdm draws no bar when stderr is not a terminal (a log file gets one line per epoch instead)
     bar = tqdm(
-        total=total_steps, desc=desc, disable=not (progress and accelerator.is_main_process), leave=False, unit="step"
+        total=total_steps,
+        desc=desc,
+        disable=None if progress and accelerator.is_main_process else True,
+        leave=False,
+        unit="step",
     )
     model.train()
     for epoch in range(cfg.epochs):

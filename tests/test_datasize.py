@@ -1,0 +1,88 @@
+"""Accuracy against training-set size (--train-sizes): nested training samples of one seed's sample, the
+same validation and test images at every size, images decoded once per seed, and the report's table, plot
+and findings per size."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from peftlab import config
+from peftlab.errors import UserError
+
+from .conftest import read_json
+from .helpers import run_args, run_cli
+
+
+@pytest.mark.parametrize(
+    "sizes, message",
+    [
+        ("0,5", "--train-sizes takes training images per class (integers > 0) and 'all', e.g. 5,20,100,all (got '0')"),
+        ("5,x", "(got 'x')"),
+        ("5,20,5", "--train-sizes names a size twice (5,20,5); give each once"),
+        ("all,ALL", "names a size twice"),
+    ],
+)
+def test_bad_train_sizes_are_one_line(sizes, message):
+    with pytest.raises(UserError, match=message.replace("(", r"\(").replace(")", r"\)").replace(".", r"\.")):
+        config.RunConfig(train_sizes=sizes.split(","), methods=["head"])
+
+
+def test_train_sizes_sort_and_exclude_train_per_class():
+    cfg = config.RunConfig(train_sizes=["all", "100", "5", "20"], methods=["head"], seeds=[0, 1])
+    assert cfg.train_sizes == ["5", "20", "100", "all"] and cfg.per_class_sizes() == [5, 20, 100, None]
+    names = [s.name for s in cfg.plan()]
+    assert names[:4] == ["head-n5-seed0", "head-n20-seed0", "head-n100-seed0", "head-seed0"] and len(names) == 8
+    with pytest.raises(UserError, match="--train-sizes and --train-per-class both say"):
+        config.RunConfig(train_sizes=["5"], train_per_class=5, methods=["head"])
+
+
+def test_sizes_share_one_decoded_sample_nested_with_the_same_val_and_test(
+    tiny_vit, image_folder, tmp_path, capsys, monkeypatch
+):
+    from peftlab.data import task as data_task
+
+    decoded = []
+    real = data_task.decode_sample
+    monkeypatch.setattr(data_task, "decode_sample", lambda *a, **k: decoded.append(k["split_key"]) or real(*a, **k))
+    args = run_args(tiny_vit, image_folder, tmp_path, epochs=1, baselines="majority,pixels,probe")
+    rc, out, err = run_cli(capsys, *args, "--methods", "head", "--train-sizes", "all,2,4", "--seeds", "0,1")
+    assert rc == 0, err
+    assert decoded == ["train", "val", "test"] * 2  # once per seed, whatever the number of sizes
+    for seed in (0, 1):
+        rows, digests = {}, set()
+        for k, run in ((2, f"head-n2-seed{seed}"), (4, f"head-n4-seed{seed}"), (None, f"head-seed{seed}")):
+            r = read_json(tmp_path / run / "result.json")
+            assert r["data"]["train_per_class"] == k
+            ids = np.load(tmp_path / run / "identities.npz")
+            rows[k] = set(ids["train_row"].tolist())
+            digests.add((ids["val_hash"].tobytes(), ids["test_hash"].tobytes(), r["metrics"]["test"]["digest"]))
+            if k is not None:
+                assert set(r["coverage"]["train"]["per_class"].values()) == {k}
+                ref = read_json(tmp_path / f"ref-probe-n{k}-seed{seed}" / "result.json")
+                assert ref["data"]["train_examples"] == 3 * k and ref["data"]["train_per_class"] == k
+        assert rows[2] < rows[4] < rows[None]  # nested samples
+        assert len(digests) == 1  # the same validation and test images at every size
+    report = (tmp_path / "report.md").read_text()
+    assert "## Accuracy against training-set size" in report
+    table = report.split("## Accuracy against training-set size")[1]
+    assert "| configuration | 2/class | 4/class | all (" in table
+    assert (tmp_path / "report-plots" / "accuracy-vs-data.png").stat().st_size > 5000
+    findings = report.split("### Which method with how much data")[1].split("###")[0]
+    assert [line.split(":")[0] for line in findings.splitlines() if line.startswith("- ")][:3] == [
+        "- 2/class",
+        "- 4/class",
+        "- all",
+    ]
+    # the main table is at the largest size: one row per configuration, not one per size
+    main = report.split("## Comparison")[1].split("##")[0]
+    assert sum(line.startswith("| head |") for line in main.splitlines()) == 1
+    assert "| head | 2 |" in main
+
+
+def test_a_size_larger_than_a_class_fails_before_training(tiny_vit, image_folder, tmp_path, capsys):
+    args = run_args(tiny_vit, image_folder, tmp_path, epochs=1)
+    rc, out, err = run_cli(capsys, *args, "--methods", "head", "--train-sizes", "2,50")
+    assert rc != 0
+    assert "has only" in err and "fewer than the --train-sizes entry 50" in err and len(err.strip().splitlines()) == 1
+    assert not list(tmp_path.glob("head-*"))
