@@ -371,38 +371,9 @@ def _cmd_eval(args) -> int:
     return 0
 
 
-MATRIX_MODEL, MATRIX_CLASSES = "vit-base-patch16-224", 101  # the capability matrix's reference model
-
-
-def capability_matrix() -> list[list[str]]:
-    """One row per method: trainable parameters on ViT-B/16 with 101 classes (derived from the theory),
-    whether it merges, what it costs at inference beyond the base, identity at start, PEFT-format save,
-    and its paper (authors and year)."""
-    from . import theory
-    from .methods import REGISTRY
-
-    config = theory.load_config(MATRIX_MODEL)
-    yes = lambda b: "yes" if b else "no"  # noqa: E731
-    rows = [["method", "trainable (ViT-B/16, 101 classes)", "merges", "extra inference cost", "identity at start"]]
-    rows[0] += ["PEFT save", "paper"]
-    for name, m in REGISTRY.items():
-        bd = theory.derive(config, m, None, MATRIX_CLASSES)
-        rows.append(
-            [
-                name,
-                f"{bd.trainable:,}" if bd else theory.NOT_DERIVED,
-                yes(m.caps.mergeable),
-                m.caps.inference_cost(),
-                yes(m.caps.identity_at_init),
-                yes(m.caps.peft_format),
-                m.paper.split(",")[0] if m.paper else "-",
-            ]
-        )
-    return rows
-
-
 def _cmd_methods(args) -> int:
     from .methods import REGISTRY
+    from .theory import capability_matrix
 
     rows = capability_matrix()
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
@@ -420,38 +391,34 @@ def _cmd_methods(args) -> int:
     return 0
 
 
-class Terminated(KeyboardInterrupt):
-    """SIGTERM (kill, a scheduler's time limit): handled like Ctrl-C."""
-
-
-def _terminate(signum, frame) -> None:
-    raise Terminated
-
-
 def main(argv: list[str] | None = None) -> int:
-    import signal
     import warnings
+
+    from .errors import Terminated, sigterm_as_interrupt
 
     # library deprecation notices say nothing about the user's run
     warnings.filterwarnings("ignore", category=FutureWarning)
     args = parser().parse_args(argv)
     from .logs import configure
 
+    for stream in (sys.stdout, sys.stderr):  # a file name that is not UTF-8 is printed as its own bytes
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="surrogateescape")
     configure(args.log_level)
-    previous = signal.signal(signal.SIGTERM, _terminate) if _main_thread() else None
     try:
-        return {
-            "run": _cmd_run,
-            "pretrain": _cmd_pretrain,
-            "report": _cmd_report,
-            "methods": _cmd_methods,
-            "theory": _cmd_theory,
-            "sweep": _cmd_sweep,
-            "merge": _cmd_merge,
-            "predict": _cmd_predict,
-            "eval": _cmd_eval,
-            "export": _cmd_export,
-        }[args.command](args)
+        with sigterm_as_interrupt():  # a scheduler's kill: like Ctrl-C
+            return {
+                "run": _cmd_run,
+                "pretrain": _cmd_pretrain,
+                "report": _cmd_report,
+                "methods": _cmd_methods,
+                "theory": _cmd_theory,
+                "sweep": _cmd_sweep,
+                "merge": _cmd_merge,
+                "predict": _cmd_predict,
+                "eval": _cmd_eval,
+                "export": _cmd_export,
+            }[args.command](args)
     except UserError as e:
         one_line = " ".join(line.strip() for line in str(e).splitlines())  # whatever the message
         print(f"peftlab: error: {one_line}", file=sys.stderr)
@@ -466,12 +433,3 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 143 if isinstance(e, Terminated) else 130
-    finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
-
-
-def _main_thread() -> bool:
-    import threading
-
-    return threading.current_thread() is threading.main_thread()

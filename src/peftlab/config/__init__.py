@@ -30,11 +30,10 @@ from .run import (
     RunConfig,
     RunSpec,
     TrainConfig,
-    check_tune,
     run_fields,
     size_suffix,
-    tuned_options,
 )
+from .tune import check_tune, tuned_options
 from .values import coerce, field_type, item_type
 
 __all__ = [

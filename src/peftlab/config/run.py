@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UserError
+from .tune import check_tune
 from .values import _positive
 
 MAX_SEED = 2**32 - 1  # numpy's and most samplers' seed range
@@ -431,36 +432,6 @@ def parse_baselines(names: list[str]) -> list[str]:
             raise UserError(f"unknown baseline '{n}'; choose from {', '.join(BASELINES)}, '+scratch' or none")
         if n not in out:
             out.append(n)
-    return out
-
-
-def check_tune(tune: list[str], methods: list[str]) -> None:
-    """--tune names: 'opt' (searched for every method: each must declare it searchable) or 'method.opt'."""
-    from ..methods import get
-
-    for name in tune:
-        method, _, option = name.rpartition(".")
-        targets = [method] if method else methods
-        if method and method not in methods:
-            raise UserError(f"--tune {name}: method '{method}' is not among --methods ({', '.join(methods)})")
-        for m in targets:
-            space = get(m).search
-            if option not in space:
-                has = {f.name for f in fields(get(m).config_cls)}
-                why = "does not search it" if option in has else "has no such option"
-                raise UserError(
-                    f"--tune {name}: {m} {why}; {m} searches: {', '.join(space)}"
-                    + ("" if method else f" (name one method's option as {m}.<option>)")
-                )
-
-
-def tuned_options(tune: list[str], method: str) -> list[str]:
-    """The options --tune searches for one method."""
-    out = []
-    for name in tune:
-        m, _, option = name.rpartition(".")
-        if m in ("", method) and option not in out:
-            out.append(option)
     return out
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 
 from torch import nn
@@ -9,7 +10,7 @@ from torch import nn
 from ..models.arch import Arch
 from ..theory.anatomy import Anatomy, Shape, per_shape, with_peft
 from ..theory.lines import Line
-from .peftwrap import TARGETS_HELP, targets, wrap
+from .peftwrap import TARGETS_HELP, linear_dims, targets, wrap
 from .registry import Capabilities, Choice, MethodConfig, Prepared, register
 
 
@@ -84,4 +85,10 @@ def oft(model: nn.Module, arch: Arch, cfg: OftConfig, total_steps: int) -> Prepa
         target_modules=targets(arch, cfg.targets),
         modules_to_save=[arch.classifier],
     )
-    return Prepared(wrap(model, config))
+    used = sorted(
+        {_oft_block(d_in, cfg.block_size) for d_in, _ in linear_dims(model, arch, arch.resolve_roles(cfg.targets))}
+    )
+    adjusted = {"block_size": {"asked": cfg.block_size, "used": used}} if used != [cfg.block_size] else None
+    with warnings.catch_warnings():  # PEFT's multi-line notice of the change: recorded and told once instead
+        warnings.filterwarnings("ignore", message="Invalid `oft_block_size`")
+        return Prepared(wrap(model, config), adjusted=adjusted)

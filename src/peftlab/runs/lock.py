@@ -213,5 +213,7 @@ def claim(out: Path, values: dict, command: str, present: Lock) -> None:
 
 
 def _holds_runs(out: Path) -> bool:
-    """Whether any folder in out holds a run's result or peftlab's mark of an unfinished one."""
-    return any((d / "result.json").exists() or (d / UNFINISHED).exists() for d in out.iterdir() if d.is_dir())
+    """Whether any folder in out holds a run's result. A folder with only peftlab's mark of an unfinished run
+    holds nothing to keep (a command that stopped on bad input, or a process that died: no live process is
+    in the folder), and would be redone from scratch anyway."""
+    return any((d / "result.json").exists() for d in out.iterdir() if d.is_dir())

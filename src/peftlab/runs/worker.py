@@ -4,7 +4,6 @@ counts, train, measure, save what it trained, and return the run's result record
 from __future__ import annotations
 
 import dataclasses
-import errno
 import math
 import sys
 import time
@@ -22,7 +21,7 @@ from ..baselines import REFERENCES, frozen_features
 from ..config import BUNDLED_NAME, RunConfig, RunSpec, size_suffix
 from ..data import DecodeCache, Split, Task, load_task, per_class_subsample
 from ..data.sources import ROLES
-from ..errors import UserError
+from ..errors import UserError, disk_full, disk_full_error
 from ..logs import warning
 from ..models import check_model_path, describe, image_spec, load_model
 from ..models.loading import config_errors, load_kwargs, remote_code_error, why
@@ -81,6 +80,9 @@ def prepare(
     prepared = method.apply(model, describe(model), options, total_steps)
     params = count_params(prepared.model, base_total)
     params |= theory.check(derived, params)
+    for option, v in (prepared.adjusted or {}).items():  # what the library changed, recorded as it really is
+        params.setdefault("adjusted", {})[option] = v
+        warning(f"{method_name}.{option} {v['asked']} does not fit this model: trained with {v['used']} (recorded)")
     if params["mismatches"]:
         warning(
             f"{method_name}: measured parameter counts differ from the {derived.kind}: "
@@ -388,8 +390,8 @@ class Worker:
         except (UserError, KeyboardInterrupt):
             raise
         except Exception as e:  # noqa: BLE001 - any failure of one run is recorded; the sweep goes on
-            if _disk_full(e):  # not the run's fault, and the next ones would fail the same way
-                raise _disk_full_error(run_dir) from e
+            if disk_full(e):  # not the run's fault, and the next ones would fail the same way
+                raise disk_full_error(run_dir) from e
             self.data_s = 0.0  # the data stays for the next run of this seed, its time with this one
             status = (
                 Status.DIVERGED
@@ -413,24 +415,6 @@ class Worker:
         return result
 
 
-def _disk_full(e: BaseException) -> bool:
-    """Whether e (or what caused it) is a full disk: OSError ENOSPC, or a library's own error saying so."""
-    seen = set()
-    while e is not None and id(e) not in seen:
-        seen.add(id(e))
-        if (isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT)) or "No space left" in str(e):
-            return True
-        e = e.__cause__ or e.__context__
-    return False
-
-
-def _disk_full_error(where: Path) -> UserError:
-    return UserError(
-        f"cannot write {where}: the disk is full; free space or pass another --out, then rerun the same "
-        "command: finished runs are kept and skipped"
-    )
-
-
 def epoch_line(s: RunSpec, r: dict, epochs: int, images: int) -> str:
     """One epoch as one log line (what replaces the progress bar when the output is not a terminal)."""
     val = f", validation accuracy {r['val_accuracy']:.3f} (loss {r['val_loss']:.3f})" if "val_accuracy" in r else ""
@@ -449,8 +433,8 @@ def _write(path: Path, obj) -> None:
         else:
             write_json_atomic(path, obj)
     except OSError as e:
-        if _disk_full(e):
-            raise _disk_full_error(path) from e
+        if disk_full(e):
+            raise disk_full_error(path) from e
         why = e.strerror or str(e)
         raise UserError(
             f"cannot write {path}: {why}; free space or pass another --out, then rerun the "
