@@ -143,6 +143,11 @@ FOLDER_CASES = {
         ["predict", "{o}/head-seed0", "{img}"],
         "with its 2 labels (RuntimeError: size mismatch",
     ),
+    "the base model moved away": (
+        lambda o: edit(_result(o, "lora-seed0"), lambda d: d.__setitem__("model", str(o.parent / "moved"))),
+        ["predict", "{o}/lora-seed0", "{img}"],
+        "does not exist",
+    ),
     "merge --out an existing file": (
         lambda o: (o.parent / "m").write_text("mine"),
         ["merge", "{o}/lora-seed0", "--out", "{o}/../m"],
@@ -247,6 +252,7 @@ INPUT_CASES = {
         lambda t, vit, img: ["--model", str(_needs_remote_code(t, vit))],
         "--trust-remote-code",
     ),
+    "a label column for an image folder": (lambda t, vit, img: ["--label-column", "image"], "has no columns"),
     "a missing local model": (lambda t, vit, img: ["--model", "./no/such/model"], "does not exist"),
     "NaN --max-grad-norm": (lambda t, vit, img: ["--max-grad-norm", "nan"], "--max-grad-norm must be a finite"),
     "NaN --lora-alpha": (lambda t, vit, img: ["--methods", "lora", "--lora-alpha", "nan"], "lora.alpha must be a fin"),

@@ -340,6 +340,10 @@ def _load_hub_dataset(dataset: str):
         hub_log.setLevel(level)
 
 
+def _saved_dataset(path: Path) -> bool:
+    return (path / "dataset_dict.json").exists() or (path / "state.json").exists()
+
+
 def read_source(
     dataset: str,
     image_column: str | None = None,
@@ -349,13 +353,19 @@ def read_source(
     """Any supported --dataset -> (label names, {"train": RawSplit, "val": RawSplit or None, "test": RawSplit
     or None}): the dataset's own splits as they are; split_names picks them by name (--train-split ...)."""
     split_names = split_names or {}
+    path = Path(dataset).expanduser()
+    columns = [f"--{w}-column '{c}'" for w, c in (("image", image_column), ("label", label_column)) if c]
+    if columns and (dataset in FMNIST_TASKS or (path.is_dir() and not _saved_dataset(path))):
+        raise UserError(
+            f"{' and '.join(columns)}: '{dataset}' has no columns (an image folder's labels are its class "
+            "folders); leave --image-column/--label-column out, or pass a dataset with columns"
+        )
     if dataset in FMNIST_TASKS:
         return _fashion_mnist(dataset)
     if dataset.startswith("fashion-mnist:"):
         raise UserError(f"unknown built-in task '{dataset}'; built-in tasks: {', '.join(FMNIST_TASKS)}")
-    path = Path(dataset).expanduser()
     if path.is_dir():
-        if (path / "dataset_dict.json").exists() or (path / "state.json").exists():
+        if _saved_dataset(path):
             from datasets import load_from_disk
 
             try:
