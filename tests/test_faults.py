@@ -435,6 +435,45 @@ def test_a_process_killed_mid_run_loses_nothing_finished(tiny_vit, image_folder,
     assert json.loads(_result(out, "lora-seed0").read_text())["status"] == "ok"
 
 
+HOLDER = """
+import sys, time
+from pathlib import Path
+from peftlab.runs.lock import Lock, start
+lock = Lock(sys.argv[1], "lora-seed0")
+assert lock.acquire(wait=False)
+start(Path(sys.argv[1]) / "lora-seed0", "lora-seed0")  # what a peftlab process does as a run starts
+print("holding", flush=True)
+time.sleep(600)
+"""
+
+
+def test_a_run_held_by_a_live_process_is_waited_for_then_taken_over(tiny_vit, image_folder, tmp_path):
+    """A process mid-run holds lora-seed0: a second process runs the rest, names the holder and waits; when the
+    holder dies (kill -9) it runs lora itself."""
+    out = tmp_path / "o"
+    out.mkdir()
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(out)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "holding"
+        base = [a for a in run_args(tiny_vit, image_folder, out, epochs=1) if a != "--quiet"]
+        b = _peftlab(*base, "--methods", "head,lora")
+        lines = []
+        for line in b.stdout:  # each log line is flushed
+            lines.append(line)
+            if "waiting for" in line:
+                break
+        assert f"lora seed 0: waiting for process {holder.pid} on " in lines[-1], "".join(lines)
+        assert _trained("".join(lines)) == ["head"] and not _result(out, "lora-seed0").exists()
+        holder.send_signal(signal.SIGKILL)
+        holder.wait(timeout=60)
+        rest, err = b.communicate(timeout=300)
+        assert b.returncode == 0 and "Traceback" not in err, err
+        assert _trained(rest) == ["lora"] and json.loads(_result(out, "lora-seed0").read_text())["status"] == "ok"
+    finally:  # never left behind, whatever failed
+        holder.kill()
+        holder.wait(timeout=60)
+
+
 def test_sigterm_is_like_ctrl_c(tiny_vit, image_folder, tmp_path):
     out = tmp_path / "o"
     p = _peftlab(*run_args(tiny_vit, image_folder, out, "--methods", "head,lora", epochs=3, batch_size=1))
