@@ -175,7 +175,9 @@ def test_an_unfinished_run_is_redone(tiny_vit, image_folder, tmp_path):
     out = tmp_path / "sweep"
     f = write_sweep(tmp_path / "s.json", tiny_vit, image_folder, out, {"head": {}, "last": {}})
     assert cli.main(["sweep", str(f)]) == 0
-    (out / "last-seed0" / "result.json").unlink()  # as if killed after saving the adapter
+    # as if killed after saving the adapter: the result is not written and peftlab's mark is still there
+    (out / "last-seed0" / "result.json").unlink()
+    (out / "last-seed0" / ".peftlab-unfinished").write_text("{}")
     head_stamp = (out / "head-seed0" / "result.json").stat().st_mtime_ns
     assert cli.main(["sweep", str(f)]) == 0
     assert (out / "last-seed0" / "result.json").exists()

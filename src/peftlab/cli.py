@@ -110,6 +110,13 @@ def _pretrain_parser(sub) -> argparse.ArgumentParser:
     return p
 
 
+def _trust_flag(p: argparse.ArgumentParser) -> None:
+    from .config import RunConfig
+
+    help_ = next(f for f in fields(RunConfig) if f.name == "trust_remote_code").metadata["help"]
+    p.add_argument("--trust-remote-code", action="store_true", help=help_)
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="peftlab",
@@ -151,15 +158,18 @@ def parser() -> argparse.ArgumentParser:
         help="run only the N-th run of the grid (0-based), e.g. N=$SLURM_ARRAY_TASK_ID",
     )
     sw.add_argument("--count", action="store_true", help="print the number of runs in the grid and exit")
+    _trust_flag(sw)
     m = sub.add_parser("merge", help="fold a run's adapter into the base; write a plain transformers model")
     m.add_argument("run", help="a run folder (holding result.json)")
-    m.add_argument("--out", required=True, help="folder for the merged model")
+    m.add_argument("--out", required=True, help="folder for the merged model (a new or empty one)")
+    _trust_flag(m)
     pr = sub.add_parser("predict", help="top-k labels of image files with a run's fine-tuned model")
     pr.add_argument("run", help="a run folder (holding result.json)")
     pr.add_argument("images", nargs="+", help="image files or folders (searched recursively)")
     pr.add_argument("--top-k", type=int, default=5, help="labels per image (default: 5)")
     pr.add_argument("--batch-size", type=int, default=64, help="images per forward pass (default: 64)")
     pr.add_argument("--json", action="store_true", help="print JSON instead of text")
+    _trust_flag(pr)
     ev = sub.add_parser(
         "eval",
         help="evaluate a run's fine-tuned model on a dataset's test split, never on images it trained or selected on",
@@ -174,6 +184,7 @@ def parser() -> argparse.ArgumentParser:
     ev.add_argument("--image-column")
     ev.add_argument("--label-column")
     ev.add_argument("--json", action="store_true", help="print JSON instead of text")
+    _trust_flag(ev)
     r = sub.add_parser(
         "report",
         help="rebuild the comparison table, report.md and report.html from the result files in DIR",
@@ -227,7 +238,7 @@ def _cmd_sweep(args) -> int:
     from .logs import info
     from .runs import execute, exit_status, sweep
 
-    cfg, specs, settings = sweep.load(args.file, args.out)
+    cfg, specs, settings = sweep.load(args.file, args.out, args.trust_remote_code)
     if args.count:
         print(len(specs))
         return 0
@@ -308,7 +319,7 @@ def _cmd_theory(args) -> int:
 def _cmd_merge(args) -> int:
     from .runs.artifacts import merge
 
-    print(f"merged model written to {merge(args.run, args.out)}")
+    print(f"merged model written to {merge(args.run, args.out, trust_remote_code=args.trust_remote_code)}")
     return 0
 
 
@@ -319,7 +330,7 @@ def _cmd_predict(args) -> int:
 
     if args.top_k < 1 or args.batch_size < 1:
         raise UserError("--top-k and --batch-size must be >= 1")
-    rows = predict(args.run, args.images, args.top_k, args.batch_size)
+    rows = predict(args.run, args.images, args.top_k, args.batch_size, trust_remote_code=args.trust_remote_code)
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
@@ -343,6 +354,7 @@ def _cmd_eval(args) -> int:
         test_split=args.test_split,
         image_column=args.image_column,
         label_column=args.label_column,
+        trust_remote_code=args.trust_remote_code,
     )
     if args.json:
         print(json.dumps(r, indent=2))
@@ -358,38 +370,9 @@ def _cmd_eval(args) -> int:
     return 0
 
 
-MATRIX_MODEL, MATRIX_CLASSES = "vit-base-patch16-224", 101  # the capability matrix's reference model
-
-
-def capability_matrix() -> list[list[str]]:
-    """One row per method: trainable parameters on ViT-B/16 with 101 classes (derived from the theory),
-    whether it merges, what it costs at inference beyond the base, identity at start, PEFT-format save,
-    and its paper (authors and year)."""
-    from . import theory
-    from .methods import REGISTRY
-
-    config = theory.load_config(MATRIX_MODEL)
-    yes = lambda b: "yes" if b else "no"  # noqa: E731
-    rows = [["method", "trainable (ViT-B/16, 101 classes)", "merges", "extra inference cost", "identity at start"]]
-    rows[0] += ["PEFT save", "paper"]
-    for name, m in REGISTRY.items():
-        bd = theory.derive(config, m, None, MATRIX_CLASSES)
-        rows.append(
-            [
-                name,
-                f"{bd.trainable:,}" if bd else theory.NOT_DERIVED,
-                yes(m.caps.mergeable),
-                m.caps.inference_cost(),
-                yes(m.caps.identity_at_init),
-                yes(m.caps.peft_format),
-                m.paper.split(",")[0] if m.paper else "-",
-            ]
-        )
-    return rows
-
-
 def _cmd_methods(args) -> int:
     from .methods import REGISTRY
+    from .theory import capability_matrix
 
     rows = capability_matrix()
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
@@ -410,34 +393,42 @@ def _cmd_methods(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     import warnings
 
+    from .errors import Terminated, sigterm_as_interrupt
+
     # library deprecation notices say nothing about the user's run
     warnings.filterwarnings("ignore", category=FutureWarning)
     args = parser().parse_args(argv)
     from .logs import configure
 
+    for stream in (sys.stdout, sys.stderr):  # a file name that is not UTF-8 is printed as its own bytes
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="surrogateescape")
     configure(args.log_level)
     try:
-        return {
-            "run": _cmd_run,
-            "pretrain": _cmd_pretrain,
-            "report": _cmd_report,
-            "methods": _cmd_methods,
-            "theory": _cmd_theory,
-            "sweep": _cmd_sweep,
-            "merge": _cmd_merge,
-            "predict": _cmd_predict,
-            "eval": _cmd_eval,
-            "export": _cmd_export,
-        }[args.command](args)
+        with sigterm_as_interrupt():  # a scheduler's kill: like Ctrl-C
+            return {
+                "run": _cmd_run,
+                "pretrain": _cmd_pretrain,
+                "report": _cmd_report,
+                "methods": _cmd_methods,
+                "theory": _cmd_theory,
+                "sweep": _cmd_sweep,
+                "merge": _cmd_merge,
+                "predict": _cmd_predict,
+                "eval": _cmd_eval,
+                "export": _cmd_export,
+            }[args.command](args)
     except UserError as e:
-        print(f"peftlab: error: {e}", file=sys.stderr)
+        one_line = " ".join(line.strip() for line in str(e).splitlines())  # whatever the message
+        print(f"peftlab: error: {one_line}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # output piped into e.g. `head`, which closed early
         sys.stderr.close()
         return 0
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
+        what = "terminated (SIGTERM)" if isinstance(e, Terminated) else "interrupted"
         print(
-            "peftlab: interrupted; every result.json written is complete — rerun the same command to finish the rest",
+            f"peftlab: {what}; every result.json written is complete — rerun the same command to finish the rest",
             file=sys.stderr,
         )
-        return 130
+        return 143 if isinstance(e, Terminated) else 130

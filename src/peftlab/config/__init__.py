@@ -1,10 +1,23 @@
 """Configuration: run options as checked dataclasses (run), their values (values), and the files they
 are read from and written to (files: --config, config.yaml). Torch-free."""
 
-from .files import META_KEY, PROTOCOLS, build, config_yaml, git_commit, method_config, protocol_values, read_file
+from .files import (
+    META_KEY,
+    PROTOCOLS,
+    as_yaml_values,
+    build,
+    config_yaml,
+    conflicts,
+    covers,
+    git_commit,
+    method_config,
+    protocol_values,
+    read_file,
+)
 from .run import (
     BASELINES,
     BUNDLED_NAME,
+    CLI_ONLY,
     DEFAULT_BASELINES,
     DEFAULT_DATASET,
     DEFAULT_METHODS,
@@ -17,16 +30,16 @@ from .run import (
     RunConfig,
     RunSpec,
     TrainConfig,
-    check_tune,
     run_fields,
     size_suffix,
-    tuned_options,
 )
+from .tune import check_tune, tuned_options
 from .values import coerce, field_type, item_type
 
 __all__ = [
     "BASELINES",
     "BUNDLED_NAME",
+    "CLI_ONLY",
     "DEFAULT_BASELINES",
     "SCRATCH_LABEL",
     "TRACKERS",
@@ -41,10 +54,13 @@ __all__ = [
     "RunConfig",
     "RunSpec",
     "TrainConfig",
+    "as_yaml_values",
     "build",
     "check_tune",
     "coerce",
     "config_yaml",
+    "conflicts",
+    "covers",
     "field_type",
     "git_commit",
     "item_type",

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UserError
-from .run import RunConfig, run_fields
+from .run import CLI_ONLY, RunConfig, run_fields
 from .values import coerce
 
 META_KEY = "meta"  # config.yaml's section of facts about the run (version, commit); not an option
@@ -42,23 +42,63 @@ def read_file(path: str) -> dict[str, Any]:
     p = Path(path)
     if not p.is_file():
         raise UserError(f"config file '{path}' does not exist")
-    text = p.read_text()
     try:
-        if p.suffix == ".json":
-            data = json.loads(text)
-        else:
-            import yaml
-
-            data = yaml.safe_load(text) or {}
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise UserError(
+            f"config file '{path}' is not UTF-8 text (byte 0x{e.object[e.start]:02x} at offset {e.start}); "
+            "save it as UTF-8"
+        ) from e
+    except OSError as e:
+        raise UserError(f"cannot read config file '{path}' ({e.strerror})") from e
+    try:
+        data = json.loads(text, object_pairs_hook=_unique_keys) if p.suffix == ".json" else _load_yaml(text)
+    except UserError as e:
+        raise UserError(f"config file '{path}': {e}") from e
     except Exception as e:  # noqa: BLE001 - yaml and json raise different types; both mean "not parseable"
-        raise UserError(f"cannot parse config file '{path}': {str(e).splitlines()[0]}") from e
+        first = " ".join(str(e).split())  # yaml's messages span lines: one line here
+        raise UserError(f"cannot parse config file '{path}': {first}") from e
     if not isinstance(data, dict):
         raise UserError(f"config file '{path}' must hold a mapping of options")
     data.pop(META_KEY, None)
+    for key in CLI_ONLY:
+        if key in data:
+            raise UserError(
+                f"config file '{path}' sets '{key}': a file never turns that on; pass --{key.replace('_', '-')} "
+                "on the command line if you mean it"
+            )
     for k, v in data.items():  # a method's section must be a mapping, e.g. lora: {r: 4}
         if str(k) in REGISTRY and v is not None and not isinstance(v, dict):
             raise UserError(f"config file '{path}': '{k}' must be a mapping of {k} options (e.g. {k}: {{lr: 0.001}})")
     return data
+
+
+def _unique_keys(pairs: list[tuple]) -> dict:
+    """A mapping from key-value pairs; a key given twice is an error (JSON and YAML would keep the last)."""
+    out: dict = {}
+    for k, v in pairs:
+        if k in out:
+            raise UserError(f"'{k}' is given twice in one mapping; give each key once")
+        out[k] = v
+    return out
+
+
+def _load_yaml(text: str):
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    def mapping(loader, node):
+        loader.flatten_mapping(node)  # YAML merge keys (<<) first, as SafeLoader does
+        pairs = [(loader.construct_object(k, deep=True), loader.construct_object(v, deep=True)) for k, v in node.value]
+        try:
+            return _unique_keys(pairs)
+        except UserError as e:
+            raise UserError(f"line {node.start_mark.line + 1}: {e}") from None
+
+    Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, mapping)
+    return yaml.load(text, Loader=Loader) or {}  # noqa: S506 - a SafeLoader, with unique keys
 
 
 def method_config(name: str, opts: dict[str, Any] | None):
@@ -69,7 +109,7 @@ def method_config(name: str, opts: dict[str, Any] | None):
     allowed = {f.name for f in fields(cls)}
     if opts is not None and not isinstance(opts, dict):
         raise UserError(f"{name} options must be a mapping of option: value (got {opts!r})")
-    opts = {k.replace("-", "_"): v for k, v in (opts or {}).items()}
+    opts = {str(k).replace("-", "_"): v for k, v in (opts or {}).items()}
     bad = sorted(set(opts) - allowed)
     if bad:
         raise UserError(f"unknown {name} option(s): {', '.join(bad)}; {name} takes: {', '.join(sorted(allowed))}")
@@ -136,3 +176,55 @@ def config_yaml(values: dict[str, Any], command: str = "run") -> str:
     header = f"# The effective configuration of this folder's runs, every option included. Rerun: {rerun}\n"
     body = yaml.safe_dump({**values, META_KEY: meta}, sort_keys=False, allow_unicode=True)
     return header + body
+
+
+# config.yaml is a folder's configuration: a later command on the folder may add runs (these keys name which
+# runs), never change how they are made; the others say where and how a command printed, not what it ran
+RUN_SET_KEYS = ("methods", "seeds", "grid", "baselines")
+NOT_CONFIG = ("out", "quiet", "protocol", META_KEY)
+
+
+def as_yaml_values(values: dict[str, Any]) -> dict[str, Any]:
+    """values as config.yaml holds them once read back (tuples as lists ...), so that the two compare."""
+    import yaml
+
+    return yaml.safe_load(yaml.safe_dump(values, sort_keys=False, allow_unicode=True))
+
+
+def conflicts(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """The options on which two folder configurations (config.yaml values) disagree about how runs are made,
+    as 'key: old there, new here'; which runs each names (methods, seeds, grid, baselines) may differ, and
+    so may the options of a method only one of them runs."""
+    from ..methods import REGISTRY
+
+    out = []
+    for k in dict.fromkeys([*old, *new]):
+        if k in RUN_SET_KEYS or k in NOT_CONFIG or (k in REGISTRY and (k not in old or k not in new)):
+            continue
+        if old.get(k) != new.get(k):
+            out.append(f"{k}: {old.get(k)!r} there, {new.get(k)!r} here")
+    return out
+
+
+def covers(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """Whether configuration a names every run configuration b names (its methods, seeds and baselines; a
+    sweep's grid points)."""
+
+    def within(x, y) -> bool:
+        y = y if isinstance(y, list) else [y]
+        return all(v in y for v in (x if isinstance(x, list) else [x]))
+
+    if ("grid" in a) != ("grid" in b) or not within(b.get("seeds") or [], a.get("seeds") or []):
+        return False
+    if not within(b.get("baselines") or [], a.get("baselines") or []):
+        return False
+    if "grid" not in b:
+        return within(b.get("methods") or [], a.get("methods") or [])
+    ga, gb = a.get("grid") or {}, b.get("grid") or {}
+    for method, options in gb.items():
+        oa, ob = ga.get(method, None), options or {}
+        if method not in ga or set(oa or {}) != set(ob):
+            return False
+        if not all(within(v, (oa or {})[k]) for k, v in ob.items()):
+            return False
+    return True

@@ -4,6 +4,7 @@ reads the fields' help texts); the registry is imported where a method name or o
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 import time
@@ -12,8 +13,11 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UserError
+from .tune import check_tune
 from .values import _positive
 
+MAX_SEED = 2**32 - 1  # numpy's and most samplers' seed range
+CLI_ONLY = ("trust_remote_code",)  # never read from a config file nor written to one: no file turns on running code
 BUNDLED_NAME = "peftlab-vit-tiny"  # the model peftlab ships (src/peftlab/bundled), the default --model
 DEFAULT_DATASET = "fashion-mnist:5-9"
 DEFAULT_METHODS = ["head", "last", "lora", "full"]
@@ -222,12 +226,22 @@ class RunConfig:
             "comma-separated; needs pip install 'peftlab[trackers]'"
         },
     )
+    trust_remote_code: bool = field(
+        default=False,
+        metadata={
+            "help": "DANGEROUS: let transformers run the Python code a model folder or hub repo ships (its "
+            "auto_map) with your permissions; only for a model whose code you have read. Command line only"
+        },
+    )
     method_options: dict[str, Any] = field(default_factory=dict)  # method name -> its MethodConfig
 
     def __post_init__(self):
         from ..methods import REGISTRY, parse_methods
 
         self.methods = parse_methods(self.methods)
+        twice = sorted({m for m in self.methods if self.methods.count(m) > 1})
+        if twice:
+            raise UserError(f"--methods names {', '.join(twice)} more than once; name each method once")
         if self.model not in (BUNDLED_NAME, "bundled") and Path(self.model).expanduser().exists():
             # a local folder is recorded absolute: results, cards and adapters resolve from any directory
             self.model = os.path.abspath(Path(self.model).expanduser())
@@ -242,9 +256,9 @@ class RunConfig:
             ]
         except ValueError:
             raise UserError(f"--seeds must be comma-separated integers, e.g. 0,1,2 (got '{self.seeds}')") from None
-        if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
+        if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0 or max(seeds) > MAX_SEED:
             shown = ",".join(map(str, seeds))
-            raise UserError(f"--seeds must be distinct integers >= 0, e.g. 0,1,2 (got '{shown}')")
+            raise UserError(f"--seeds must be distinct integers from 0 to {MAX_SEED}, e.g. 0,1,2 (got '{shown}')")
         self.seeds = seeds
         _positive("--", epochs=self.epochs, batch_size=self.batch_size, lr=self.lr)
         for name in ("train_size", "val_size", "test_size"):
@@ -355,16 +369,20 @@ class RunConfig:
             "tune_trials",
             "protocol",
             "baselines",
+            *CLI_ONLY,
             "train_sizes",  # each run records its own size (RunSpec.per_class)
         }
         return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in skip}
 
     def to_dict(self) -> dict[str, Any]:
         """Every option (defaults included) and a section of options per method: what --config reads."""
-        out: dict[str, Any] = {f.name: getattr(self, f.name) for f in run_fields()}
+        out: dict[str, Any] = {f.name: getattr(self, f.name) for f in run_fields() if f.name not in CLI_ONLY}
         for name in self.methods:
             out[name] = self.method_options[name].options()
         return out
+
+
+MAX_SLUG = 150  # bytes of a run folder's name before '-seed<k>' (file names stop at 255; '.lock' is added)
 
 
 @dataclass(frozen=True)
@@ -380,8 +398,12 @@ class RunSpec:
 
     @property
     def name(self) -> str:
-        """The run's folder name, e.g. 'lora-seed0', 'lora-r4-lr0.001-seed0' or (--train-sizes) 'lora-n20-seed0'."""
+        """The run's folder name, e.g. 'lora-seed0', 'lora-r4-lr0.001-seed0' or (--train-sizes) 'lora-n20-seed0';
+        a label too long for a file name keeps its first 100 characters and a hash of the whole."""
         slug = self.label.replace(" ", "-").replace("=", "").replace("/", "_").replace(",", "+")
+        if len(slug.encode()) > MAX_SLUG:
+            digest = hashlib.sha1(slug.encode()).hexdigest()[:12]
+            slug = slug.encode()[:100].decode(errors="ignore") + "-" + digest
         return f"{slug}{size_suffix(self.per_class)}-seed{self.seed}"
 
     @property
@@ -421,36 +443,6 @@ def parse_baselines(names: list[str]) -> list[str]:
             raise UserError(f"unknown baseline '{n}'; choose from {', '.join(BASELINES)}, '+scratch' or none")
         if n not in out:
             out.append(n)
-    return out
-
-
-def check_tune(tune: list[str], methods: list[str]) -> None:
-    """--tune names: 'opt' (searched for every method: each must declare it searchable) or 'method.opt'."""
-    from ..methods import get
-
-    for name in tune:
-        method, _, option = name.rpartition(".")
-        targets = [method] if method else methods
-        if method and method not in methods:
-            raise UserError(f"--tune {name}: method '{method}' is not among --methods ({', '.join(methods)})")
-        for m in targets:
-            space = get(m).search
-            if option not in space:
-                has = {f.name for f in fields(get(m).config_cls)}
-                why = "does not search it" if option in has else "has no such option"
-                raise UserError(
-                    f"--tune {name}: {m} {why}; {m} searches: {', '.join(space)}"
-                    + ("" if method else f" (name one method's option as {m}.<option>)")
-                )
-
-
-def tuned_options(tune: list[str], method: str) -> list[str]:
-    """The options --tune searches for one method."""
-    out = []
-    for name in tune:
-        m, _, option = name.rpartition(".")
-        if m in ("", method) and option not in out:
-            out.append(option)
     return out
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import typing
 from dataclasses import fields
 from typing import Any
@@ -22,8 +23,13 @@ def item_type(cls, f) -> type:
     return typing.get_args(typing.get_type_hints(cls)[f.name])[0]
 
 
+MAX_INT = 2**63 - 1  # what a C long long holds: torch, numpy and the samplers take no more
+
+
 def _scalar(v, typ: type):
-    """One value from YAML/JSON or the command line to typ; ValueError when it is not one."""
+    """One value from YAML/JSON or the command line to typ; ValueError when it is not one (a float that is not
+    finite, an integer beyond MAX_INT)."""
+    v = _checked(v)
     if isinstance(v, typ) and not (typ is int and isinstance(v, bool)):
         return v
     if typ is bool:
@@ -31,15 +37,30 @@ def _scalar(v, typ: type):
             raise ValueError
         return str(v).lower() in ("true", "yes", "1")
     if typ is int:
+        if isinstance(v, str) and v.strip().lstrip("+-").isdigit():
+            return _checked(int(v))  # exact: '18446744073709551616' is not rounded through a float
         num = float(v)
         if not num.is_integer():
             raise ValueError
-        return int(num)
+        return _checked(int(num))
     if typ is float:
-        return float(v)
+        return _checked(float(v))
     if typ is str:
         return str(v)
     raise ValueError
+
+
+class OutOfRange(ValueError):
+    """A number no option takes: NaN, inf, or an integer beyond MAX_INT."""
+
+
+def _checked(v):
+    """v, unless it is a float that is not finite (NaN, inf) or an integer beyond MAX_INT."""
+    if isinstance(v, float) and not math.isfinite(v):
+        raise OutOfRange("a finite number (not nan or inf)")
+    if isinstance(v, int) and not isinstance(v, bool) and abs(v) > MAX_INT:
+        raise OutOfRange(f"at most {MAX_INT} (2^63 - 1)")
+    return v
 
 
 def coerce(cls, values: dict[str, Any], owner: str) -> dict[str, Any]:
@@ -58,6 +79,8 @@ def coerce(cls, values: dict[str, Any], owner: str) -> dict[str, Any]:
                 out[f.name] = [_scalar(x, item_type(cls, f)) for x in items]
             else:
                 out[f.name] = _scalar(v, typ)
+        except OutOfRange as e:
+            raise UserError(f"{owner}{f.name.replace('_', '-')} must be {e} (got {v!r})") from None
         except (TypeError, ValueError):
             what = item_type(cls, f) if typ is list else typ
             rule = ("comma-separated " if typ is list else "") + {int: "integer", float: "number"}.get(

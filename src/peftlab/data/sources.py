@@ -136,7 +136,25 @@ def _image_folder(root: Path, names: dict[str, str | None]) -> tuple[list[str], 
 
 
 def _class_folders(d: Path) -> list[str]:
-    return sorted(p.name for p in d.iterdir() if p.is_dir() and not _hidden(p.name))
+    """The class folders of d by name; a link is refused: it would read the same images again under a second
+    label (`ln -s . d/c`), or images from outside the dataset."""
+    names = []
+    for p in d.iterdir():
+        if _hidden(p.name) or not p.is_dir():
+            continue
+        if p.is_symlink():
+            raise UserError(
+                f"class folder '{p}' is a link (to '{os.readlink(p)}'); peftlab reads no linked class folders "
+                "(the same images could count under two labels): copy the images into a real folder or remove the link"
+            )
+        names.append(p.name)
+    return sorted(names)
+
+
+def label_name(folder: str) -> str:
+    """A class folder's name as a label: bytes that are not UTF-8 (read as lone surrogates) shown as \\xNN, so
+    that every report, plot and terminal can print it and two such names stay apart."""
+    return "".join(f"\\x{ord(c) - 0xDC00:02x}" if 0xDC80 <= ord(c) <= 0xDCFF else c for c in folder)
 
 
 def _read_image_folder(root: Path, asked: dict[str, str | None]) -> tuple[list[str], dict[str, RawSplit | None]]:
@@ -191,7 +209,8 @@ def _read_image_folder(root: Path, asked: dict[str, str | None]) -> tuple[list[s
                 "training images cannot be learned: add training images or remove the class"
             )
     splits = {role: scan(d, d.name) if d is not None else None for role, d in split_dirs.items()}
-    return names, {"train": scan(base, "train"), "val": splits.get("val"), "test": splits.get("test")}
+    labels = [label_name(n) for n in names]
+    return labels, {"train": scan(base, "train"), "val": splits.get("val"), "test": splits.get("test")}
 
 
 def _hf_dataset(
@@ -215,6 +234,7 @@ def _hf_dataset(
     for what, col in (("image", image_column), ("label", label_column)):
         if col is None or col not in feats:
             raise UserError(f"cannot find the {what} column (columns: {', '.join(feats)}); pass --{what}-column")
+    _check_columns(feats, image_column, label_column)
     if isinstance(feats[label_column], ClassLabel):
         names = list(feats[label_column].names)
         to_id = None
@@ -237,6 +257,31 @@ def _hf_dataset(
         return RawSplit(split, labels, _Column(ds, image_column), _open_image)
 
     return names, {role: raw(name) if name else None for role, name in chosen.items()}
+
+
+def _check_columns(feats, image_column: str, label_column: str) -> None:
+    """The image column holds images (or file paths, or bytes) and the label column class labels (a ClassLabel,
+    integers, strings or booleans): anything else is a one-line error naming the columns that would fit."""
+    from datasets import ClassLabel, Image, Value
+
+    def dtype(f) -> str:
+        return f.dtype if isinstance(f, Value) else type(f).__name__
+
+    def is_image(f) -> bool:
+        return isinstance(f, Image) or dtype(f) in ("string", "large_string", "binary", "large_binary")
+
+    def is_label(f) -> bool:
+        return isinstance(f, ClassLabel) or dtype(f).startswith(("int", "uint", "bool", "string", "large_string"))
+
+    if image_column == label_column:
+        raise UserError(f"--image-column and --label-column both name '{image_column}'; name two columns")
+    for what, col, fits in (("image", image_column, is_image), ("label", label_column, is_label)):
+        if not fits(feats[col]):
+            others = [k for k, f in feats.items() if fits(f) and k not in (image_column, label_column)]
+            raise UserError(
+                f"{what} column '{col}' holds {dtype(feats[col])} values, not {what}s; pass --{what}-column with "
+                f"{'one of: ' + ', '.join(others) if others else 'a column of ' + what + 's'}"
+            )
 
 
 class _Column:
@@ -295,6 +340,10 @@ def _load_hub_dataset(dataset: str):
         hub_log.setLevel(level)
 
 
+def _saved_dataset(path: Path) -> bool:
+    return (path / "dataset_dict.json").exists() or (path / "state.json").exists()
+
+
 def read_source(
     dataset: str,
     image_column: str | None = None,
@@ -304,13 +353,19 @@ def read_source(
     """Any supported --dataset -> (label names, {"train": RawSplit, "val": RawSplit or None, "test": RawSplit
     or None}): the dataset's own splits as they are; split_names picks them by name (--train-split ...)."""
     split_names = split_names or {}
+    path = Path(dataset).expanduser()
+    columns = [f"--{w}-column '{c}'" for w, c in (("image", image_column), ("label", label_column)) if c]
+    if columns and (dataset in FMNIST_TASKS or (path.is_dir() and not _saved_dataset(path))):
+        raise UserError(
+            f"{' and '.join(columns)}: '{dataset}' has no columns (an image folder's labels are its class "
+            "folders); leave --image-column/--label-column out, or pass a dataset with columns"
+        )
     if dataset in FMNIST_TASKS:
         return _fashion_mnist(dataset)
     if dataset.startswith("fashion-mnist:"):
         raise UserError(f"unknown built-in task '{dataset}'; built-in tasks: {', '.join(FMNIST_TASKS)}")
-    path = Path(dataset).expanduser()
     if path.is_dir():
-        if (path / "dataset_dict.json").exists() or (path / "state.json").exists():
+        if _saved_dataset(path):
             from datasets import load_from_disk
 
             try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 
 from torch import nn
@@ -10,7 +11,7 @@ from ..errors import Unsupported
 from ..models.arch import Arch
 from ..theory.anatomy import Anatomy, Shape, per_shape, with_peft
 from ..theory.lines import Line
-from .peftwrap import TARGETS_HELP, method_roles, targets, wrap
+from .peftwrap import TARGETS_HELP, linear_dims, method_roles, targets, wrap
 from .registry import Capabilities, Choice, MethodConfig, Prepared, register
 
 
@@ -89,7 +90,7 @@ def _oft(an: Anatomy, cfg) -> list[Line]:
 def oft(model: nn.Module, arch: Arch, cfg: OftConfig, total_steps: int) -> Prepared:
     import peft
 
-    oft_roles(arch, cfg)
+    roles = oft_roles(arch, cfg)
     config = peft.OFTConfig(
         r=0,
         oft_block_size=cfg.block_size,
@@ -99,4 +100,8 @@ def oft(model: nn.Module, arch: Arch, cfg: OftConfig, total_steps: int) -> Prepa
         target_modules=targets(arch, cfg),
         modules_to_save=list(arch.heads),
     )
-    return Prepared(wrap(model, config))
+    used = sorted({_oft_block(d_in, cfg.block_size) for d_in, _ in linear_dims(model, arch, roles)})
+    adjusted = {"block_size": {"asked": cfg.block_size, "used": used}} if used != [cfg.block_size] else None
+    with warnings.catch_warnings():  # PEFT's multi-line notice of the change: recorded and told once instead
+        warnings.filterwarnings("ignore", message="Invalid `oft_block_size`")
+        return Prepared(wrap(model, config), adjusted=adjusted)

@@ -36,6 +36,8 @@ class Prepared:
     model: nn.Module
     after_step: Callable[[int, int], None] | None = None  # (step, total_steps) after optimizer.step()
     caps: Capabilities | None = None  # the method's, set by the registry when its apply function returns
+    # options the library changed on its own, as really used: {option: {"asked": 7, "used": [8]}} (recorded)
+    adjusted: dict | None = None
 
 
 @dataclass

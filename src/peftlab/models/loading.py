@@ -97,19 +97,53 @@ def check_model_path(name: str) -> str:
     return path
 
 
-def image_spec(name: str, config) -> ImageSpec:
+def load_kwargs(path: str, trust_remote_code: bool = False) -> dict:
+    """What every from_pretrained gets: a model folder's own Python code never runs unless asked (transformers
+    would ask on a terminal, and run it on 'y'), and a local folder is read locally only: no hub fallback."""
+    return {"trust_remote_code": trust_remote_code} | ({"local_files_only": True} if Path(path).exists() else {})
+
+
+def config_errors() -> tuple[type[BaseException], ...]:
+    """What loading a model or its config raises for a bad folder, name or config.json (a value of the wrong
+    type: huggingface_hub's strict dataclass check in transformers 5)."""
+    from huggingface_hub import errors
+
+    strict = getattr(errors, "StrictDataclassError", None)
+    return (OSError, ValueError, TypeError, KeyError) + ((strict,) if strict else ())
+
+
+def why(e: BaseException) -> str:
+    """A library's error message on one line (its first two lines: the second often says which value)."""
+    lines = [line.strip() for line in str(e).strip().splitlines() if line.strip()][:2]
+    return (" ".join(lines) or type(e).__name__)[:300]
+
+
+def remote_code_error(name: str, e: BaseException) -> UserError | None:
+    """The one-line error for a model that needs its own Python code to load, or None for any other error."""
+    if "trust_remote_code" not in str(e) and "custom code" not in str(e):
+        return None
+    return UserError(
+        f"model '{name}' needs its own Python code to load (its config's auto_map), which peftlab does not run "
+        "unless you pass --trust-remote-code: dangerous, that code runs with your permissions; read it first"
+    )
+
+
+def image_spec(name: str, config, trust_remote_code: bool = False) -> ImageSpec:
     """What the model's image processor does to an image: resize and crop steps, rescale, mean/std, channel
     order (models.geometry); without a readable processor, a plain resize to the config's image_size and
     mean/std 0.5, with a warning in ImageSpec.fallback."""
     from transformers import AutoImageProcessor
 
     channels = int(getattr(config, "num_channels", 3))
+    path = resolve_model_path(name)
     try:
-        proc = AutoImageProcessor.from_pretrained(resolve_model_path(name))
+        proc = AutoImageProcessor.from_pretrained(path, **load_kwargs(path, trust_remote_code))
         steps, resample, note = geometry.processor_steps(proc)
         mean, std, rescale, bgr = geometry.processor_affine(proc, channels)
         height, width = geometry.output_size(steps)
     except (OSError, ValueError, KeyError, AttributeError, TypeError) as e:
+        if err := remote_code_error(name, e):
+            raise err from e
         first = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
         side = _config_size(config)
         fallback = (
@@ -153,9 +187,12 @@ def fit_head(model: nn.Module, label_names: list[str], seed: int) -> None:
     model.config.problem_type = "single_label_classification"
 
 
-def load_model(name: str, label_names: list[str], seed: int = 0, scratch: bool = False) -> nn.Module:
+def load_model(
+    name: str, label_names: list[str], seed: int = 0, scratch: bool = False, trust_remote_code: bool = False
+) -> nn.Module:
     """A hub id, a local folder or the bundled model -> classifier with a fresh head for label_names.
-    scratch: the same architecture with every weight initialised afresh (seeded), none pretrained."""
+    scratch: the same architecture with every weight initialised afresh (seeded), none pretrained.
+    trust_remote_code: let transformers run the model's own Python code (never unless the user asked)."""
     from transformers import AutoModelForImageClassification
     from transformers.utils import logging as hf_logging
 
@@ -169,15 +206,17 @@ def load_model(name: str, label_names: list[str], seed: int = 0, scratch: bool =
 
             torch.manual_seed(seed)
             model = AutoModelForImageClassification.from_config(
-                AutoConfig.from_pretrained(path, num_labels=len(label_names))
+                AutoConfig.from_pretrained(path, num_labels=len(label_names), **load_kwargs(path, trust_remote_code)),
+                trust_remote_code=trust_remote_code,
             )
         else:
             model = AutoModelForImageClassification.from_pretrained(
-                path, num_labels=len(label_names), ignore_mismatched_sizes=True
+                path, num_labels=len(label_names), ignore_mismatched_sizes=True, **load_kwargs(path, trust_remote_code)
             )
-    except (OSError, ValueError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise UserError(f"cannot load model '{name}': {first}") from e
+    except config_errors() as e:
+        if err := remote_code_error(name, e):
+            raise err from e
+        raise UserError(f"cannot load model '{name}': {why(e)}") from e
     finally:
         hf_logging.set_verbosity(verbosity)
         hf_logging.enable_progress_bar()

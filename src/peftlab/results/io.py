@@ -13,7 +13,8 @@ def write_json_atomic(path: str | Path, obj) -> None:
 
 
 def write_text_atomic(path: str | Path, text: str) -> None:
-    write_bytes_atomic(path, text.encode())
+    # surrogateescape: a file name read from disk that is not UTF-8 (byte 0xFF) is written back as its bytes
+    write_bytes_atomic(path, text.encode(errors="surrogateescape"))
 
 
 def write_bytes_atomic(path: str | Path, data: bytes) -> None:
@@ -26,14 +27,15 @@ def write_bytes_atomic(path: str | Path, data: bytes) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file normal permissions
+        os.chmod(tmp, 0o666 & ~umask())  # mkstemp makes 0600; give the file normal permissions
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
 
 
-def _umask() -> int:
+def umask() -> int:
+    """The process's file mode creation mask (what the user's new files leave out)."""
     mask = os.umask(0)
     os.umask(mask)
     return mask

@@ -33,7 +33,9 @@ from ..errors import UserError
 from ..logs import warning
 from ..methods.peftwrap import conv_attributes, use_peft
 from ..models import ImageSpec, describe, image_spec, load_model, resolve_model_path
+from ..models.loading import load_kwargs
 from ..results import Result, Status, load_result, write_json_atomic
+from ..results.io import umask
 from ..training import metrics_from_logits, trained_norm_buffers
 from .cards import labels_record, write_card
 
@@ -54,6 +56,10 @@ def save_trained_part(model: nn.Module, folder: Path) -> int:
     else:
         tensors = {n: p.detach().contiguous().cpu() for n, p in model.named_parameters() if p.requires_grad}
         save_file(tensors | stats, str(folder / "trainable.safetensors"))
+    mode = 0o666 & ~umask()  # PEFT and safetensors may write 0600 files: the user's umask decides
+    for f in folder.rglob("*"):
+        if f.is_file():
+            f.chmod(mode)
     return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file() and f.suffix == ".safetensors")
 
 
@@ -70,7 +76,8 @@ def save_processor(model_name: str, folder: Path, channels: int) -> bool:
     from transformers import AutoImageProcessor
 
     try:
-        processor = AutoImageProcessor.from_pretrained(resolve_model_path(model_name))
+        path = resolve_model_path(model_name)
+        processor = AutoImageProcessor.from_pretrained(path, **load_kwargs(path))
     except (OSError, ValueError):
         return False  # the base had no image processor: peftlab read size and channels from the config
     if channels == 3 and hasattr(processor, "do_convert_rgb"):
@@ -90,46 +97,51 @@ def finished_result(run: str | Path) -> Result:
     return result
 
 
-def load_run(run: str | Path) -> tuple[nn.Module, ImageSpec, Result]:
+def load_run(run: str | Path, trust_remote_code: bool = False) -> tuple[nn.Module, ImageSpec, Result]:
     """The fine-tuned model of a run (in eval mode), its image spec and its result. A PEFT-format method's
-    adapter folder is loaded by PEFT; any other method is applied again to a fresh base (its rebuild:
-    the same modules, frozen or added) and its trained tensors are loaded into it."""
+    adapter folder is loaded by PEFT (from the folder only, never the hub); any other method is applied again
+    to a fresh base (its rebuild: the same modules, frozen or added) and its trained tensors are loaded into
+    it. Missing, damaged or ill-fitting weights are a one-line error."""
     result = finished_result(run)
     labels = result["data"]["label_names"]
     adapter = Path(run) / result["size"]["adapter_path"]
-    model = load_model(result["model"], labels, result["seed"])
     method = M.get(result["method"])
-    if method.caps.peft_format:
-        model = use_peft().PeftModel.from_pretrained(model, str(adapter))  # BOFT as it trained (peftwrap)
-        conv_attributes(model)
-        if (adapter / NORM_STATS).exists():
-            from safetensors.torch import load_file
+    weights = adapter / ("adapter_model.safetensors" if method.caps.peft_format else "trainable.safetensors")
+    if not weights.is_file():
+        raise UserError(f"run '{run}' has no saved weights ({weights} is missing); rerun it to train them again")
+    model = load_model(result["model"], labels, result["seed"], trust_remote_code=trust_remote_code)
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
 
-            model.load_state_dict(load_file(str(adapter / NORM_STATS)), strict=False)
-    else:
-        from safetensors.torch import load_file
+    try:
+        if method.caps.peft_format:  # BOFT as it trained (peftwrap); a local folder, never a hub repo
+            model = use_peft().PeftModel.from_pretrained(model, str(adapter), local_files_only=True)
+            conv_attributes(model)
+            if (adapter / NORM_STATS).exists():  # the BatchNorm statistics that training changed
+                model.load_state_dict(load_file(str(adapter / NORM_STATS)), strict=False)
+        else:
+            model = method.apply(model, describe(model), method_config(method.name, result["method_config"]), 1).model
+            unexpected = model.load_state_dict(load_file(str(weights)), strict=False).unexpected_keys
+            if unexpected:
+                raise ValueError(f"{len(unexpected)} unknown tensors, e.g. {unexpected[0]}")
+    except (SafetensorError, OSError, ValueError, RuntimeError, KeyError) as e:
+        lines = [line.strip() for line in str(e).splitlines() if line.strip()] or [type(e).__name__]
+        first = next((line for line in lines if "size mismatch" in line), lines[0])[:300]
+        raise UserError(
+            f"saved weights of run '{run}' cannot be loaded into model '{result['model']}' with its "
+            f"{len(labels)} labels ({type(e).__name__}: {first}); the run folder is damaged or was edited: rerun it"
+        ) from e
+    return model.eval(), run_spec(result, _config(model), trust_remote_code), result
 
-        missing_file = adapter / "trainable.safetensors"
-        if not missing_file.exists():
-            raise UserError(f"run '{run}' has no saved weights in {adapter}")
-        model = method.apply(model, describe(model), method_config(method.name, result["method_config"]), 1).model
-        unexpected = model.load_state_dict(load_file(str(missing_file)), strict=False).unexpected_keys
-        if unexpected:
-            raise UserError(
-                f"saved weights of '{run}' do not fit model '{result['model']}' "
-                f"({len(unexpected)} unknown tensors, e.g. {unexpected[0]})"
-            )
-    return model.eval(), run_spec(result, _config(model)), result
 
-
-def run_spec(result: Result, config) -> ImageSpec:
+def run_spec(result: Result, config, trust_remote_code: bool = False) -> ImageSpec:
     """The input spec the run trained with: as recorded in its result (data.image_size, channels and
     normalization), else read again from the base model's image processor (runs from before it was
     recorded)."""
     d = result.get("data", {})
     norm = d.get("normalization")
     if not norm or "image_size" not in d or "channels" not in d:
-        return image_spec(result["model"], config)
+        return image_spec(result["model"], config, trust_remote_code)
     (h, w), c = d["image_size"], d["channels"]
     geo = d.get("geometry") or {}  # runs from before it was recorded: resized to the size (bilinear)
     steps = tuple(tuple(step) for step in geo.get("steps", ()))
@@ -151,28 +163,31 @@ def _config(model: nn.Module):
     return model.get_base_model().config if hasattr(model, "get_base_model") else model.config
 
 
-def load(run: str | Path) -> nn.Module:
+def load(run: str | Path, trust_remote_code: bool = False) -> nn.Module:
     """The fine-tuned model of a run as a transformers model (eval mode, the task's id2label): folded into the
     base architecture when its method merges (a plain transformers model), else the base with the method's
     trained modules (VPT, adapters)."""
-    model, _, result = load_run(run)
+    model, _, result = load_run(run, trust_remote_code)
     method = M.get(result["method"])
     return method.merged(model).eval() if method.caps.mergeable else model
 
 
-def merge(run: str | Path, out: str | Path) -> Path:
+def merge(run: str | Path, out: str | Path, trust_remote_code: bool = False) -> Path:
     """Fold the run's trained part into the base model; write a plain transformers model folder
     (config with the run's labels, safetensors weights, the base's image processor, a model card) that
     transformers' image-classification pipeline loads. Every method whose capabilities say it merges: PEFT's
     merge_and_unload, a hand-written method's own fold (SSF, RepAdapter, FacT), nothing for those that add
     nothing; the others (VPT, adapters) are a one-line error."""
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        what = "a folder that is not empty" if out.is_dir() else "a file"
+        raise UserError(f"--out '{out}' is {what}; peftlab does not overwrite it: pass a new or empty folder")
     result = finished_result(run)
     method = M.get(result["method"])
     if not method.caps.mergeable:
         method.merged(None)  # the method's one-line error: what it keeps at inference, what to use instead
-    model, spec, result = load_run(run)
+    model, spec, result = load_run(run, trust_remote_code)
     model = method.merged(model)
-    out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     from transformers.utils import logging as hf_logging
 
@@ -204,11 +219,15 @@ def _image_paths(inputs: list[str]) -> list[Path]:
 
 
 @torch.no_grad()
-def predict(run: str | Path, inputs: list[str], top_k: int = 5, batch_size: int = 64) -> list[dict]:
-    """Top-k labels with probabilities for each image file (folders are searched recursively)."""
+def predict(
+    run: str | Path, inputs: list[str], top_k: int = 5, batch_size: int = 64, trust_remote_code: bool = False
+) -> list[dict]:
+    """Top-k labels with probabilities for each image file (folders are searched recursively); an image that
+    cannot be read (damaged, or a decompression bomb: PIL's pixel limit) gets an error entry, the others
+    their predictions."""
     from PIL import Image, UnidentifiedImageError
 
-    model, spec, result = load_run(run)
+    model, spec, result = load_run(run, trust_remote_code)
     labels = result["data"]["label_names"]
     k = max(1, min(top_k, len(labels)))
     out: list[dict] = []
@@ -221,7 +240,7 @@ def predict(run: str | Path, inputs: list[str], top_k: int = 5, batch_size: int 
                     img.load()  # decoded whole, as the pipeline does (no reduced-scale JPEG decoding)
                     batch.append(torch.from_numpy(_pil_to_array(img, spec)))
                 ok.append(p)
-            except (OSError, UnidentifiedImageError, ValueError) as e:
+            except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError) as e:
                 out.append({"path": str(p), "error": f"cannot read image: {e}"})
         if not batch:
             continue
@@ -252,11 +271,12 @@ def evaluate_run(
     test_split: str | None = None,
     image_column: str | None = None,
     label_column: str | None = None,
+    trust_remote_code: bool = False,
 ) -> dict:
     """Accuracy etc. of a saved run on a dataset's test split (labels matched by name), drawn with the
     run's own seed, without any image the run trained or selected on: those are excluded by content hash
     (and counted), and when nothing is left it is an error."""
-    model, spec, result = load_run(run)
+    model, spec, result = load_run(run, trust_remote_code)
     labels = result["data"]["label_names"]
     options = DataOptions(
         dataset,

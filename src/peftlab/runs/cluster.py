@@ -20,7 +20,7 @@ def _run_remote(cfg: RunConfig, spec: RunSpec, tuning: dict | None) -> dict:
     from .worker import Worker
 
     warnings.filterwarnings("ignore", category=FutureWarning)
-    return Worker(cfg, log=lambda s: None).attempt(spec, tuning)
+    return Worker(cfg, log=lambda s: None).attempt(spec, tuning, wait=True)
 
 
 def ray_init(address: str):

@@ -4,7 +4,6 @@ the folder's summary, report and config.yaml."""
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import sys
 import time
@@ -15,13 +14,14 @@ import torch
 
 from .. import methods as M
 from ..baselines import REFERENCES
-from ..config import RunConfig, RunSpec, config_yaml
+from ..config import RunConfig, RunSpec
 from ..errors import Unsupported, UserError
 from ..models import describe, fit_head
 from ..report import context_lines, data_size_lines, format_text, noise_lines, summary_markdown, write_report
-from ..results import FINAL, Result, load_result
+from ..results import Result
+from .lock import FOLDER, PRESENT, Lock, claim, finished
 from .references import reference_header
-from .tuning import RaySettings, tune
+from .tuning import RaySettings, _slug, tune
 from .worker import Worker, _header, _model_config, _write, unsupported
 
 
@@ -35,7 +35,7 @@ def _check_writable(out: Path) -> None:
         raise UserError(f"cannot write to output folder '{out}' ({e.strerror}); pass a writable --out") from e
 
 
-def preflight(specs: list[RunSpec], config) -> dict[str, str]:
+def preflight(specs: list[RunSpec], config, trust_remote_code: bool = False) -> dict[str, str]:
     """Apply every method configuration to a weightless (meta-device) copy of the model before any
     training, so a bad option fails before any result is written. A method that cannot apply to this
     model (Unsupported) does not stop the others: returns {label: why} for those."""
@@ -47,29 +47,13 @@ def preflight(specs: list[RunSpec], config) -> dict[str, str]:
             continue
         seen.add(s.label)
         with torch.device("meta"):
-            model = AutoModelForImageClassification.from_config(config)
+            model = AutoModelForImageClassification.from_config(config, trust_remote_code=trust_remote_code)
         fit_head(model, ["a", "b"], s.seed)  # the head size does not change whether a method applies
         try:
             M.get(s.method).apply(model, describe(model), s.options, 100)
         except Unsupported as e:
             unsupported[s.label] = str(e)
     return unsupported
-
-
-def _finished(run_dir: Path, header: Result) -> Result | None:
-    path = run_dir / "result.json"
-    if not path.exists():
-        return None
-    try:
-        old = load_result(path)
-    except UserError:
-        return None  # unreadable: redo it
-    if old.get("config") != json.loads(json.dumps(header["config"])):
-        raise UserError(
-            f"'{run_dir}' holds a run with a different configuration; pass another --out "
-            "(results are never overwritten)"
-        )
-    return old if old.get("status") in FINAL else None
 
 
 def execute(
@@ -84,58 +68,80 @@ def execute(
     (exception, NaN loss, out of memory) is recorded and the rest go on. Ctrl-C or kill leaves only
     complete result.json files (each written atomically). ray_address ('' or 'auto' for a local Ray
     instance) sends each run to Ray as a task instead of running it here. settings: what config.yaml
-    records, for a sweep (its file's options and grid); a run records cfg.to_dict()."""
+    records, for a sweep (its file's options and grid); a run records cfg.to_dict().
+
+    Other processes may work in the same folder (see runs.lock): each run is locked while it runs and read
+    again before it starts; a run another process is running is left to it, and waited for at the end."""
     t0 = time.perf_counter()
     out = Path(cfg.out)
+    present = Lock(out, PRESENT)
     if ray_address is not None:
-        from .cluster import ray_execute
-
         worker = None
         _check_writable(out)
-        refused = preflight(specs, _model_config(cfg.model))
+        refused = preflight(specs, _model_config(cfg.model, cfg.trust_remote_code), cfg.trust_remote_code)
     else:
         worker = Worker(cfg, log)
         log = worker.log
         _check_writable(out)
-        refused = preflight(specs, worker.config)
+        refused = preflight(specs, worker.config, cfg.trust_remote_code)
+    if worker is None or worker.main:
+        present.acquire(shared=True)
+        claim(out, settings or cfg.to_dict(), "sweep" if settings else "run", present)
+    try:
+        return _execute(cfg, specs, log, worker, ray_address, ray_resources, t0, refused)
+    finally:
+        present.release()
+
+
+def _execute(cfg, specs, log, worker, ray_address, ray_resources, t0, refused) -> list[Result]:
+    out = Path(cfg.out)
     say = log if not cfg.quiet else (lambda s: None)
     if worker is not None:  # a --train-sizes entry larger than a class has fails before anything trains
         for k in dict.fromkeys(s.per_class for s in specs if s.per_class is not None):
             worker.subsample(specs[0].seed, k)
-    for label, why in refused.items():
+    for label, why in refused.items():  # a method that cannot apply to this model: recorded, the others run
         log(f"{label}: unsupported on {cfg.model} — {why}")
     skipped = {s.name: unsupported(cfg, s, refused[s.label]) for s in specs if s.label in refused}
-    for s in specs:
-        if s.name in skipped and (worker is None or worker.main):
-            _finished(out / s.name, _header(cfg, s))  # a run of another configuration there is never overwritten
-            _write(out / s.name / "result.json", skipped[s.name])
     runnable, searches = search(
         cfg, [s for s in specs if s.name not in skipped], say, worker, ray_address, ray_resources
     )
     chosen = {s.name: s for s in runnable}
     specs = [chosen.get(s.name, s) for s in specs]
-    done = {s.name: skipped.get(s.name) or _finished(out / s.name, _header(cfg, s)) for s in specs}
-    todo = [s for s in specs if not done[s.name]]
+    # read before any training: a folder in the way, damaged or of another configuration stops here
+    done = {s.name: finished(out / s.name, _header(cfg, s)) for s in specs}
+    for s in specs:
+        if s.name in skipped and (worker is None or worker.main):
+            with Lock(out, s.name):
+                _write(out / s.name / "result.json", skipped[s.name])
     seeds = list(dict.fromkeys(s.seed for s in specs))  # --only-index: the seed of that one run
     sizes = list(dict.fromkeys(s.per_class for s in specs))
     if worker is None:
+        from .cluster import ray_execute
+
+        todo = [s for s in specs if not done[s.name] and s.name not in skipped]
         fresh = ray_execute(cfg, todo, ray_address, say, searches, **(ray_resources or {})) if todo else {}
+        reused = len(specs) - len(todo) - len(skipped)
         refs = references(cfg, seeds, sizes, None, log)
     else:
-        fresh, refs = {}, []
+        fresh, held, refs = {}, [], []
         for seed in seeds:  # a seed's references, then its runs, while its images are decoded
             if worker.main:
                 refs += references(cfg, [seed], sizes, worker, log)
-            fresh |= {s.name: worker.attempt(s, searches.get(s.key)) for s in todo if s.seed == seed}
+            for s in (s for s in specs if s.seed == seed and s.name not in skipped):  # one another process runs ...
+                r = worker.attempt(s, searches.get(s.key), wait=False)
+                (held.append(s) if r is None else fresh.__setitem__(s.name, r))
+        for s in held:  # ... and waited for: its result read, or the run made here if that process died
+            fresh[s.name] = worker.attempt(s, searches.get(s.key), wait=True)
         worker.accelerator.wait_for_everyone()
         if not worker.main:
             return list(fresh.values())
-    results = refs + [done[s.name] or fresh[s.name] for s in specs]
-    _write(out / "config.yaml", config_yaml(settings or cfg.to_dict(), "sweep" if settings else "run"))
-    _write(out / "summary.md", summary_markdown(results))
-    write_report(out, results)  # report.md, report-plots/, report.html
-    if len(specs) > len(todo) + len(skipped):
-        say(f"reused {len(specs) - len(todo) - len(skipped)} finished run(s) from {out}")
+        reused = len(worker.reused)
+    results = refs + [skipped.get(s.name) or fresh.get(s.name) or done[s.name] for s in specs]
+    with Lock(out, FOLDER):
+        _write(out / "summary.md", summary_markdown(results))
+        write_report(out, results)  # report.md, report-plots/, report.html
+    if reused:
+        say(f"reused {reused} finished run(s) from {out}")
     if not cfg.quiet:
         log("\n" + "\n".join(context_lines(results)) + "\n\n" + format_text(results))
         for line in noise_lines(results):
@@ -149,18 +155,27 @@ def execute(
 
 def references(cfg: RunConfig, seeds: list[int], sizes: list[int | None], worker: Worker | None, log) -> list[Result]:
     """The cheap reference baselines of these seeds and training sizes (they take seconds: fitted here, also
-    when the runs went to Ray); those finished on disk with the same configuration are reused."""
+    when the runs went to Ray), each under its folder's lock; those finished on disk with the same
+    configuration are reused."""
     names = [n for n in cfg.baselines if n in REFERENCES]
     out = []
     for seed in seeds:
         for k in sizes:
-            headers = [reference_header(cfg, n, seed, k) for n in names]
-            finished = [_finished(Path(cfg.out) / h["run_name"], h) for h in headers]
-            todo = [n for n, r in zip(names, finished) if r is None]
-            if todo and worker is None:
-                worker = Worker(cfg, log)
-            fresh = iter(worker.references(seed, todo, k) if todo else [])
-            out += [r if r is not None else next(fresh) for r in finished]
+            headers = {n: reference_header(cfg, n, seed, k) for n in names}
+            runs = {n: headers[n]["run_name"] for n in names}
+            locks = [Lock(cfg.out, runs[n]) for n in sorted(names, key=runs.get)]  # one order: no deadlock
+            try:
+                for lock in locks:
+                    lock.acquire(wait=True)
+                old = [finished(Path(cfg.out) / runs[n], headers[n]) for n in names]
+                todo = [n for n, r in zip(names, old) if r is None]
+                if todo and worker is None:
+                    worker = Worker(cfg, log)
+                fresh = iter(worker.references(seed, todo, k) if todo else [])
+                out += [r if r is not None else next(fresh) for r in old]
+            finally:
+                for lock in locks:
+                    lock.release()
     return out
 
 
@@ -176,7 +191,14 @@ def search(
     chosen, records = {}, {}
     for s in specs:
         if s.key not in chosen:
-            tuned, record = tune(cfg, s, log, worker=worker, ray=ray)
+            # one search at a time per configuration: a second process waits, then finds it finished
+            lock = Lock(cfg.out, f"search-{_slug(s.key)}")
+            if worker is None or worker.main:
+                lock.acquire(wait=True)
+            try:
+                tuned, record = tune(cfg, s, log, worker=worker, ray=ray)
+            finally:
+                lock.release()
             chosen[s.key], records[s.key] = tuned.options, record
     return [dataclasses.replace(s, options=chosen[s.key]) for s in specs], {k: v for k, v in records.items() if v}
 

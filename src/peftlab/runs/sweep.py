@@ -18,7 +18,7 @@ from __future__ import annotations
 import itertools
 from pathlib import Path
 
-from ..config import RunConfig, RunSpec, build, method_config, read_file, run_fields
+from ..config import CLI_ONLY, RunConfig, RunSpec, build, method_config, read_file, run_fields
 from ..errors import UserError
 from ..methods import REGISTRY
 
@@ -35,6 +35,9 @@ def expand(grid: dict, seeds: list[int], lr: float | None = None) -> list[RunSpe
             raise UserError(f"grid entry '{method}' must be a mapping of options (got {options!r})")
         keys = list(options)
         values = [v if isinstance(v, list) else [v] for v in options.values()]
+        for k, v in zip(keys, values):
+            if not v:
+                raise UserError(f"grid entry '{method}': '{k}' is an empty list, which makes no runs; give it values")
         for combo in itertools.product(*values):
             opts = dict(zip(keys, combo))
             if lr is not None and "lr" not in opts:
@@ -47,19 +50,24 @@ def expand(grid: dict, seeds: list[int], lr: float | None = None) -> list[RunSpe
     return [RunSpec(m, opts, seed, label) for seed in seeds for m, label, opts in configs]
 
 
-def load(path: str, out: str | None = None) -> tuple[RunConfig, list[RunSpec], dict]:
+def load(path: str, out: str | None = None, trust_remote_code: bool = False) -> tuple[RunConfig, list[RunSpec], dict]:
     """The sweep file -> its run options, its runs, and the settings config.yaml records (every run
-    option, defaults included, and the grid): 'peftlab sweep OUT/config.yaml' reruns it."""
+    option, defaults included, and the grid): 'peftlab sweep OUT/config.yaml' reruns it. A file without a
+    'grid' runs its methods as 'peftlab run' would; a 'grid' that is empty is an error."""
     values = read_file(path)
+    has_grid = "grid" in values
     grid = values.pop("grid", None)
     values.setdefault("out", str(Path("runs") / Path(path).stem))
     if out:
         values["out"] = out
-    if grid is not None:
+    if trust_remote_code:
+        values["trust_remote_code"] = True
+    if has_grid:
         if not isinstance(grid, dict) or not grid:
             expand(grid, [])  # raises the message about the grid's shape
         values["methods"] = list(grid)
     cfg = build(values)
-    specs = expand(grid, cfg.seeds, cfg.lr) if grid is not None else cfg.plan()
-    settings = cfg.to_dict() if grid is None else {f.name: getattr(cfg, f.name) for f in run_fields()} | {"grid": grid}
-    return cfg, specs, settings
+    specs = expand(grid, cfg.seeds, cfg.lr) if has_grid else cfg.plan()
+    if not has_grid:
+        return cfg, specs, cfg.to_dict()
+    return cfg, specs, {f.name: getattr(cfg, f.name) for f in run_fields() if f.name not in CLI_ONLY} | {"grid": grid}

@@ -109,7 +109,7 @@ def tune(
         load_if_exists=True,
     )
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.WAITING)):
-        # left RUNNING by a process that was killed (this folder has one owner at a time): not finished
+        # left RUNNING by a process that was killed (the caller holds the search's lock: no live one): not finished
         study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
     finished = (TrialState.COMPLETE, TrialState.PRUNED)
     count = lambda: len(study.get_trials(deepcopy=False, states=finished))  # noqa: E731

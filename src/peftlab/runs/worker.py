@@ -4,9 +4,7 @@ counts, train, measure, save what it trained, and return the run's result record
 from __future__ import annotations
 
 import dataclasses
-import errno
 import math
-import shutil
 import sys
 import time
 import traceback
@@ -20,39 +18,45 @@ import torch
 from .. import methods as M
 from .. import theory
 from ..baselines import REFERENCES, frozen_features
-from ..config import BUNDLED_NAME, RunConfig, RunSpec
+from ..config import BUNDLED_NAME, RunConfig, RunSpec, size_suffix
 from ..data import DecodeCache, Split, Task, load_task, per_class_subsample
 from ..data.sources import ROLES
-from ..errors import Unsupported, UserError
+from ..errors import Unsupported, UserError, disk_full, disk_full_error
 from ..logs import warning
 from ..models import check_model_path, describe, image_spec, load_model
-from ..results import SCHEMA_VERSION, Result, Status, write_json_atomic, write_text_atomic
+from ..models.loading import config_errors, load_kwargs, remote_code_error, why
+from ..results import FINAL, SCHEMA_VERSION, Result, Status, write_json_atomic, write_text_atomic
 from ..training import Diverged, fit, make_accelerator
 from ..training.inference import inference_cost, timed_batch
 from ..training.loop import EarlyStopping
 from ..training.measure import count_params, environment, peak_memory, reset_peak_memory
 from .artifacts import save_run_files, save_trained_part
 from .cards import write_card
+from .lock import Lock, done, finished, start
 from .records import IDENTITIES, _config_of, data_record, save_identities, test_record, throughput
 from .references import reference_results
 from .trackers import check_installed, run_tracker
 
 
-def _model_config(name: str):
+def _model_config(name: str, trust_remote_code: bool = False):
     from huggingface_hub.utils import logging as hub_logging
     from transformers import AutoConfig
 
     hub_log = hub_logging.get_logger("huggingface_hub")
     level = hub_log.level
     hub_log.setLevel("ERROR")  # no "Retrying in Ns" lines: one error line is the message
+    path = check_model_path(name)
     try:
-        return AutoConfig.from_pretrained(check_model_path(name))
-    except (OSError, ValueError) as e:
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise UserError(
-            f"cannot load model '{name}': {first}; check the name and the network, or pass a local "
-            f"model folder or '{BUNDLED_NAME}'"
-        ) from e
+        return AutoConfig.from_pretrained(path, **load_kwargs(path, trust_remote_code))
+    except config_errors() as e:
+        if err := remote_code_error(name, e):
+            raise err from e
+        todo = (
+            "fix its config.json or pass another model folder"
+            if Path(path).exists()
+            else f"check the name and the network, or pass a local model folder or '{BUNDLED_NAME}'"
+        )
+        raise UserError(f"cannot load model '{name}': {why(e)}; {todo}") from e
     finally:
         hub_log.setLevel(level)
 
@@ -64,7 +68,7 @@ def prepare(
     the method, count and check: (prepared model, params record)."""
     torch.manual_seed(seed)
     method = M.get(method_name)
-    model = load_model(cfg.model, task.label_names, seed, scratch=scratch)
+    model = load_model(cfg.model, task.label_names, seed, scratch=scratch, trust_remote_code=cfg.trust_remote_code)
     base_total = sum(p.numel() for p in model.parameters())
     # derived before the method touches the model: from the config, or from module shapes
     derived = theory.counts(model, method, options, task.num_classes)
@@ -72,6 +76,9 @@ def prepare(
     prepared = method.apply(model, describe(model), options, total_steps)
     params = count_params(prepared.model, base_total)
     params |= theory.check(derived, params)
+    for option, v in (prepared.adjusted or {}).items():  # what the library changed, recorded as it really is
+        params.setdefault("adjusted", {})[option] = v
+        warning(f"{method_name}.{option} {v['asked']} does not fit this model: trained with {v['used']} (recorded)")
     if params["mismatches"]:
         warning(
             f"{method_name}: measured parameter counts differ from the {derived.kind}: "
@@ -180,7 +187,7 @@ def _inference(cfg: RunConfig, s: RunSpec, task: Task, spec, method, model, acce
     """What the trained model costs at inference as it would be deployed (merged when its method merges:
     in place, its trained part being saved), beside the base model with the same new head."""
     images = timed_batch(task.test.images, spec.normalize, accelerator.device, cfg.train_config().eval_batch_size)
-    base = lambda: load_model(cfg.model, task.label_names, s.seed)  # noqa: E731
+    base = lambda: load_model(cfg.model, task.label_names, s.seed, trust_remote_code=cfg.trust_remote_code)  # noqa: E731
     return inference_cost(method, model, base, images, accelerator.autocast)
 
 
@@ -227,8 +234,8 @@ class Worker:
         self.main = self.accelerator.is_main_process  # with DDP only the main process writes and talks
         self.log = log if self.main else (lambda s: None)
         self.say = self.log if not cfg.quiet else (lambda s: None)
-        self.config = _model_config(cfg.model)
-        self.spec = image_spec(cfg.model, self.config)
+        self.config = _model_config(cfg.model, cfg.trust_remote_code)
+        self.spec = image_spec(cfg.model, self.config, cfg.trust_remote_code)
         if self.spec.fallback and self.main:
             warning(self.spec.fallback)
         if self.main:
@@ -238,6 +245,7 @@ class Worker:
         self.features: dict | None = None  # the seed's frozen features of its whole sample (the references' input)
         self.cache = DecodeCache()  # decoded images shared by this worker's runs (seeds, grid points)
         self.data_s = 0.0  # seconds the next run's data took to prepare (0 when it reuses the last run's)
+        self.reused: list[str] = []  # runs found finished on disk, not run again
 
     def data(self, seed: int, per_class: int | None = None) -> Task:
         """The seed's task; with per_class (--train-sizes), its nested subsample of that many training images
@@ -272,7 +280,7 @@ class Worker:
         task = self.data(seed)
         if self.features is None:
             t0 = time.perf_counter()
-            model = load_model(self.cfg.model, task.label_names, seed)
+            model = load_model(self.cfg.model, task.label_names, seed, trust_remote_code=self.cfg.trust_remote_code)
             self.features = {r: frozen_features(model, getattr(task, r).images, self.spec) for r in ROLES}
             self.features["seconds"] = time.perf_counter() - t0
             self.features["images"] = sum(len(getattr(task, r)) for r in ROLES)
@@ -285,6 +293,10 @@ class Worker:
         """The reference baselines of this seed (names among majority, pixels, probe, knn), written like runs."""
         if not names:
             return []
+        if self.main:  # the caller holds their locks
+            for n in names:
+                name = f"ref-{n}{size_suffix(per_class)}-seed{seed}"
+                start(Path(self.cfg.out) / name, name)
         task = self.data(seed, per_class)
         features = self.frozen(seed, per_class) if any(REFERENCES[n].input == "features" for n in names) else {}
         out = []
@@ -293,6 +305,7 @@ class Worker:
             if self.main:
                 save_identities(run_dir / IDENTITIES, task, None)
                 _write(run_dir / "result.json", r)
+                done(run_dir)
             self.say(
                 f"{r['label']} seed {seed}: validation {r['metrics']['val']['accuracy']:.3f}, test "
                 f"{r['metrics']['test']['accuracy']:.3f} ({r['selection']['options']})"
@@ -300,11 +313,54 @@ class Worker:
             out.append(r)
         return out
 
-    def attempt(self, s: RunSpec, tuning: dict | None = None) -> Result:
+    def attempt(self, s: RunSpec, tuning: dict | None = None, wait: bool = True) -> Result | None:
+        """Run s, holding its folder's lock, unless its result is finished on disk (read again here, just before
+        it would start: then that result, its name added to self.reused). When another live process holds the
+        run: None if not wait, else wait for it and read again what it left. A failed run is recorded, not
+        raised; only peftlab's own leftovers of an unfinished run are removed."""
         run_dir = Path(self.cfg.out) / s.name
-        if run_dir.exists() and self.main:
-            shutil.rmtree(run_dir)  # leftovers of an unfinished or failed run
-        self.accelerator.wait_for_everyone()
+        lock = Lock(self.cfg.out, s.name)
+        decision = None
+        if self.main:
+            try:
+                if not lock.acquire(wait=False):
+                    if not wait:
+                        decision = ("held", lock.holder())
+                    else:
+                        self.say(f"{s.label} seed {s.seed}: waiting for {lock.holder()}, which is running it")
+                        lock.acquire(wait=True)
+                if decision is None:
+                    old = finished(run_dir, _header(self.cfg, s))
+                    if old is None:
+                        start(run_dir, s.name)
+                    decision = ("reuse", old) if old is not None else ("run", None)
+            except UserError as e:
+                lock.release()
+                decision = ("error", str(e))
+        kind, value = self._agree(decision)  # with DDP every process follows the main one
+        if kind == "error":
+            raise UserError(value)
+        if kind in ("held", "reuse"):
+            lock.release()
+            if kind == "reuse":
+                self.reused.append(s.name)
+            return value if kind == "reuse" else None
+        try:
+            return self._run(s, tuning, run_dir)
+        finally:
+            lock.release()
+
+    def _agree(self, decision):
+        """The main process's decision, on every process of a DDP group."""
+        if self.accelerator.num_processes == 1:
+            return decision
+        from accelerate.utils import broadcast_object_list
+
+        box = [decision]
+        broadcast_object_list(box, from_process=0)
+        return box[0]
+
+    def _run(self, s: RunSpec, tuning: dict | None, run_dir: Path) -> Result:
         task = self.data(s.seed, s.per_class)
         images = len(task.train) + (len(task.val) if self.cfg.refit == "train+val" else 0)  # per epoch
         tracker = run_tracker(self.cfg, s, images, warning) if self.main else None
@@ -335,6 +391,8 @@ class Worker:
         except (UserError, KeyboardInterrupt):
             raise
         except Exception as e:  # noqa: BLE001 - any failure of one run is recorded; the sweep goes on
+            if disk_full(e):  # not the run's fault, and the next ones would fail the same way
+                raise disk_full_error(run_dir) from e
             self.data_s = 0.0  # the data stays for the next run of this seed, its time with this one
             status = (
                 Status.DIVERGED
@@ -346,14 +404,15 @@ class Worker:
             message = (str(e).strip().splitlines() or [type(e).__name__])[0]
             result = _header(self.cfg, s) | {"status": status.value, "error": f"{type(e).__name__}: {message}"}
             if self.main:
-                run_dir.mkdir(parents=True, exist_ok=True)
-                (run_dir / "error.log").write_text(traceback.format_exc())
+                _write(run_dir / "error.log", traceback.format_exc())
             self.log(f"{s.label} seed {s.seed}: {status} — {result['error']} (details in {run_dir / 'error.log'})")
         finally:
             if tracker:
                 tracker.close()
         if self.main:
             _write(run_dir / "result.json", result)
+            if result["status"] in FINAL:
+                done(run_dir)
         return result
 
 
@@ -380,7 +439,9 @@ def _write(path: Path, obj) -> None:
         else:
             write_json_atomic(path, obj)
     except OSError as e:
-        why = "the disk is full" if e.errno == errno.ENOSPC else (e.strerror or str(e))
+        if disk_full(e):
+            raise disk_full_error(path) from e
+        why = e.strerror or str(e)
         raise UserError(
             f"cannot write {path}: {why}; free space or pass another --out, then rerun the "
             "same command: finished runs are kept and skipped"

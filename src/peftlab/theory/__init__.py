@@ -162,3 +162,32 @@ def check(breakdown: Breakdown | None, measured_params: dict) -> dict:
 class _Attrs:
     def __init__(self, d: Mapping):
         self.__dict__.update(d)
+
+
+MATRIX_MODEL, MATRIX_CLASSES = "vit-base-patch16-224", 101  # the capability matrix's reference model
+
+
+def capability_matrix() -> list[list[str]]:
+    """One row per method: trainable parameters on ViT-B/16 with 101 classes (derived from the theory),
+    whether it merges, what it costs at inference beyond the base, identity at start, PEFT-format save,
+    and its paper (authors and year)."""
+    from ..methods import REGISTRY
+
+    config = load_config(MATRIX_MODEL)
+    yes = lambda b: "yes" if b else "no"  # noqa: E731
+    rows = [["method", "trainable (ViT-B/16, 101 classes)", "merges", "extra inference cost", "identity at start"]]
+    rows[0] += ["PEFT save", "paper"]
+    for name, m in REGISTRY.items():
+        bd = derive(config, m, None, MATRIX_CLASSES)
+        rows.append(
+            [
+                name,
+                f"{bd.trainable:,}" if bd else NOT_DERIVED,
+                yes(m.caps.mergeable),
+                m.caps.inference_cost(),
+                yes(m.caps.identity_at_init),
+                yes(m.caps.peft_format),
+                m.paper.split(",")[0] if m.paper else "-",
+            ]
+        )
+    return rows

@@ -119,9 +119,10 @@ def load_config(spec: str):
             if path.is_file():
                 data = json.loads(path.read_text())
                 return AutoConfig.for_model(data.pop("model_type"), **data)
-            return AutoConfig.from_pretrained(str(path))
-        except (OSError, ValueError, KeyError) as e:
-            raise UserError(f"cannot read a model config from '{spec}': {e}") from e
+            return AutoConfig.from_pretrained(str(path), trust_remote_code=False, local_files_only=True)
+        except models.loading.config_errors() as e:
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            raise UserError(f"cannot read a model config from '{spec}': {first}") from e
     if spec.startswith((".", "/", "~")) or path.suffix or "/" not in spec:
         if "/" not in spec and not path.suffix:
             preset_config(spec)  # raises with close preset names
@@ -129,7 +130,7 @@ def load_config(spec: str):
             f"'{spec}' does not exist; pass a preset ({', '.join(PRESETS)}), a config.json, a model folder or a hub id"
         )
     try:
-        return AutoConfig.from_pretrained(spec)
-    except (OSError, ValueError) as e:
+        return AutoConfig.from_pretrained(spec, trust_remote_code=False)  # theory never runs a model's code
+    except models.loading.config_errors() as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise UserError(f"cannot load the config of '{spec}': {first}") from e
