@@ -74,7 +74,7 @@ def tuned(args, out: Path) -> tuple[float, list[dict]]:
 def peftlab_run(argv: list[str], mode: str) -> None:
     if mode == "process":
         env = dict(os.environ, PYTHONPATH=f"{SRC}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
-        subprocess.run([sys.executable, "-m", "peftlab.cli", *argv], check=True, env=env, stdout=subprocess.DEVNULL)
+        subprocess.run([sys.executable, "-m", "peftlab", *argv], check=True, env=env, stdout=subprocess.DEVNULL)
     else:
         from peftlab.cli import main
 
