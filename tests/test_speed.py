@@ -208,10 +208,11 @@ def test_a_search_reuses_its_prefix_features_and_gets_a_fresh_runs_results(tiny_
     assert a["metrics"]["test"] == b["metrics"]["test"]
 
 
-def test_prefix_features_are_not_reused_for_other_weights_or_images(tiny_vit):
+def test_prefix_features_are_not_reused_for_other_weights_or_images(tiny_vit, monkeypatch):
     from types import SimpleNamespace
 
     from peftlab.models import load_model
+    from peftlab.training import prefixmemo
     from peftlab.training.fastpaths import PrefixCache
     from peftlab.training.prefixmemo import PrefixMemo
 
@@ -229,3 +230,12 @@ def test_prefix_features_are_not_reused_for_other_weights_or_images(tiny_vit):
     assert memo.get(task, cache, ("key",)) is None
     del task  # the images go, and their entry with them
     assert memo.entries == {}
+    task = SimpleNamespace(train=split(4), val=split(2), test=split(2))
+    memo.put(task, cache, ("key",), feats)
+    kept = memo.bytes()
+    assert kept > 0
+    monkeypatch.setattr(prefixmemo, "budget", lambda device: kept)  # room for one entry: the older one goes
+    other = SimpleNamespace(train=split(4), val=split(2), test=split(2))
+    memo.put(other, cache, ("key",), feats)
+    assert memo.get(task, cache, ("key",)) is None and memo.get(other, cache, ("key",)) is feats
+    assert memo.bytes() == kept

@@ -7,7 +7,8 @@ drops it): a Worker that moves to the next seed, or a task that is let go, frees
 images. An entry is used only when everything the features depend on is the same: the same image tensors
 (identity, not equality), the same prefix (module types, trimmed forwards, and every parameter and buffer
 equal, compared exactly against a copy kept with the entry), the same image spec, eval batch, precision
-and device. Anything else computes afresh.
+and device. Anything else computes afresh. The entries together stay within a byte budget (budget()):
+kept features never take the memory a later fit needs.
 """
 
 from __future__ import annotations
@@ -17,8 +18,22 @@ import weakref
 import torch
 from torch import nn
 
+from ..data.storage import memory_budget
+
 ROLES = ("train", "val", "test")
 PER_IMAGES = 4  # entries kept per training tensor (e.g. head's [CLS] features and last's token features)
+
+
+def budget(device: torch.device) -> int:
+    """Bytes the kept features (and weight copies) may take: an eighth of the GPU's memory, or of the RAM;
+    past it the oldest entries go, so later fits (a LoRA or full run) keep their memory."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).total_memory // 8
+    return memory_budget() // 2  # a quarter of the RAM, halved
+
+
+def _bytes(tensors) -> int:
+    return sum(t.numel() * t.element_size() for t in tensors)
 
 
 def _modules(cache) -> list[nn.Module]:
@@ -37,7 +52,9 @@ def _state(cache) -> list[torch.Tensor]:
 
 class PrefixMemo:
     def __init__(self):
-        self.entries: dict[int, list[tuple]] = {}  # id(train images) -> [(refs, key, structure, weights, feats)]
+        # id(train images) -> [(refs, key, structure, weights, feats, bytes, order)], oldest first
+        self.entries: dict[int, list[tuple]] = {}
+        self.order = 0
 
     def _images(self, task) -> tuple:
         return tuple(getattr(task, r).images for r in ROLES)
@@ -45,7 +62,7 @@ class PrefixMemo:
     def get(self, task, cache, key: tuple) -> dict | None:
         images = self._images(task)
         structure = None
-        for refs, k, struct, weights, feats in self.entries.get(id(images[0]), []):
+        for refs, k, struct, weights, feats, _, _ in self.entries.get(id(images[0]), []):
             if k != key or any(r() is not x for r, x in zip(refs, images)):
                 continue
             structure = _structure(cache) if structure is None else structure
@@ -63,13 +80,26 @@ class PrefixMemo:
             refs = tuple(weakref.ref(x) for x in images)
         except TypeError:  # not weak-referenceable: nothing would free the entry, so keep none
             return
+        weights = [t.detach().clone() for t in _state(cache)]
+        size = _bytes([*weights, *(f for f in feats.values() if f is not None)])
+        limit = budget(weights[0].device if weights else torch.device("cpu"))
+        while self.entries and self.bytes() + size > limit:  # the oldest entries go first
+            oldest = min(self.entries, key=lambda s: self.entries[s][0][-1])
+            self.entries[oldest].pop(0)
+            if not self.entries[oldest]:
+                del self.entries[oldest]
+        if size > limit:
+            return
         slot = id(images[0])
         if slot not in self.entries:
             weakref.finalize(images[0], self.entries.pop, slot, None)
-        weights = [t.detach().clone() for t in _state(cache)]
+        self.order += 1
         kept = self.entries.setdefault(slot, [])
-        kept.append((refs, key, _structure(cache), weights, feats))
+        kept.append((refs, key, _structure(cache), weights, feats, size, self.order))
         del kept[:-PER_IMAGES]
+
+    def bytes(self) -> int:
+        return sum(e[-2] for kept in self.entries.values() for e in kept)
 
     def clear(self) -> None:
         self.entries.clear()
