@@ -84,8 +84,11 @@ def point(spec: dict) -> dict:
 def random_model(folder: Path, side: int) -> str:
     """The bundled model's shape at another input side, random init (nothing downloaded)."""
     from transformers import ViTConfig, ViTForImageClassification
+    from transformers.utils import logging
 
     from peftlab.models import BUNDLED_DIR
+
+    logging.disable_progress_bar()  # save_pretrained's shard bar
 
     base = json.loads((BUNDLED_DIR / "config.json").read_text())
     keep = ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "patch_size")
