@@ -278,6 +278,7 @@ def peftlab_run(args, method: str, model: str, dataset: str, out_dir: str) -> tu
             "batch_size": args.batch_size,
             "device": "cpu" if args.dry_run_cpu else args.device,
             "min_per_class": 1,
+            "baselines": ["none"],  # the reference fits no baselines either
             "out": out_dir,
             "quiet": True,
         }
@@ -378,6 +379,34 @@ def ceiling(model_dir: str, names: list[str], method: str, side: int, batch: int
         step()
     _sync()
     return batch * steps / (time.perf_counter() - t0)
+
+
+def head_limit_line(seconds: float, r: dict, model: str, device: str) -> str:
+    """head's time against its physical limit here: one forward pass of the frozen model over the train and
+    eval images (timed now, in eval mode without gradients, in batches of peftlab's eval batch) plus the
+    solver (peftlab's epochs on the cached features: the head's own training)."""
+    from peftlab.models import image_spec, load_model
+    from peftlab.runs.worker import _model_config
+
+    spec = image_spec(model, _model_config(model))
+    net = load_model(model, r["data"]["label_names"], 0).to(device).eval()
+    train, evals, batch = r["data"]["train_examples"], r["data"]["test_examples"], r["train"]["eval_batch_size"]
+    x = torch.randint(0, 256, (batch, spec.channels, spec.height, spec.width), dtype=torch.uint8, device=device)
+    with torch.no_grad(), torch.autocast(device, dtype=torch.bfloat16, enabled=device == "cuda"):
+        net(pixel_values=spec.normalize(x[:8]))  # warm-up
+        _sync()
+        t0 = time.perf_counter()
+        for i in range(0, train + evals, batch):
+            net(pixel_values=spec.normalize(x[: min(batch, train + evals - i)]))
+        _sync()
+    forward = time.perf_counter() - t0
+    solver = sum(h["seconds"] for h in r["history"])
+    with_val = forward * (train + 2 * evals) / (train + evals) + solver
+    return (
+        f"head: peftlab {seconds:.1f} s = {seconds / (forward + solver):.2f}x its limit here (one forward over "
+        f"{train:,} train + {evals:,} eval images {forward:.2f} s + solver {solver:.2f} s); "
+        f"{seconds / with_val:.2f}x counting the {r['data']['val_examples']:,} validation images peftlab also scores"
+    )
 
 
 # ---------------------------------------------------------------- main
@@ -523,6 +552,8 @@ def main() -> None:
             f"epoch time vs lora: last {epoch['lora'] / epoch['last']:.1f}x faster, "
             f"head {epoch['lora'] / epoch['head']:.1f}x faster"
         )
+    if "head" in rows:
+        print(head_limit_line(rows["head"][1], rows["head"][2], model, device))
     if args.json:
         Path(args.json).write_text(
             json.dumps(

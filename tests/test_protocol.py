@@ -38,6 +38,7 @@ def test_the_test_split_is_scored_exactly_once_per_final_run_and_never_in_a_sear
         t for m in ("head", "lora") for t in read_json(tmp_path / f"{m}-seed0" / "result.json")["tuning"]["trials"]
     ]
     assert scored.count(12) == 2 and scored.count(5) == sum(1 + t["epochs"] for t in trials) + 2 * (1 + 3)
+    assert all(t["epochs"] >= 2 for t in trials if t["state"] == "pruned")  # pruned from epoch 2, as recorded
     for m in ("head", "lora"):
         r = read_json(tmp_path / f"{m}-seed0" / "result.json")
         assert r["selection"]["test_evaluations"] == 1

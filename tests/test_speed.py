@@ -190,3 +190,52 @@ def test_inference_cost_is_recorded_for_the_deployed_model(tiny_vit, image_folde
     assert inf["vpt-deep"]["params"] == base["params"] + 2 * 5 * 32  # L·P·d prompts
     assert inf["adapter"]["params"] == base["params"] + 2 * 2 * (2 * 32 * 8 + 8 + 32)  # L·2 adapters of width 8
     assert all(i["img_s"] > 0 and i["base"]["img_s"] > 0 and i["batch"] == 12 for i in inf.values())
+
+
+def test_a_search_reuses_its_prefix_features_and_gets_a_fresh_runs_results(tiny_vit, image_folder, tmp_path):
+    """The trials of a search and the final run of its seed run the frozen prefix once; what they train on is
+    exactly what a run of its own computes."""
+    from peftlab.training.prefixmemo import prefix_memo
+
+    _run(tiny_vit, image_folder, tmp_path / "tuned", "--methods", "head", "--tune", "lr", "--tune-trials", "2")
+    a = read_json(tmp_path / "tuned" / "head-seed0" / "result.json")
+    assert a["train"]["prefix_cache_reused"] is True
+    prefix_memo.clear()
+    _run(tiny_vit, image_folder, tmp_path / "fresh", "--methods", "head", "--lr", repr(a["method_config"]["lr"]))
+    b = read_json(tmp_path / "fresh" / "head-seed0" / "result.json")
+    assert "prefix_cache_reused" not in b["train"]
+    assert [h | {"seconds": 0} for h in a["history"]] == [h | {"seconds": 0} for h in b["history"]]
+    assert a["metrics"]["test"] == b["metrics"]["test"]
+
+
+def test_prefix_features_are_not_reused_for_other_weights_or_images(tiny_vit, monkeypatch):
+    from types import SimpleNamespace
+
+    from peftlab.models import load_model
+    from peftlab.training import prefixmemo
+    from peftlab.training.fastpaths import PrefixCache
+    from peftlab.training.prefixmemo import PrefixMemo
+
+    model = load_model(str(tiny_vit), ["a", "b"], seed=0)
+    cache = PrefixCache(model, 1)
+    split = lambda n: SimpleNamespace(images=torch.zeros(n, 3, 8, 8))  # noqa: E731
+    task = SimpleNamespace(train=split(4), val=split(2), test=split(2))
+    memo, feats = PrefixMemo(), {"train": torch.ones(4, 2)}
+    memo.put(task, cache, ("key",), feats)
+    assert memo.get(task, cache, ("key",)) is feats
+    assert memo.get(task, cache, ("other",)) is None
+    assert memo.get(SimpleNamespace(train=split(4), val=task.val, test=task.test), cache, ("key",)) is None
+    with torch.no_grad():
+        next(cache.prefix[0].parameters())[0] += 1e-6  # a prefix weight changed: not the same features
+    assert memo.get(task, cache, ("key",)) is None
+    del task  # the images go, and their entry with them
+    assert memo.entries == {}
+    task = SimpleNamespace(train=split(4), val=split(2), test=split(2))
+    memo.put(task, cache, ("key",), feats)
+    kept = memo.bytes()
+    assert kept > 0
+    monkeypatch.setattr(prefixmemo, "budget", lambda device: kept)  # room for one entry: the older one goes
+    other = SimpleNamespace(train=split(4), val=split(2), test=split(2))
+    memo.put(other, cache, ("key",), feats)
+    assert memo.get(task, cache, ("key",)) is None and memo.get(other, cache, ("key",)) is feats
+    assert memo.bytes() == kept

@@ -432,3 +432,7 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 143 if isinstance(e, Terminated) else 130
+
+
+if __name__ == "__main__":  # python -m peftlab.cli works like the peftlab command
+    sys.exit(main())

@@ -98,8 +98,9 @@ def tune(
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     startup = max(2, budget // 3)  # random trials before TPE models the space
     sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup)
-    # prune after the second epoch at the earliest: the first one is mostly warm-up
-    pruner = optuna.pruners.MedianPruner(n_startup_trials=startup, n_warmup_steps=1)
+    # prune after the second epoch at the earliest: the first one is mostly warm-up. Steps are epochs
+    # (1, 2, ...) and Optuna prunes from step == n_warmup_steps on, so 2 means "from epoch 2"
+    pruner = optuna.pruners.MedianPruner(n_startup_trials=startup, n_warmup_steps=2)
     study = optuna.create_study(
         study_name=spec.key,
         storage=storage,

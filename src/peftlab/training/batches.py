@@ -16,6 +16,7 @@ from ..methods import Capabilities
 from ..models import ImageSpec
 from .fastpaths import PrefixCache, same_logits, trim_last_block
 from .modes import evaluating
+from .prefixmemo import prefix_memo
 
 ROLES = ("train", "val", "test")
 
@@ -123,20 +124,26 @@ def data_path(
         logits = lambda role, idx: model(pixel_values=pixels(role, idx)).logits  # noqa: E731
         return DataPath(train_loss, logits, {"path": "full"} | info, restore)
     t0 = time.perf_counter()
-    feats = {}
-    with evaluating(raw):
-        for role in ROLES:
-            parts, size = [], len(getattr(task, role))
-            for i in range(0, size, cfg.eval_batch_size):
-                with accelerator.autocast():
-                    parts.append(cache.features(pixels(role, torch.arange(i, min(i + cfg.eval_batch_size, size)))))
-            feats[role] = torch.cat(parts) if parts else None
+    key = (k, cache.cls_only, spec, cfg.eval_batch_size, accelerator.mixed_precision, str(device))
+    feats = prefix_memo.get(task, cache, key)
+    reused = feats is not None
+    if feats is None:
+        feats = {}
+        with evaluating(raw):
+            for role in ROLES:
+                parts, size = [], len(getattr(task, role))
+                for i in range(0, size, cfg.eval_batch_size):
+                    with accelerator.autocast():
+                        parts.append(cache.features(pixels(role, torch.arange(i, min(i + cfg.eval_batch_size, size)))))
+                feats[role] = torch.cat(parts) if parts else None
+        prefix_memo.put(task, cache, key, feats)
     info = {
         "path": f"cached prefix: embeddings + {k} of {k + len(cache.suffix)} blocks run once per image",
         **info,
         "prefix_blocks": k,
         "cache_s": time.perf_counter() - t0,
         "cache_bytes": sum(f.numel() * f.element_size() for f in feats.values() if f is not None),
+        **({"prefix_cache_reused": True} if reused else {}),
     }
 
     def train_loss(idx, y):
