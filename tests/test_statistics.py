@@ -161,25 +161,11 @@ def _findings_without_times(md: str) -> str:
 
 def test_reversing_the_methods_changes_no_finding_but_the_times(tiny_vit, image_folder, tmp_path, capsys):
     a, b = tmp_path / "a", tmp_path / "b"
-    common = ["--seeds", "0,1"]
-    assert (
-        run_cli(
-            capsys,
-            *run_args(
-                tiny_vit, image_folder, a, "--methods", "head,lora,full", *common, epochs=2, baselines="majority,probe"
-            ),
-        )[0]
-        == 0
-    )
-    assert (
-        run_cli(
-            capsys,
-            *run_args(
-                tiny_vit, image_folder, b, "--methods", "full,lora,head", *common, epochs=2, baselines="majority,probe"
-            ),
-        )[0]
-        == 0
-    )
+    for out, order in ((a, "head,lora,full"), (b, "full,lora,head")):
+        args = run_args(
+            tiny_vit, image_folder, out, "--methods", order, "--seeds", "0,1", epochs=2, baselines="majority,probe"
+        )
+        assert run_cli(capsys, *args)[0] == 0
     for m in ("head", "lora", "full"):  # memory attributed to each method: the same whatever ran before
         ma, mb = (read_json(d / f"{m}-seed0" / "result.json")["memory"] for d in (a, b))
         # the same up to a few bytes of the profiler's bookkeeping (4 B seen once in 255,048)

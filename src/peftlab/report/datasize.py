@@ -53,12 +53,12 @@ def data_size_table(results: list[Result]) -> Table | None:
     for k, cmp in per:
         n = per_class_images([r for c in cmp.configs for r in c.rs])
         header.append(f"{size_name(k)} ({n:,.0f} per class)" if k is None else size_name(k))
+    tested = [against_best(cmp) for _, cmp in per]  # once per size
     rows = []
     for label in labels:
         cells = [label]
-        for _, cmp in per:
+        for (_, cmp), (best, tests) in zip(per, tested):
             c = next((c for c in cmp.configs if c.label == label), None)
-            best, tests = against_best(cmp)
             if c is None:
                 cells.append("-")
                 continue

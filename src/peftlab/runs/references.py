@@ -19,6 +19,11 @@ from ..training.measure import environment
 from .records import data_record, test_record
 
 
+def reference_run_name(name: str, seed: int, per_class: int | None = None) -> str:
+    """A reference baseline's folder name, e.g. 'ref-probe-seed0' or (--train-sizes) 'ref-probe-n20-seed0'."""
+    return f"ref-{name}{size_suffix(per_class)}-seed{seed}"
+
+
 def reference_header(cfg: RunConfig, name: str, seed: int, per_class: int | None = None) -> Result:
     """What identifies a reference baseline's result (as _header does a run's)."""
     ref = REFERENCES[name]
@@ -38,7 +43,7 @@ def reference_header(cfg: RunConfig, name: str, seed: int, per_class: int | None
         "model": cfg.model,
         "dataset": cfg.dataset,
         "seed": seed,
-        "run_name": f"ref-{name}{size_suffix(per_class)}-seed{seed}",
+        "run_name": reference_run_name(name, seed, per_class),
         "config": cfg.fingerprint()
         | {"reference": name, "seed": seed}
         | ({"per_class": per_class} if per_class is not None else {}),

@@ -18,7 +18,7 @@ import torch
 from .. import methods as M
 from .. import theory
 from ..baselines import REFERENCES, frozen_features
-from ..config import BUNDLED_NAME, RunConfig, RunSpec, size_suffix
+from ..config import BUNDLED_NAME, RunConfig, RunSpec
 from ..data import DecodeCache, Split, Task, load_task, per_class_subsample
 from ..data.sources import ROLES
 from ..errors import Unsupported, UserError, disk_full, disk_full_error
@@ -34,7 +34,7 @@ from .artifacts import save_run_files, save_trained_part
 from .cards import write_card
 from .lock import Lock, done, finished, start
 from .records import IDENTITIES, _config_of, data_record, save_identities, test_record, throughput
-from .references import reference_results
+from .references import reference_results, reference_run_name
 from .trackers import check_installed, run_tracker
 
 
@@ -295,7 +295,7 @@ class Worker:
             return []
         if self.main:  # the caller holds their locks
             for n in names:
-                name = f"ref-{n}{size_suffix(per_class)}-seed{seed}"
+                name = reference_run_name(n, seed, per_class)
                 start(Path(self.cfg.out) / name, name)
         task = self.data(seed, per_class)
         features = self.frozen(seed, per_class) if any(REFERENCES[n].input == "features" for n in names) else {}
