@@ -324,8 +324,9 @@ def test_dataset_errors(tmp_path):
     (tmp_path / "flat").mkdir()
     with pytest.raises(UserError, match="has no class subfolders"):
         data.read_source(str(tmp_path / "flat"))
-    with pytest.raises(UserError, match="unknown built-in task 'fashion-mnist:3-4'"):
-        data.read_source("fashion-mnist:3-4")
+    for bad in ("fashion-mnist:3-12", "fashion-mnist:4", "fashion-mnist:3,3", "fashion-mnist:7-5", "fashion-mnist:x"):
+        with pytest.raises(UserError, match=f"unknown built-in task '{bad}'.*e.g. fashion-mnist:3,4,6,7,9"):
+            data.read_source(bad)
     one = write_image_folder(tmp_path / "one", {"train": {"dark": 3}})
     with pytest.raises(UserError, match="has 1 class; a classifier needs at least 2"):
         load_task(str(one), RGB16)
@@ -348,6 +349,32 @@ def test_fashion_mnist_task_is_classes_5_to_9_relabelled():
     assert task.coverage["test"]["per_class"] == dict.fromkeys(names, 5)
     # resized but still images: background dark, a bright garment in the middle
     assert task.train.images[:, :, 4:8, 4:8].float().mean() > task.train.images[:, :, :1, :].float().mean()
+
+
+def test_fashion_mnist_class_lists():
+    assert data.fmnist_classes("fashion-mnist:3,4,6,7,9") == [3, 4, 6, 7, 9]
+    assert data.fmnist_classes("fashion-mnist:9,0-2") == [9, 0, 1, 2]  # in the order named: label 0 is class 9
+    assert data.fmnist_classes("fashion-mnist:all") == list(range(10))
+    assert [data.fmnist_classes(t) for t in data.FMNIST_TASKS] == [list(r) for r in data.FMNIST_TASKS.values()]
+    for bad in (
+        "fashion-mnist:",
+        "fashion-mnist:5",
+        "fashion-mnist:1,1",
+        "fashion-mnist:8-10",
+        "fashion-mnist:2-",
+        "mnist:0-4",
+    ):
+        assert data.fmnist_classes(bad) is None, bad
+
+
+@needs_fmnist
+def test_fashion_mnist_class_list_task_relabels_in_order():
+    names, splits = data.read_source("fashion-mnist:7,3")
+    assert names == ["Sneaker", "Dress"]
+    raw = data.read_source("fashion-mnist:all")[1]["train"]
+    train = splits["train"]
+    assert len(train.labels) == 12000 and np.array_equal(np.bincount(train.labels), [6000, 6000])
+    assert np.array_equal(raw.labels[train.origin], np.where(train.labels == 0, 7, 3))  # label 0 is class 7
 
 
 @needs_fmnist

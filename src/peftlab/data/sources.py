@@ -30,6 +30,7 @@ FMNIST_NAMES = [
     "Ankle boot",
 ]
 FMNIST_TASKS = {"fashion-mnist:0-4": range(0, 5), "fashion-mnist:5-9": range(5, 10), "fashion-mnist:all": range(0, 10)}
+FMNIST_PREFIX = "fashion-mnist:"  # + "all", a range "a-b" or a list "a,b,c" (ranges allowed in it) of labels 0-9
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 # files an OS or tool leaves in folders: passed over without a word (as are hidden files and folders)
 JUNK_FILES = {"thumbs.db", "desktop.ini", "__macosx"}
@@ -83,8 +84,27 @@ def _read_idx(path: Path) -> np.ndarray:
     return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
 
 
+def fmnist_classes(spec: str) -> list[int] | None:
+    """The Fashion-MNIST labels a built-in task names, in its order ("fashion-mnist:3,4,6-7" -> [3, 4, 6, 7]);
+    None when spec does not name one (not the prefix, a label outside 0-9, a repeat, fewer than 2 classes)."""
+    if not spec.startswith(FMNIST_PREFIX):
+        return None
+    body = spec[len(FMNIST_PREFIX) :]
+    if body == "all":
+        return list(range(10))
+    classes: list[int] = []
+    for part in body.split(","):
+        a, _, b = part.partition("-")
+        if not (a.isdigit() and (b.isdigit() or not _)) or int(b or a) < int(a):
+            return None
+        classes += range(int(a), int(b or a) + 1)
+    if len(classes) < 2 or len(set(classes)) != len(classes) or max(classes) > 9:
+        return None
+    return classes
+
+
 def _fashion_mnist(spec: str) -> tuple[list[str], dict[str, RawSplit | None]]:
-    classes = list(FMNIST_TASKS[spec])
+    classes = fmnist_classes(spec)
     files = {
         s: (FMNIST_DIR / f"{p}-images-idx3-ubyte.gz", FMNIST_DIR / f"{p}-labels-idx1-ubyte.gz")
         for s, p in (("train", "train"), ("test", "t10k"))
@@ -355,15 +375,19 @@ def read_source(
     split_names = split_names or {}
     path = Path(dataset).expanduser()
     columns = [f"--{w}-column '{c}'" for w, c in (("image", image_column), ("label", label_column)) if c]
-    if columns and (dataset in FMNIST_TASKS or (path.is_dir() and not _saved_dataset(path))):
+    builtin = fmnist_classes(dataset) is not None
+    if columns and (builtin or (path.is_dir() and not _saved_dataset(path))):
         raise UserError(
             f"{' and '.join(columns)}: '{dataset}' has no columns (an image folder's labels are its class "
             "folders); leave --image-column/--label-column out, or pass a dataset with columns"
         )
-    if dataset in FMNIST_TASKS:
+    if builtin:
         return _fashion_mnist(dataset)
-    if dataset.startswith("fashion-mnist:"):
-        raise UserError(f"unknown built-in task '{dataset}'; built-in tasks: {', '.join(FMNIST_TASKS)}")
+    if dataset.startswith(FMNIST_PREFIX):
+        raise UserError(
+            f"unknown built-in task '{dataset}'; built-in tasks: {', '.join(FMNIST_TASKS)}, or "
+            f"{FMNIST_PREFIX}<labels 0-9>, at least 2 and none twice, e.g. {FMNIST_PREFIX}3,4,6,7,9"
+        )
     if path.is_dir():
         if _saved_dataset(path):
             from datasets import load_from_disk
