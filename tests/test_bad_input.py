@@ -360,11 +360,13 @@ def test_missing_model(tiny_vit, image_folder, tmp_path, capsys, offline):
 def test_missing_dataset(tiny_vit, tmp_path, capsys, offline):
     cases = {
         str(tmp_path / "no-data"): f"peftlab: error: dataset '{tmp_path / 'no-data'}' does not exist; pass an image "
-        "folder, a save_to_disk folder, a hub dataset id or one of: fashion-mnist:0-4, fashion-mnist:5-9, "
+        "folder, a save_to_disk folder, a hub dataset id or one of: fashion-mnist:3,4,6,7,9, "
+        "fashion-mnist:0,1,2,5,8, fashion-mnist:0-4, fashion-mnist:5-9, "
         "fashion-mnist:all",
         "nonexistent-user/nonexistent-data": "peftlab: error: cannot load dataset 'nonexistent-user/nonexistent-data': "
         "it is not a local folder, and HF_HUB_OFFLINE is set and it is not in the datasets cache; pass an image "
-        "folder, a save_to_disk folder or one of: fashion-mnist:0-4, fashion-mnist:5-9, fashion-mnist:all, or "
+        "folder, a save_to_disk folder or one of: fashion-mnist:3,4,6,7,9, fashion-mnist:0,1,2,5,8, fashion-mnist:0-4, "
+        "fashion-mnist:5-9, fashion-mnist:all, or "
         "unset HF_HUB_OFFLINE to download it",
     }
     for dataset, message in cases.items():

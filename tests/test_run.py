@@ -399,7 +399,7 @@ needs_bundled = pytest.mark.skipif(
     not BUNDLED_WEIGHTS.exists(),
     reason=f"bundled model not built yet ({BUNDLED_WEIGHTS} missing; 'peftlab pretrain' makes it)",
 )
-FMNIST_5_9 = ["Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+DEFAULT_LABELS = ["Dress", "Coat", "Shirt", "Sneaker", "Ankle boot"]  # fashion-mnist:3,4,6,7,9
 
 
 @needs_bundled
@@ -428,12 +428,14 @@ def test_default_job_on_fashion_mnist(tmp_path, capsys):
     results = {}
     for method in DEFAULT_METHODS:
         r = read_json(tmp_path / f"{method}-seed0" / "result.json")
-        check_result(r, method=method, epochs=2, num_classes=5, model="peftlab-vit-tiny", dataset="fashion-mnist:5-9")
-        assert r["data"]["label_names"] == FMNIST_5_9 and r["data"]["channels"] == 1
+        check_result(
+            r, method=method, epochs=2, num_classes=5, model="peftlab-vit-tiny", dataset="fashion-mnist:3,4,6,7,9"
+        )
+        assert r["data"]["label_names"] == DEFAULT_LABELS and r["data"]["channels"] == 1
         assert (r["data"]["train_examples"], r["data"]["val_examples"], r["data"]["test_examples"]) == (500, 100, 300)
-        assert r["coverage"]["train"]["per_class"] == dict.fromkeys(FMNIST_5_9, 100)
-        assert r["coverage"]["val"]["per_class"] == dict.fromkeys(FMNIST_5_9, 20)
-        assert r["coverage"]["test"]["per_class"] == dict.fromkeys(FMNIST_5_9, 60)
+        assert r["coverage"]["train"]["per_class"] == dict.fromkeys(DEFAULT_LABELS, 100)
+        assert r["coverage"]["val"]["per_class"] == dict.fromkeys(DEFAULT_LABELS, 20)
+        assert r["coverage"]["test"]["per_class"] == dict.fromkeys(DEFAULT_LABELS, 60)
         assert r["metrics"]["test"]["chance_accuracy"] == pytest.approx(0.2)
         results[method] = r
     # every method starts from the same model and head: the same validation accuracy before training
@@ -446,7 +448,7 @@ def test_default_job_on_fashion_mnist(tmp_path, capsys):
     capsys.readouterr()
     assert cli.main(["report", str(tmp_path)]) == 0
     printed = capsys.readouterr().out
-    assert "fashion-mnist:5-9 (5 classes)" in printed
+    assert "fashion-mnist:3,4,6,7,9 (5 classes)" in printed
     for method in DEFAULT_METHODS:
         assert any(line.startswith(method + " ") for line in printed.splitlines())
 
@@ -454,7 +456,7 @@ def test_default_job_on_fashion_mnist(tmp_path, capsys):
 @needs_bundled
 @needs_fmnist
 def test_linear_probe_on_bundled_model_beats_its_baseline_widely(tmp_path):
-    """Pretrained features transfer (classes 0-4 -> 5-9): a head alone lifts accuracy far above the fresh
+    """Pretrained features transfer (classes 0,1,2,5,8 -> 3,4,6,7,9): a head alone lifts accuracy far above the fresh
     head's. 10 epochs (80 steps): 2 epochs of 500 images are only 16 AdamW steps, too few for a probe."""
     assert (
         cli.main(
@@ -480,7 +482,7 @@ def test_linear_probe_on_bundled_model_beats_its_baseline_widely(tmp_path):
 
 
 # per-epoch training losses, validation accuracies and the test accuracy of the bundled model on Fashion-MNIST
-# 5-9 (100 train / 100 validation / 50 test images, seed 0, 2 epochs of batches of 25). Recorded when issue 14
+# 3,4,6,7,9 (100 train / 100 validation / 50 test images, seed 0, 2 epochs of batches of 25). Recorded when issue 14
 # brought the validation split (the restructuring before it reproduced peftlab 0.1's values exactly); lora's
 # re-recorded when the measuring steps (FLOPs, memory) stopped drawing from the random state its dropout uses:
 # a change in numerics shows here, not only a change between two runs of the same code

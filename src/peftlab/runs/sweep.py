@@ -1,7 +1,7 @@
 """Sweeps: a YAML/JSON file = run options + a grid of method options; expanded into RunSpecs.
 
     model: peftlab-vit-tiny
-    dataset: fashion-mnist:5-9
+    dataset: fashion-mnist:3,4,6,7,9
     seeds: [0, 1, 2]
     epochs: 3
     grid:
