@@ -81,11 +81,7 @@ class RunConfig:
         default=BUNDLED_NAME, metadata={"help": f"hub id, local model folder, or '{BUNDLED_NAME}' (bundled, offline)"}
     )
     dataset: str = field(
-        default=DEFAULT_DATASET,
-        metadata={
-            "help": "fashion-mnist:3,4,6,7,9 (any list or range of labels 0-9, or all), a hub dataset id, "
-            "an image folder or a save_to_disk folder"
-        },
+        default=DEFAULT_DATASET, metadata={"help": "fashion-mnist:<labels 0-9>|all, a hub id or a folder"}
     )
     methods: list[str] = field(
         default_factory=lambda: list(DEFAULT_METHODS),
