@@ -110,8 +110,7 @@ def fmnist_classes(spec: str) -> list[int] | None:
     return classes
 
 
-def _fashion_mnist(spec: str) -> tuple[list[str], dict[str, RawSplit | None]]:
-    classes = fmnist_classes(spec)
+def _fashion_mnist(classes: list[int]) -> tuple[list[str], dict[str, RawSplit | None]]:
     files = {
         s: (FMNIST_DIR / f"{p}-images-idx3-ubyte.gz", FMNIST_DIR / f"{p}-labels-idx1-ubyte.gz")
         for s, p in (("train", "train"), ("test", "t10k"))
@@ -382,14 +381,14 @@ def read_source(
     split_names = split_names or {}
     path = Path(dataset).expanduser()
     columns = [f"--{w}-column '{c}'" for w, c in (("image", image_column), ("label", label_column)) if c]
-    builtin = fmnist_classes(dataset) is not None
-    if columns and (builtin or (path.is_dir() and not _saved_dataset(path))):
+    builtin = fmnist_classes(dataset)
+    if columns and (builtin is not None or (path.is_dir() and not _saved_dataset(path))):
         raise UserError(
             f"{' and '.join(columns)}: '{dataset}' has no columns (an image folder's labels are its class "
             "folders); leave --image-column/--label-column out, or pass a dataset with columns"
         )
-    if builtin:
-        return _fashion_mnist(dataset)
+    if builtin is not None:
+        return _fashion_mnist(builtin)
     if dataset.startswith(FMNIST_PREFIX):
         raise UserError(
             f"unknown built-in task '{dataset}'; built-in tasks: {', '.join(FMNIST_TASKS)}, or "

@@ -29,7 +29,9 @@ from ..data import fmnist_classes, load_task
 from ..errors import UserError
 from ..models import ImageSpec, fit_head
 from ..results import write_json_atomic
+from ..training import make_accelerator
 from ..training.measure import environment
+from ..training.metrics import evaluate
 
 FMNIST_MEAN, FMNIST_STD = 0.2860, 0.3530  # pixel mean/std of the Fashion-MNIST training images
 SIDE = 28  # Fashion-MNIST images are 28 x 28, one channel
@@ -43,7 +45,7 @@ class PretrainConfig:
     epochs: int = 48
     batch_size: int = 256
     lr: float = 1e-3  # peak; linear warmup over the first epoch, cosine decay to 0
-    weight_decay: float = 0.05  # on weight matrices only (not on biases, norms, embeddings' positions)
+    weight_decay: float = 0.05  # on tensors of 2+ dims (matrices, [CLS] token, positions); not biases, norms
     reconstruction: float = 2.0  # weight of the linear [CLS] -> pixels MSE (normalised units); 0: cross-entropy only
     crop_scale: float = 0.6  # random resized crop keeps [crop_scale, 1] of the area (1: no crop)
     flip: float = 0.5  # probability of a horizontal flip
@@ -120,21 +122,6 @@ def augment(x: torch.Tensor, cfg: PretrainConfig, gen: torch.Generator) -> torch
     return (x * gain.view(-1, 1, 1, 1) + offset.view(-1, 1, 1, 1)).clamp(0, 1)
 
 
-@torch.no_grad()
-def _accuracy(model: nn.Module, split, spec: ImageSpec, batch_size: int = 1000) -> float:
-    model.eval()
-    right = sum(
-        int(
-            (
-                model(pixel_values=spec.normalize(split.images[i : i + batch_size])).logits.argmax(1)
-                == split.labels[i : i + batch_size]
-            ).sum()
-        )
-        for i in range(0, len(split), batch_size)
-    )
-    return right / max(1, len(split))
-
-
 def pretrain(cfg: PretrainConfig, progress: bool = True, log=print) -> dict:
     """Train, keep the epoch with the best source-validation accuracy, score the source test split once,
     write the model folder (weights, config, image processor) and its record, pretrain.json."""
@@ -156,6 +143,12 @@ def pretrain(cfg: PretrainConfig, progress: bool = True, log=print) -> dict:
     n = len(task.train)
     steps = max(1, n // cfg.batch_size)  # per epoch; the last partial batch is dropped (a new order each epoch)
     scheduler = get_cosine_schedule_with_warmup(optimizer, min(steps, cfg.epochs * steps // 10), cfg.epochs * steps)
+    accelerator = make_accelerator("cpu")
+
+    def accuracy(split) -> float:  # the project's evaluation: eval mode, every image once
+        logits_of = lambda idx: model(pixel_values=spec.normalize(split.images[idx])).logits  # noqa: E731
+        return evaluate(model, logits_of, split, accelerator, 1000, task.num_classes)["accuracy"]
+
     views = torch.Generator().manual_seed(cfg.seed + 1)  # augmentation draws
     order = torch.Generator().manual_seed(cfg.seed)  # data order
     log(
@@ -183,7 +176,7 @@ def pretrain(cfg: PretrainConfig, progress: bool = True, log=print) -> dict:
             optimizer.step()
             scheduler.step()
             sums += torch.tensor([ce.item(), rec.item()])
-        val = _accuracy(model, task.val, spec)
+        val = accuracy(task.val)
         ce_mean, rec_mean = (sums / steps).tolist()
         history.append(
             {"epoch": epoch, "train_cross_entropy": ce_mean, "train_reconstruction_mse": rec_mean,
@@ -194,7 +187,7 @@ def pretrain(cfg: PretrainConfig, progress: bool = True, log=print) -> dict:
         if val > best:
             best, best_epoch, best_state = val, epoch, copy.deepcopy(model.state_dict())
     model.load_state_dict(best_state)
-    test = _accuracy(model, task.test, spec)  # the source classes' test split, scored once
+    test = accuracy(task.test)  # the source classes' test split, scored once
     target = Path(cfg.out)
     target.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(target, safe_serialization=True)
