@@ -84,7 +84,7 @@ def test_coverage_warns_when_test_misses_a_class(tmp_path):
     assert task.coverage["val"]["per_class"] == dict.fromkeys(CLASSES, 3)
     assert warnings == ["WARNING class coverage: test split misses 1 of 3 classes (mid)"]
     assert task.notes == [
-        "training images in 'train': all 18 (fewer than the default --train-size 3000)",
+        "training images in 'train': all 18 (fewer than the default --train-size 8000)",
         "test split misses 1 of 3 classes (mid)",
     ]
     with pytest.raises(
@@ -205,8 +205,8 @@ def test_sizes_the_data_cannot_give(image_folder):
 
 def test_default_sizes_shrink_to_a_small_dataset_and_say_so(image_folder):
     t = load_task(image_folder, RGB16, min_per_class=1, warn=lambda s: None)
-    assert len(t.train) == 19 and len(t.test) == 12  # the defaults (3000, 1000) are more than there is
-    assert t.notes == ["training images in 'train': all 19 (fewer than the default --train-size 3000)"]
+    assert len(t.train) == 19 and len(t.test) == 12  # the defaults (8000, 5000) are more than there is
+    assert t.notes == ["training images in 'train': all 19 (fewer than the default --train-size 8000)"]
 
 
 # ---------------------------------------------------------------- image folders and decoding

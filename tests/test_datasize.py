@@ -121,3 +121,31 @@ def test_each_size_tests_every_configuration_against_its_best_not_every_pair():
     table = data_size_table(results)
     low_row = next(row for row in table.rows if row[0] == "low")
     assert not low_row[1].startswith("**") and next(row for row in table.rows if row[0] == "c5")[1].startswith("**")
+
+
+def test_each_size_says_whether_fine_tuning_pays_for_the_method_chosen_on_validation():
+    """At 5/class the method chosen on validation is within noise of the pixels baseline; with all the data it is
+    above it beyond noise (paired t over 3 seeds, Holm over the references of that size only)."""
+    from peftlab.report.datasize import data_size_lines
+
+    from .helpers import make_result
+
+    accs = {5: ([0.70, 0.78, 0.66], [0.71, 0.70, 0.72]), None: ([0.90, 0.905, 0.91], [0.880, 0.880, 0.895])}
+    results = []
+    for k, (method, pixels) in accs.items():
+        for seed in range(3):
+            r = make_result("last", seed, method[seed], val=0.9)
+            ref = make_result("head", seed, pixels[seed], label="logistic regression on pixels")
+            ref |= {"kind": "reference", "method": "pixels"}
+            ref["method_info"] = {"kind": "reference", "order": -4, "description": "on pixels"}
+            for x in (r, ref):
+                x["data"]["train_per_class"] = k
+                x["run_name"] = f"{x['label']}-n{k}-seed{seed}"
+            results += [r, ref]
+    lines = data_size_lines(results)
+    at5 = next(x for x in lines if x.startswith("5/class"))
+    assert at5.endswith(
+        " Fine-tuning is not shown to pay: last (chosen on validation) is not above logistic regression on pixels."
+    )
+    at_all = next(x for x in lines if x.startswith("all"))
+    assert at_all.endswith(" Fine-tuning pays: last (chosen on validation) is above every reference beyond noise.")

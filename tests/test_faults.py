@@ -382,10 +382,10 @@ def test_what_peft_changes_is_recorded_and_every_method_option_is_taken(tiny_vit
 
 
 def test_a_default_sample_size_is_never_an_error(tiny_vit, image_folder, tmp_path, capsys):
-    """18 training images and no --train-size: the default 3,000 shrinks to all of them, and the run says so."""
+    """18 training images and no --train-size: the default 8,000 shrinks to all of them, and the run says so."""
     args = ["run", "--model", str(tiny_vit), "--dataset", str(image_folder), "--out", str(tmp_path / "o")]
     args += ["--methods", "head", "--epochs", "1", "--baselines", "none", "--min-per-class", "1"]
-    check(capsys, args, 0, "fewer than the default --train-size 3000", tmp_path)
+    check(capsys, args, 0, "fewer than the default --train-size 8000", tmp_path)
 
 
 # ---------------------------------------------------------------- real processes on one --out

@@ -110,6 +110,46 @@ def test_a_reference_above_every_method_is_said_plainly():
     assert first.startswith(" Against the references")
 
 
+def reference(method: str, label: str, seed: int, acc: float) -> dict:
+    r = make_result("head", seed, acc, label=label) | {"kind": "reference", "method": method}
+    r["method_info"] = {"kind": "reference", "order": -4, "description": label}
+    return r
+
+
+def test_does_fine_tuning_pay_is_asked_of_the_validation_choice_in_its_own_family():
+    from peftlab.report.compare import Comparisons, pays
+    from peftlab.report.table import noise_lines
+
+    # last: best validation, lora: best test but worse validation -> last is the one asked about
+    rs = [make_result("last", s, a, val=0.90) for s, a in enumerate([0.900, 0.905, 0.910])]
+    rs += [make_result("lora", s, a, val=0.85) for s, a in enumerate([0.915, 0.90, 0.93])]
+    rs += [make_result("head", s, a) for s, a in enumerate([0.88, 0.91, 0.89])]
+    rs += [reference("pixels", "logistic regression on pixels", s, a) for s, a in enumerate([0.880, 0.880, 0.895])]
+    rs += [reference("probe", "linear probe (converged)", s, a) for s, a in enumerate([0.899, 0.900, 0.915])]
+    cmp = Comparisons(rs)
+    p = pays(cmp)
+    assert p.method.label == "last"
+    pixels = p.tests["logistic regression on pixels"]  # diffs .020 .025 .015: t = 6.93, p = 0.0202 (df 2)
+    assert pixels.p == pytest.approx(0.0202, abs=5e-4) and pixels.p_holm == pytest.approx(2 * pixels.p)
+    all_pairs = cmp.get("last", "logistic regression on pixels")  # the same test, Holm over all 10 pairs
+    assert pixels.real and all_pairs.p == pixels.p and all_pairs.p_holm > 0.05 and not all_pairs.real
+    assert not p.tests["linear probe (converged)"].real and not p.above_all
+    lines = noise_lines(rs, cmp)
+    assert "does fine-tuning pay? last (the method of highest validation accuracy)" in lines[-4]
+    assert "Holm-corrected over these 2 tests" in lines[-4]
+    assert lines[-1] == (
+        "fine-tuning is not shown to pay here: last is not above linear probe (converged) beyond noise"
+    )
+    md = report.build_report(rs)[0]
+    assert (
+        "**Does fine-tuning pay? last**, the method of highest validation accuracy, against each reference "
+        "(paired tests, Holm-corrected over these 2 only): above logistic regression on pixels beyond noise; "
+        "not shown above linear probe (converged)"
+    ) in md
+    beaten = [r for r in rs if r.get("method") != "probe"]
+    assert "fine-tuning pays on this task and budget" in report.build_report(beaten)[0]
+
+
 def test_no_spread_ranking_and_no_time_ranking_inside_the_noise():
     rs = [make_result("head", s, a) for s, a in enumerate([0.70, 0.75, 0.71])]
     rs += [make_result("lora", s, a) for s, a in enumerate([0.72, 0.73, 0.72])]

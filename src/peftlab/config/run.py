@@ -45,7 +45,7 @@ class TrainConfig:
 
 
 # default sample sizes: used whole when a dataset has fewer (and the run says so); 0 means all
-DEFAULT_TRAIN_SIZE, DEFAULT_VAL_SIZE, DEFAULT_TEST_SIZE = 3000, 1000, 1000
+DEFAULT_TRAIN_SIZE, DEFAULT_VAL_SIZE, DEFAULT_TEST_SIZE = 8000, 1000, 5000
 
 
 @dataclass

@@ -14,7 +14,7 @@ from .registry import Capabilities, MethodConfig, Prepared, register
 
 @dataclass
 class FullConfig(MethodConfig):
-    lr: float = field(default=0.00097, metadata={"help": "peak learning rate (AdamW)"})  # bench/tune_defaults.py
+    lr: float = field(default=0.00027, metadata={"help": "peak learning rate (AdamW)"})  # bench/tune_defaults.py
 
 
 def _formula(an: Anatomy, cfg) -> list[Line]:

@@ -22,7 +22,7 @@ LORA_SEARCH = {"r": Choice((2, 4, 8, 16, 32)), "alpha": Choice((4, 8, 16, 32)), 
 # ---------------------------------------------------------------- LoRA and its variants
 @dataclass
 class LoraConfig(MethodConfig):
-    lr: float = field(default=0.006, metadata={"help": "peak learning rate (AdamW)"})  # bench/tune_defaults.py
+    lr: float = field(default=0.0017, metadata={"help": "peak learning rate (AdamW)"})  # bench/tune_defaults.py
     r: int = field(default=8, metadata={"help": "rank of the update B·A"})
     alpha: float = field(default=16, metadata={"help": "scaling: the update is multiplied by alpha/r"})
     dropout: float = field(default=0.1, metadata={"help": "dropout on the LoRA branch's input"})

@@ -48,7 +48,7 @@ def _bitfit(an: Anatomy, cfg) -> list[Line]:
 # ---------------------------------------------------------------- head
 @dataclass
 class HeadConfig(MethodConfig):
-    lr: float = field(default=0.066, metadata={"help": "peak learning rate (AdamW)"})  # bench/tune_defaults.py
+    lr: float = field(default=0.014, metadata={"help": "peak learning rate (AdamW)"})  # bench/tune_defaults.py
 
 
 @register("head", HeadConfig, "train the classification head only (linear probe)", formula=_head, caps=AS_IS)
@@ -60,7 +60,7 @@ def head(model: nn.Module, arch: Arch, cfg: HeadConfig, total_steps: int) -> Pre
 # ---------------------------------------------------------------- last N blocks
 @dataclass
 class LastConfig(MethodConfig):
-    lr: float = field(default=0.0027, metadata={"help": "peak learning rate (AdamW)"})  # bench/tune_defaults.py
+    lr: float = field(default=0.0038, metadata={"help": "peak learning rate (AdamW)"})  # bench/tune_defaults.py
     blocks: int = field(default=1, metadata={"help": "number N of final blocks (or stages, with unit=stages) to train"})
     final_norm: bool = field(
         default=False,

@@ -6,7 +6,7 @@ pair), the table, and the plot where the lines cross."""
 from __future__ import annotations
 
 from ..results import Result
-from .compare import Comparisons, compare
+from .compare import Comparisons, compare, pays
 from .document import Figure, Table
 from .groups import at_size, sizes
 from .plots import _chance, _new, _png, colours
@@ -90,7 +90,7 @@ def data_size_lines(results: list[Result]) -> list[str]:
             )
         if below:
             line += "; below it beyond noise: " + ", ".join(c.label for c in below)
-        lines.append(line + ".")
+        lines.append(line + "." + paying(cmp))
     if not lines:
         return []
     intro = (
@@ -112,6 +112,17 @@ def data_size_lines(results: list[Result]) -> list[str]:
     else:
         tail = f"{leaders[0]} is the most accurate at every size (above: which others are indistinguishable from it)."
     return [intro] + lines + [tail]
+
+
+def paying(cmp: Comparisons) -> str:
+    """' Fine-tuning pays: ...' — the method chosen on validation against every reference (its own family)."""
+    p = pays(cmp)
+    if p is None:
+        return ""
+    short = [r for r, t in p.tests.items() if not (t is not None and t.real and t.diff > 0)]
+    if not short:
+        return f" Fine-tuning pays: {p.method.label} (chosen on validation) is above every reference beyond noise."
+    return f" Fine-tuning is not shown to pay: {p.method.label} (chosen on validation) is not above {', '.join(short)}."
 
 
 def data_size_figure(results: list[Result]) -> Figure | None:

@@ -11,7 +11,7 @@ from dataclasses import fields
 
 from ..config import RunConfig
 from ..results import Result, is_ok, val_metrics
-from .compare import PROBE, Comparisons
+from .compare import PROBE, Comparisons, pays
 from .datasize import data_size_lines
 from .document import Block, Bullets, Heading, Para, Table
 from .groups import label, ordered
@@ -53,6 +53,7 @@ def references(cmp: Comparisons) -> list[str]:
                 else "indistinguishable at this budget from the best methods; fine-tuning is not shown to pay."
             )
         )
+    out += paying(cmp)
     probe = cmp.by_method(PROBE)
     for ref in [r for r in (probe, cmp.by_method("pixels")) if r is not None]:
         above = [m.label for m in methods if cmp.better(m.label, ref.label)]
@@ -78,6 +79,29 @@ def references(cmp: Comparisons) -> list[str]:
         if above:
             out.append(f"Not shown to beat the chance level ({majority.label}, {acc_text(majority)}): {names(above)}.")
     return out
+
+
+def paying(cmp: Comparisons) -> list[str]:
+    """The one pre-specified question, in a sentence: the method chosen on validation against every reference."""
+    p = pays(cmp)
+    if p is None:
+        return []
+    m, k = p.method.label, sum(t is not None for t in p.tests.values())
+    above = [r for r, t in p.tests.items() if t is not None and t.real and t.diff > 0]
+    rest = [r for r in p.tests if r not in above]
+    head = (
+        f"**Does fine-tuning pay? {m}**, the method of highest validation accuracy, against each reference "
+        f"(paired tests, Holm-corrected over these {k} only): "
+    )
+    if not rest:
+        return [head + "above every one beyond noise — **fine-tuning pays on this task and budget**."]
+    return [
+        head
+        + (f"above {names(above)} beyond noise; " if above else "")
+        + f"not shown above {names(rest)} — fine-tuning is not shown to pay over "
+        + ("it" if len(rest) == 1 else "them")
+        + " at this budget."
+    ]
 
 
 def describe(g: G) -> str:

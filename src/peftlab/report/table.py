@@ -5,7 +5,7 @@ report.compare). Pure functions of result records."""
 from __future__ import annotations
 
 from ..results import Result, Status, is_ok, test_metrics, val_metrics
-from .compare import PROBE, Comparisons
+from .compare import PROBE, Comparisons, pays, said
 from .datasize import data_size_lines
 from .document import Table
 from .groups import accuracy_summary, class_mean, groups, human_bytes, label, largest, ordered, sizes
@@ -178,6 +178,28 @@ def noise_lines(results: list[Result], cmp: Comparisons | None = None) -> list[s
     for c in sorted(cmp.configs, key=lambda c: -c.acc.mean):
         if c is not best:
             out.append(cmp.verdict(best.label, c.label))
+    return out + pays_lines(cmp)
+
+
+def pays_lines(cmp: Comparisons) -> list[str]:
+    """Does fine-tuning pay? The method chosen on validation against each reference, its own Holm family."""
+    p = pays(cmp)
+    if p is None:
+        return []
+    m = p.method.label
+    k = sum(t is not None for t in p.tests.values())
+    out = [
+        f"does fine-tuning pay? {m} (the method of highest validation accuracy) against each reference, "
+        f"Holm-corrected over these {k} tests:"
+    ]
+    refs = sorted(p.tests, key=lambda r: -(p.tests[r].diff if p.tests[r] is not None else 0.0))
+    out += ["  " + (said(m, r, p.tests[r]) if p.tests[r] is not None else cmp.verdict(m, r)) for r in refs]
+    short = [r for r in refs if not (p.tests[r] is not None and p.tests[r].real and p.tests[r].diff > 0)]
+    out.append(
+        f"fine-tuning pays here: {m} is above every reference beyond noise"
+        if not short
+        else f"fine-tuning is not shown to pay here: {m} is not above {', '.join(short)} beyond noise"
+    )
     return out
 
 
