@@ -690,3 +690,20 @@ def test_a_fold_that_adds_qkv_biases_saves_a_model_that_loads_them(method, tmp_p
     back = AutoModelForImageClassification.from_pretrained(tmp_path).eval()
     with torch.no_grad():
         assert torch.allclose(back(pixel_values=x).logits, want, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", list(M.REGISTRY))
+def test_the_readme_methods_table_shows_the_registered_defaults(name):
+    """The README's Methods table names every option of every method with the default the config dataclass has
+    (the four tuned learning rates went stale there once)."""
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    row = re.search(r"^\| `" + re.escape(name) + r"` \|.*$", readme, re.M)
+    assert row, f"README: no row for {name}"
+    for option, value in M.REGISTRY[name].config_cls().options().items():
+        flag = f"`--{name}-{option.replace('_', '-')}` ("
+        assert flag in row.group(0), f"README row of {name} lacks {flag}"
+        shown = row.group(0).split(flag, 1)[1].split(")", 1)[0]
+        if not isinstance(value, (list, tuple)):
+            assert shown == str(value), f"README: {name}.{option} shown as {shown}, registered {value}"
