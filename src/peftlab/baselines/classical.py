@@ -18,7 +18,7 @@ class Reference:
     name: str  # as in result.json's method
     label: str  # its row in tables
     description: str
-    input: str  # "labels", "pixels" or "features"
+    input: str  # "labels", "pixels", "features" (the pretrained model's) or "random-features" (a random copy's)
     option: str  # the hyperparameter chosen on validation ("" for none)
     order: int  # rows before the methods', in this order
 
@@ -58,6 +58,16 @@ REFERENCES = {
             "k nearest neighbours (cosine) on the frozen pretrained features; k chosen on validation",
             "features",
             "k",
+            -2,
+        ),
+        Reference(
+            "probe-random",
+            "linear probe on random features",
+            "the linear probe on the features of a randomly initialised copy of the model (same architecture, "
+            "seeded, no pretraining): what the architecture alone gives; the probe's lead over it is what "
+            "pretraining bought",
+            "random-features",
+            "C",
             -2,
         ),
     )
@@ -137,7 +147,7 @@ def _fit(name, train, y_train, val, y_val, test, num_classes, seed) -> Outcome:
             fit_s,
             0.0,
         )
-    if name in ("pixels", "probe"):
+    if name in ("pixels", "probe", "probe-random"):
         return _logistic(name, *_standardise(train, val, test), y_train, y_val, num_classes, seed, t0)
     if name == "knn":
         return _knn(train, y_train, val, y_val, test, num_classes, t0)

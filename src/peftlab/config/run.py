@@ -22,7 +22,7 @@ BUNDLED_NAME = "peftlab-vit-tiny"  # the model peftlab ships (src/peftlab/bundle
 DEFAULT_DATASET = "fashion-mnist:3,4,6,7,9"  # classes the bundled model never saw
 DEFAULT_METHODS = ["head", "last", "lora", "full"]
 DEFAULT_BASELINES = ["majority", "pixels", "probe", "knn"]  # cheap: in every run; 'scratch' trains, so on request
-BASELINES = (*DEFAULT_BASELINES, "scratch")
+BASELINES = (*DEFAULT_BASELINES, "probe-random", "scratch")  # on request: a second forward pass / training runs
 SCRATCH_LABEL = "from scratch"
 TRACKERS = ("tensorboard", "mlflow", "wandb")  # --report-to: Accelerate's trackers that peftlab feeds
 SIZED_EPOCHS_CAP = 10  # a nested training size trains at most 10x --epochs (each epoch scores the validation split)
@@ -170,9 +170,9 @@ class RunConfig:
     baselines: list[str] = field(
         default_factory=lambda: list(DEFAULT_BASELINES),
         metadata={
-            "help": "reference baselines on the same samples: majority, pixels (logistic regression on the "
-            "raw input), probe (converged linear probe on the frozen features), knn, scratch (the "
-            "architecture trained from random initialisation); '+scratch' adds to the defaults; none"
+            "help": "reference baselines on the same samples: majority, pixels (logistic regression on the raw input), "
+            "probe (converged linear probe on the frozen features), knn, probe-random (the probe on a random copy's "
+            "features), scratch (the architecture trained from random init); '+scratch' adds to the defaults; none"
         },
     )
     protocol: str = field(

@@ -65,6 +65,13 @@ def references(cmp: Comparisons) -> list[str]:
             + ([f"indistinguishable from it at this budget: {names(same)}"] if same else [])
         )
         out.append(f"Against the {ref.label} ({acc_text(ref)}): " + "; ".join(parts) + ".")
+    rand = cmp.by_method("probe-random")
+    if probe is not None and rand is not None:
+        out.append(
+            f"Pretraining, frozen: the {probe.label} scores {acc_text(probe)} on the pretrained features and "
+            f"{acc_text(rand)} on a randomly initialised copy's ({rand.label}) — "
+            + ("above it beyond noise." if cmp.better(probe.label, rand.label) else "not above it beyond noise.")
+        )
     scratch = next((c for c in refs if c.method == "full"), None)
     if scratch is not None:
         gain = [m.label for m in methods if cmp.better(m.label, scratch.label)]

@@ -55,8 +55,8 @@ def reference_results(
     cfg: RunConfig, names: list[str], task: Task, spec, features: dict, seed: int, per_class: int | None = None
 ) -> list[Result]:
     """Each reference baseline fitted on the task's training sample, chosen on its validation split, scored
-    once on its test split: result records shaped like a run's. features: {role: frozen features} (the
-    probe's and k-NN's input), computed once for the seed's whole sample ('images': how many that pass
+    once on its test split: result records shaped like a run's. features: {input kind: {role: frozen features}}
+    (the probes' and k-NN's input), computed once for the seed's whole sample ('images': how many that pass
     encoded, so that a smaller training size is charged its share)."""
     out = []
     y = {r: getattr(task, r).labels.numpy() for r in ("train", "val", "test")}
@@ -64,14 +64,17 @@ def reference_results(
         ref = REFERENCES[name]
         if ref.input == "pixels":
             x = {r: pool_pixels(getattr(task, r).images.numpy()) for r in ("train", "val", "test")}
+        elif ref.input == "labels":  # the majority class reads no input
+            x = {r: np.zeros((len(y[r]), 0), np.float32) for r in ("train", "val", "test")}
         else:
-            x = {r: features[r].numpy() for r in ("train", "val", "test")}
+            x = {r: features[ref.input][r].numpy() for r in ("train", "val", "test")}
         fit = fit_reference(name, x["train"], y["train"], x["val"], y["val"], x["test"], task.num_classes, seed)
         logits = torch.from_numpy(np.log(np.clip(fit.test_logits, 1e-12, None))).float()
         test = metrics_from_logits(logits, task.test.labels, task.num_classes)
         inputs = 0 if ref.input == "labels" else sum(a.nbytes for a in x.values())
         used = sum(len(v) for v in x.values())  # images whose features this reference read
-        feature_s = features["seconds"] * used / features["images"] if ref.input == "features" else 0.0
+        f = features.get(ref.input)
+        feature_s = f["seconds"] * used / f["images"] if f else 0.0
         option = ", ".join(f"{k}={v}" for k, v in fit.chosen.items())
         out.append(
             reference_header(cfg, name, seed, per_class)

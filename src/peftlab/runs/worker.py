@@ -242,7 +242,7 @@ class Worker:
             check_installed(cfg.report_to)
         self.task, self.task_seed = None, None
         self.subsamples: dict[int, tuple[Task, np.ndarray]] = {}  # per_class -> (task, positions in the sample)
-        self.features: dict | None = None  # the seed's frozen features of its whole sample (the references' input)
+        self.features: dict[str, dict] = {}  # input kind -> the seed's frozen features of its whole sample
         self.cache = DecodeCache()  # decoded images shared by this worker's runs (seeds, grid points)
         self.data_s = 0.0  # seconds the next run's data took to prepare (0 when it reuses the last run's)
         self.reused: list[str] = []  # runs found finished on disk, not run again
@@ -255,7 +255,7 @@ class Worker:
         if self.task_seed != seed:  # the data sample depends on the seed: drawn and decoded once per seed
             cfg, t0 = self.cfg, time.perf_counter()
             self.task = self.task_seed = None  # the last seed's images go before the next ones are decoded
-            self.subsamples, self.features = {}, None
+            self.subsamples, self.features = {}, {}
             warn = warning if self.main else (lambda s: None)
             self.task = load_task(cfg.data_options(), self.spec, seed=seed, cache=self.cache, warn=warn)
             self.task_seed = seed
@@ -274,23 +274,23 @@ class Worker:
             self.subsamples[k] = per_class_subsample(task, k)
         return self.subsamples[k]
 
-    def frozen(self, seed: int, per_class: int | None) -> dict:
-        """The frozen pretrained features of the seed's train/val/test images, computed once per seed on the
-        whole sample; a smaller training size takes its rows."""
+    def frozen(self, seed: int, per_class: int | None, kind: str = "features") -> dict:
+        """Frozen features of the seed's train/val/test images — kind 'features': the pretrained model's,
+        'random-features': a randomly initialised copy's (seeded) — computed once per seed on the whole sample;
+        a smaller training size takes its rows."""
         task = self.data(seed)
-        if self.features is None:
-            t0 = time.perf_counter()
-            model = load_model(self.cfg.model, task.label_names, seed, trust_remote_code=self.cfg.trust_remote_code)
-            self.features = {r: frozen_features(model, getattr(task, r).images, self.spec) for r in ROLES}
-            self.features["seconds"] = time.perf_counter() - t0
-            self.features["images"] = sum(len(getattr(task, r)) for r in ROLES)
+        if kind not in self.features:
+            t0, scratch = time.perf_counter(), kind == "random-features"
+            model = load_model(self.cfg.model, task.label_names, seed, scratch, self.cfg.trust_remote_code)
+            f = {r: frozen_features(model, getattr(task, r).images, self.spec) for r in ROLES}
+            self.features[kind] = f | {"seconds": time.perf_counter() - t0, "images": sum(len(f[r]) for r in ROLES)}
+        f = self.features[kind]
         if per_class is None:
-            return self.features
-        idx = torch.from_numpy(self.subsample(seed, per_class)[1])
-        return self.features | {"train": self.features["train"][idx]}
+            return f
+        return f | {"train": f["train"][torch.from_numpy(self.subsample(seed, per_class)[1])]}
 
     def references(self, seed: int, names: list[str], per_class: int | None = None) -> list[Result]:
-        """The reference baselines of this seed (names among majority, pixels, probe, knn), written like runs."""
+        """The reference baselines of this seed (names among REFERENCES), written like runs."""
         if not names:
             return []
         if self.main:  # the caller holds their locks
@@ -298,7 +298,8 @@ class Worker:
                 name = reference_run_name(n, seed, per_class)
                 start(Path(self.cfg.out) / name, name)
         task = self.data(seed, per_class)
-        features = self.frozen(seed, per_class) if any(REFERENCES[n].input == "features" for n in names) else {}
+        kinds = {REFERENCES[n].input for n in names} & {"features", "random-features"}
+        features = {kind: self.frozen(seed, per_class, kind) for kind in sorted(kinds)}
         out = []
         for r in reference_results(self.cfg, names, task, self.spec, features, seed, per_class):
             run_dir = Path(self.cfg.out) / r["run_name"]
