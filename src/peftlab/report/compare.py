@@ -142,8 +142,13 @@ class Pays:
     tests: dict[str, Paired | None]  # reference label -> method minus reference, Holm over these tests only
 
     @property
+    def short(self) -> list[str]:
+        """The references the method is not above beyond noise (none: fine-tuning pays)."""
+        return [r for r, t in self.tests.items() if not (t is not None and t.real and t.diff > 0)]
+
+    @property
     def above_all(self) -> bool:
-        return all(t is not None and t.real and t.diff > 0 for t in self.tests.values())
+        return not self.short
 
 
 def pays(cmp: Comparisons) -> Pays | None:

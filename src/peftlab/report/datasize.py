@@ -119,7 +119,7 @@ def paying(cmp: Comparisons) -> str:
     p = pays(cmp)
     if p is None:
         return ""
-    short = [r for r, t in p.tests.items() if not (t is not None and t.real and t.diff > 0)]
+    short = p.short
     if not short:
         return f" Fine-tuning pays: {p.method.label} (chosen on validation) is above every reference beyond noise."
     return f" Fine-tuning is not shown to pay: {p.method.label} (chosen on validation) is not above {', '.join(short)}."

@@ -94,8 +94,8 @@ def paying(cmp: Comparisons) -> list[str]:
     if p is None:
         return []
     m, k = p.method.label, sum(t is not None for t in p.tests.values())
-    above = [r for r, t in p.tests.items() if t is not None and t.real and t.diff > 0]
-    rest = [r for r in p.tests if r not in above]
+    rest = p.short
+    above = [r for r in p.tests if r not in rest]
     head = (
         f"**Does fine-tuning pay? {m}**, the method of highest validation accuracy, against each reference "
         f"(paired tests, Holm-corrected over these {k} only): "

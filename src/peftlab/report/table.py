@@ -194,7 +194,7 @@ def pays_lines(cmp: Comparisons) -> list[str]:
     ]
     refs = sorted(p.tests, key=lambda r: -(p.tests[r].diff if p.tests[r] is not None else 0.0))
     out += ["  " + (said(m, r, p.tests[r]) if p.tests[r] is not None else cmp.verdict(m, r)) for r in refs]
-    short = [r for r in refs if not (p.tests[r] is not None and p.tests[r].real and p.tests[r].diff > 0)]
+    short = [r for r in refs if r in p.short]
     out.append(
         f"fine-tuning pays here: {m} is above every reference beyond noise"
         if not short
