@@ -142,6 +142,11 @@ class Pays:
     tests: dict[str, Paired | None]  # reference label -> method minus reference, Holm over these tests only
 
     @property
+    def count(self) -> int:
+        """How many tests the family holds (references without a shared seed are not tested)."""
+        return sum(t is not None for t in self.tests.values())
+
+    @property
     def short(self) -> list[str]:
         """The references the method is not above beyond noise (none: fine-tuning pays)."""
         return [r for r, t in self.tests.items() if not (t is not None and t.real and t.diff > 0)]

@@ -93,7 +93,7 @@ def paying(cmp: Comparisons) -> list[str]:
     p = pays(cmp)
     if p is None:
         return []
-    m, k = p.method.label, sum(t is not None for t in p.tests.values())
+    m, k = p.method.label, p.count
     rest = p.short
     above = [r for r in p.tests if r not in rest]
     head = (

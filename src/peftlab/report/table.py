@@ -186,15 +186,15 @@ def pays_lines(cmp: Comparisons) -> list[str]:
     p = pays(cmp)
     if p is None:
         return []
-    m = p.method.label
-    k = sum(t is not None for t in p.tests.values())
+    m, k = p.method.label, p.count
     out = [
         f"does fine-tuning pay? {m} (the method of highest validation accuracy) against each reference, "
         f"Holm-corrected over these {k} tests:"
     ]
     refs = sorted(p.tests, key=lambda r: -(p.tests[r].diff if p.tests[r] is not None else 0.0))
     out += ["  " + (said(m, r, p.tests[r]) if p.tests[r] is not None else cmp.verdict(m, r)) for r in refs]
-    short = [r for r in refs if r in p.short]
+    missing = set(p.short)
+    short = [r for r in refs if r in missing]  # in the order printed
     out.append(
         f"fine-tuning pays here: {m} is above every reference beyond noise"
         if not short
