@@ -10,7 +10,7 @@ from .compare import Comparisons, compare, pays
 from .document import Figure, Table
 from .groups import at_size, sizes
 from .plots import _chance, _new, _png, colours
-from .stats import Paired, Summary, holm
+from .stats import ALPHA, Paired, Summary, holm
 
 
 def size_name(k: int | None) -> str:
@@ -115,14 +115,19 @@ def data_size_lines(results: list[Result]) -> list[str]:
 
 
 def paying(cmp: Comparisons) -> str:
-    """' Fine-tuning pays: ...' — the method chosen on validation against every reference (its own family)."""
+    """' Fine-tuning pays: ...' — the method chosen on validation against every reference (compare.pays)."""
     p = pays(cmp)
     if p is None:
         return ""
     short = p.short
     if not short:
-        return f" Fine-tuning pays: {p.method.label} (chosen on validation) is above every reference beyond noise."
-    return f" Fine-tuning is not shown to pay: {p.method.label} (chosen on validation) is not above {', '.join(short)}."
+        return (
+            f" Fine-tuning pays: {p.method.label} (chosen on validation) is above every reference (each p < {ALPHA})."
+        )
+    return (
+        f" Fine-tuning is not shown to pay: {p.method.label} (chosen on validation) is not above {', '.join(short)} "
+        f"at p < {ALPHA}."
+    )
 
 
 def data_size_figure(results: list[Result]) -> Figure | None:

@@ -16,6 +16,7 @@ from .datasize import data_size_lines
 from .document import Block, Bullets, Heading, Para, Table
 from .groups import label, ordered
 from .protocol import metric, protocol, search, start
+from .stats import ALPHA
 from .verdicts import G, acc_text, accuracy, efficiency, names, pros_cons, reduce, reliability
 
 
@@ -95,17 +96,16 @@ def paying(cmp: Comparisons) -> list[str]:
         return []
     m, k = p.method.label, p.count
     rest = p.short
-    above = [r for r in p.tests if r not in rest]
     head = (
-        f"**Does fine-tuning pay? {m}**, the method of highest validation accuracy, against each reference "
-        f"(paired tests, Holm-corrected over these {k} only): "
+        f"**Does fine-tuning pay? Only if {m}**, the method of highest validation accuracy, is above every reference, "
+        f"each of these {k} paired tests at p < {ALPHA} (one verdict, an intersection-union test: its error is at "
+        f"most {ALPHA} without a correction): "
     )
     if not rest:
-        return [head + "above every one beyond noise — **fine-tuning pays on this task and budget**."]
+        return [head + "it is — **fine-tuning pays on this task and budget**."]
     return [
         head
-        + (f"above {names(above)} beyond noise; " if above else "")
-        + f"not shown above {names(rest)} — fine-tuning is not shown to pay over "
+        + f"it is not shown above {names(rest)} — fine-tuning is not shown to pay over "
         + ("it" if len(rest) == 1 else "them")
         + " at this budget."
     ]

@@ -4,7 +4,8 @@ Configurations of one comparison share seeds, samples and test images, so their 
 per seed, the difference of the two test accuracies; over seeds, its mean with a Student-t interval
 (exact quantiles, scipy) and a paired t-test. With one seed there is no spread over seeds: McNemar's
 exact test on the test images the two got right or wrong (they are the same images). The p-values of
-one report are Holm-corrected together; a difference is called real only below ALPHA after correction.
+one report are Holm-corrected together; a difference is called real only below ALPHA after correction
+(compare.pays, one all-of verdict, is an intersection-union test instead: each of its tests at ALPHA).
 """
 
 from __future__ import annotations

@@ -5,11 +5,11 @@ report.compare). Pure functions of result records."""
 from __future__ import annotations
 
 from ..results import Result, Status, is_ok, test_metrics, val_metrics
-from .compare import PROBE, Comparisons, pays, said
+from .compare import PROBE, Comparisons, pays
 from .datasize import data_size_lines
 from .document import Table
 from .groups import accuracy_summary, class_mean, groups, human_bytes, label, largest, ordered, sizes
-from .stats import holm, paired
+from .stats import ALPHA, Paired, holm, paired
 
 COLUMNS = [
     "method",
@@ -182,25 +182,33 @@ def noise_lines(results: list[Result], cmp: Comparisons | None = None) -> list[s
 
 
 def pays_lines(cmp: Comparisons) -> list[str]:
-    """Does fine-tuning pay? The method chosen on validation against each reference, its own Holm family."""
+    """Does fine-tuning pay? The method chosen on validation against each reference: one verdict, each test at
+    p < 0.05 (an intersection-union test, compare.pays)."""
     p = pays(cmp)
     if p is None:
         return []
     m, k = p.method.label, p.count
     out = [
-        f"does fine-tuning pay? {m} (the method of highest validation accuracy) against each reference, "
-        f"Holm-corrected over these {k} tests:"
+        f"does fine-tuning pay? only if {m} (the method of highest validation accuracy) is above every reference: "
+        f"each of these {k} tests at p < {ALPHA} (one verdict, an intersection-union test: its error is at most "
+        f"{ALPHA} without a correction)"
     ]
     refs = sorted(p.tests, key=lambda r: -(p.tests[r].diff if p.tests[r] is not None else 0.0))
-    out += ["  " + (said(m, r, p.tests[r]) if p.tests[r] is not None else cmp.verdict(m, r)) for r in refs]
+    out += ["  " + (part(m, r, p.tests[r]) if p.tests[r] is not None else cmp.verdict(m, r)) for r in refs]
     missing = set(p.short)
     short = [r for r in refs if r in missing]  # in the order printed
     out.append(
-        f"fine-tuning pays here: {m} is above every reference beyond noise"
+        f"fine-tuning pays here: {m} is above every reference, each at p < {ALPHA}"
         if not short
-        else f"fine-tuning is not shown to pay here: {m} is not above {', '.join(short)} beyond noise"
+        else f"fine-tuning is not shown to pay here: {m} is not above {', '.join(short)} at p < {ALPHA}"
     )
     return out
+
+
+def part(a: str, b: str, t: Paired) -> str:
+    """One test of the verdict: the difference, its interval and uncorrected p, no claim of its own."""
+    ci = f", {t.interval()}" if t.low is not None else ""
+    return f"{a} vs {b}: {t.diff:+.3f}{ci} ({t.test}, p = {t.p:.3g})"
 
 
 def context_lines(results: list[Result]) -> list[str]:
