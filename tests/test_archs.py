@@ -80,6 +80,28 @@ def test_blocks_are_the_models_in_forward_order_and_every_head_is_replaced(famil
         assert model.get_submodule(path).out_features == len(archs.LABELS)
 
 
+@pytest.mark.parametrize("family", archs.FAMILIES)
+def test_every_parameter_has_the_depth_layer_wise_decay_reads(family):
+    """Arch.depth_of on every family: a block's parameters at its place in forward order (1..n), the heads and
+    what follows the last block at n + 1, the stem at 0, what runs between stages at the block it follows."""
+    model, _ = archs._base(family)
+    arch = models.describe(model)
+    n = arch.num_blocks
+    under = lambda name, path: name == path or name.startswith(path + ".")  # noqa: E731
+    seen = set()
+    for name, _ in model.named_parameters():
+        depth = arch.depth_of(name)
+        block = next((i for i, b in enumerate(arch.blocks) if under(name, b)), None)
+        if block is not None:
+            assert depth == block + 1, name
+        elif any(under(name, h) for h in arch.heads):
+            assert depth == n + 1, name
+        else:
+            assert 0 <= depth <= n + 1, name
+        seen.add(depth)
+    assert {0, 1, n, n + 1} <= seen, sorted(seen)
+
+
 PROCESSOR_FAMILIES = list({type(archs.processor(f)).__name__: f for f in reversed(archs.FAMILIES)}.values())
 
 

@@ -231,6 +231,38 @@ def test_last_with_more_blocks_and_final_norm(tiny_vit):
     assert trainable == want and "vit.embeddings.cls_token" not in trainable
 
 
+def test_full_with_layer_decay_trains_each_depth_at_its_own_lr_through_the_schedule(tiny_vit):
+    """Layer-wise lr decay on the 2-block ViT at decay 0.5: embeddings at lr/8, block 0 at lr/4, block 1 at
+    lr/2, the final norm and the head at lr; the cosine schedule scales every group alike, so the ratios hold."""
+    from transformers import get_cosine_schedule_with_warmup
+
+    from peftlab.training.loop import param_groups
+
+    model = load_model(str(tiny_vit), LABELS)
+    prepared = M.get("full").apply(model, describe(model), M.FullConfig(lr=0.01, layer_decay=0.5), STEPS)
+    want = {"vit.embeddings.": 1 / 8, "vit.layers.0.": 1 / 4, "vit.layers.1.": 1 / 2, "vit.layernorm.": 1}
+    for name, p in model.named_parameters():
+        assert p.requires_grad
+        k = next((v for q, v in want.items() if name.startswith(q)), 1 if name in _HEAD else None)
+        assert prepared.lr_scale[name] == k, name
+    groups = param_groups(model, 0.01, prepared.lr_scale)
+    assert sorted(g["lr"] for g in groups) == pytest.approx([0.01 / 8, 0.01 / 4, 0.01 / 2, 0.01])
+    assert sum(len(g["params"]) for g in groups) == len(list(model.parameters()))
+    optimizer = torch.optim.AdamW(groups, lr=0.01)
+    scheduler = get_cosine_schedule_with_warmup(optimizer, 2, STEPS)
+    for _ in range(5):
+        optimizer.step()
+        scheduler.step()
+    lrs = sorted(g["lr"] for g in optimizer.param_groups)
+    assert 0 < lrs[-1] < 0.01 and lrs == pytest.approx([lrs[-1] / 8, lrs[-1] / 4, lrs[-1] / 2, lrs[-1]])
+    plain = M.get("full").apply(load_model(str(tiny_vit), LABELS), describe(model), M.FullConfig(), STEPS)
+    assert plain.lr_scale is None and len(param_groups(plain.model, 0.01, None)) == 1
+    with pytest.raises(UserError, match=r"full\.layer_decay must be in \(0, 1\] \(got 1\.5\)"):
+        M.FullConfig(layer_decay=1.5)
+    with pytest.raises(UserError, match=r"full\.layer_decay must be in \(0, 1\] \(got 0\)"):
+        M.FullConfig(layer_decay=0)
+
+
 def test_method_option_checks(tiny_vit):
     with pytest.raises(UserError, match=r"lora\.r must be >= 1 \(got 0\)"):
         M.LoraConfig(r=0)

@@ -38,6 +38,8 @@ class Prepared:
     caps: Capabilities | None = None  # the method's, set by the registry when its apply function returns
     # options the library changed on its own, as really used: {option: {"asked": 7, "used": [8]}} (recorded)
     adjusted: dict | None = None
+    # parameter name -> multiplier of the method's lr (layer-wise lr decay); a name not in it trains at 1x
+    lr_scale: dict[str, float] | None = None
 
 
 @dataclass

@@ -122,6 +122,21 @@ class Arch:
                 out.append(path)
         return out
 
+    def depth_of(self, name: str) -> int:
+        """How deep a parameter sits: 0 before the first block (embeddings), i + 1 inside block i (or in what
+        runs right after it), num_blocks + 1 after the last block (final norm, head)."""
+        under = lambda path: name == path or name.startswith(path + ".")  # noqa: E731
+        for i, path in enumerate(self.blocks):
+            if under(path):
+                return i + 1
+        for s, when, path in self.between:
+            if under(path):
+                idx = self.stage_blocks(s)
+                return idx[0] if when == "before" else idx[-1] + 1
+        if any(under(p) for p in (*self.heads, *self.neck)) or (self.final_norm and under(self.final_norm)):
+            return self.num_blocks + 1
+        return 0
+
     def linear_roles(self) -> list[str]:
         return [r for r, parts in self.roles.items() if all(p.kind == "linear" for p in parts)]
 

@@ -105,6 +105,16 @@ def _snapshot(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {n: t.detach().clone() for n, t in model.state_dict().items() if n in keep}
 
 
+def param_groups(model: torch.nn.Module, lr: float, scale: dict[str, float] | None) -> list[dict]:
+    """The optimizer's groups: one per lr multiplier (layer-wise decay), in parameter order. The scheduler
+    scales every group's lr by the same factor, so the ratios hold through warmup and decay."""
+    groups: dict[float, list] = {}
+    for n, p in model.named_parameters():
+        if p.requires_grad:
+            groups.setdefault((scale or {}).get(n, 1.0), []).append(p)
+    return [{"params": ps, "lr": lr * k} for k, ps in groups.items()]
+
+
 def fit(
     prepared: Prepared,
     task: Task,
@@ -128,7 +138,9 @@ def fit(
     model = prepared.model
     params = [p for p in model.parameters() if p.requires_grad]
     device = accelerator.device
-    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=cfg.weight_decay, fused=device.type == "cuda")
+    optimizer = torch.optim.AdamW(
+        param_groups(model, lr, prepared.lr_scale), lr=lr, weight_decay=cfg.weight_decay, fused=device.type == "cuda"
+    )
     n = len(task.train)
     world, rank = accelerator.num_processes, accelerator.process_index
     if cfg.batch_size % world:
@@ -222,7 +234,12 @@ def fit(
         if not math.isfinite(train_loss):
             bar.close()
             raise Diverged(f"training loss became {train_loss} in epoch {epoch + 1}; lower the learning rate")
-        record = {"epoch": epoch + 1, "train_loss": train_loss, "seconds": seconds, "lr": scheduler.get_last_lr()[0]}
+        record = {
+            "epoch": epoch + 1,
+            "train_loss": train_loss,
+            "seconds": seconds,
+            "lr": lr * scheduler.get_last_lr()[0] / scheduler.base_lrs[0],
+        }
         if has_val:
             t0 = time.perf_counter()
             ev = score("val")
