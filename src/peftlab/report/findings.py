@@ -56,6 +56,7 @@ def references(cmp: Comparisons) -> list[str]:
         )
     out += paying(cmp)
     probe = cmp.by_method(PROBE)
+    alone = f"each method on its own (Holm over the report's {cmp.count} pairs)"
     for ref in [r for r in (probe, cmp.by_method("pixels")) if r is not None]:
         above = [m.label for m in methods if cmp.better(m.label, ref.label)]
         below = [m.label for m in methods if cmp.better(ref.label, m.label)]
@@ -65,7 +66,7 @@ def references(cmp: Comparisons) -> list[str]:
             + ([f"below it beyond noise: {names(below)}"] if below else [])
             + ([f"indistinguishable from it at this budget: {names(same)}"] if same else [])
         )
-        out.append(f"Against the {ref.label} ({acc_text(ref)}): " + "; ".join(parts) + ".")
+        out.append(f"Against the {ref.label} ({acc_text(ref)}), {alone}: " + "; ".join(parts) + ".")
     rand = cmp.by_method("probe-random")
     if probe is not None and rand is not None:
         out.append(
