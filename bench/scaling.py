@@ -13,7 +13,7 @@ Each point runs in a fresh Python process (peak resident memory only grows withi
   state).
 The training-set sizes use Fashion-MNIST's ten classes (60,000 training images), validation and test 500
 images each (constant); the class points use 3,000 training images of fashion-mnist:5-9 and :all; the image
-sides use a random-init model of the bundled model's shape (patch 4: 49, 196, 784 tokens) on
+sides use a random-init model of the bundled model's shape (its patch size: 7 gives 16, 64, 256 patches) on
 fashion-mnist:5-9 upsampled to that side. Slopes: numpy.polyfit of time on size (seconds per 1,000 images)
 and of log time on log size (the exponent: 1 = linear).
 """
@@ -131,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.point:
         print(json.dumps(point(json.loads(args.point))))
         return 0
-    from peftlab.models import BUNDLED_NAME
+    from peftlab.models import BUNDLED_DIR, BUNDLED_NAME
 
     sizes = (
         [int(s) for s in args.sizes.split(",")]
@@ -162,11 +162,12 @@ def main(argv: list[str] | None = None) -> int:
         show(f"{k} classes (3,000 images)", r)
         by_classes.append(r)
     by_side = []
+    patch = json.loads((BUNDLED_DIR / "config.json").read_text())["patch_size"]
     with tempfile.TemporaryDirectory(prefix="peftlab-scaling-models-") as tmp:
         for side in (int(s) for s in args.sides.split(",")):
             model = random_model(Path(tmp) / f"vit-{side}", side)
             r = run_point({"model": model, "dataset": "fashion-mnist:5-9", "train": side_train}, args.threads)
-            show(f"side {side} ({(side // 4) ** 2 + 1} tokens)", r)
+            show(f"side {side} ({(side // patch) ** 2 + 1} tokens)", r)
             by_side.append(r | {"side": side})
 
     print()
