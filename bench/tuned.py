@@ -120,6 +120,8 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
+    from peftlab.config import DEFAULT_DATASET
+
     warnings.filterwarnings("ignore", category=FutureWarning)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -127,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     root = Path(tempfile.mkdtemp(prefix="peftlab-tuned-"))
     try:
         print(
-            f"task: default (fashion-mnist:5-9, bundled model), {args.train_size}/{args.val_size}/{args.test_size} "
+            f"task: default ({DEFAULT_DATASET}, bundled model), {args.train_size}/{args.val_size}/{args.test_size} "
             f"train/val/test images, {args.epochs} epochs; methods {args.methods}; --tune lr --tune-trials "
             f"{args.trials}; seeds {args.seeds}; naive runs: {args.naive}; {torch.get_num_threads()} torch threads",
             flush=True,
