@@ -133,7 +133,7 @@ class Arch:
             if under(path):
                 idx = self.stage_blocks(s)
                 return idx[0] if when == "before" else idx[-1] + 1
-        if any(under(p) for p in (*self.heads, *self.neck)) or (self.final_norm and under(self.final_norm)):
+        if any(under(p) for p in (*self.heads, *self.neck)):  # the neck starts with the final norm, if any
             return self.num_blocks + 1
         return 0
 
